@@ -1,0 +1,172 @@
+"""Build a PEP 3333 environ from an ASGI HTTP scope: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from ._types import Environ, Scope
+
+# The default number of request header fields, duplicates included. gunicorn's
+# ``limit_request_fields`` is 100 by default; matching it means an app that worked
+# behind gunicorn keeps working, and thousands of duplicate headers are refused.
+DEFAULT_MAX_HEADER_COUNT = 100
+
+# Ports by scheme, for SERVER_PORT when the Host header names none.
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+
+class TooManyHeaders(ValueError):
+    """The request carries more header fields than ``max_header_count`` allows."""
+
+
+class ErrorStream:
+    """``wsgi.errors``: a text stream whose lines go to the ``bridge.wsgi`` logger.
+
+    PEP 3333 asks for a text-mode stream; sending it to logging rather than raw
+    stderr puts application error output where the rest of the server's logs go.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger("bridge.wsgi")
+
+    def write(self, text: str) -> int:
+        message = text.rstrip("\n")
+        if message:
+            if self._logger.hasHandlers():
+                self._logger.error(message)
+            else:
+                sys.stderr.write(text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Nothing is buffered here: each write goes straight to logging."""
+
+
+ERRORS = ErrorStream()
+
+
+def request_path(scope: Scope) -> tuple[str, str]:
+    """Return ``(SCRIPT_NAME, PATH_INFO)`` for a scope, both latin-1 ``str`` of the URL bytes.
+
+    PEP 3333 gives WSGI the percent-decoded path bytes, each byte one latin-1 character.
+    ``raw_path`` keeps bytes that are not UTF-8 (``%FF``), which ``path`` has already
+    replaced, so it is preferred. Servers disagree on whether ``path`` includes
+    ``root_path`` (uvicorn prefixes it, hypercorn and daphne do not): the prefix is
+    stripped only when present, and only at a segment boundary, so a root path of
+    ``/app`` leaves ``/apple`` alone.
+    """
+    raw_path = scope.get("raw_path")
+    if raw_path:
+        path_bytes = unquote_to_bytes(raw_path.partition(b"?")[0])
+    else:
+        path_bytes = scope["path"].encode("utf-8")
+    script_name = scope.get("root_path", "").encode("utf-8").rstrip(b"/")
+    if script_name and path_bytes.startswith(script_name):
+        rest = path_bytes[len(script_name) :]
+        if not rest or rest[:1] == b"/":
+            path_bytes = rest
+    return script_name.decode("latin-1"), path_bytes.decode("latin-1")
+
+
+def build_environ(
+    scope: Scope,
+    body: Any,
+    *,
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
+    file_wrapper: Any = None,
+) -> Environ:
+    """Return the WSGI environ the legacy application sees for ``scope``.
+
+    ``body`` becomes ``wsgi.input``. Raises ``TooManyHeaders`` past ``max_header_count``.
+    """
+    script_name, path_info = request_path(scope)
+    scheme = scope.get("scheme", "http")
+    environ: Environ = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
+        # The query string stays percent-encoded; any raw non-ASCII byte maps to
+        # the latin-1 character of the same value, as PEP 3333 asks of all CGI values.
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": body,
+        "wsgi.errors": ERRORS,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        # The server delivers exactly the body the client sent, chunked or not, and
+        # signals its end; frameworks such as Flask read chunked bodies only when
+        # this is set.
+        "wsgi.input_terminated": True,
+        "asgi.scope": scope,
+    }
+    if file_wrapper is not None:
+        environ["wsgi.file_wrapper"] = file_wrapper
+    client = scope.get("client")
+    if client:
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
+
+    headers = scope["headers"]
+    if len(headers) > max_header_count:
+        raise TooManyHeaders(
+            f"The request has {len(headers)} header fields; the limit is {max_header_count}."
+        )
+    for raw_name, raw_value in headers:
+        # ASGI header names are lowercased bytes. A name with "_" would become the
+        # same key as its dashed twin ("x_forwarded_for" spoofing "X-Forwarded-For"),
+        # so, as gunicorn, nginx and Apache do, it is dropped.
+        if b"_" in raw_name:
+            continue
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        if name == "content-type":
+            key = "CONTENT_TYPE"
+        elif name == "content-length":
+            key = "CONTENT_LENGTH"
+        else:
+            key = "HTTP_" + name.upper().replace("-", "_")
+        if key in environ:
+            # RFC 9110 5.3: repeated fields combine with ", "; the Cookie header is
+            # the exception and combines with "; " (RFC 6265 5.4).
+            separator = "; " if key == "HTTP_COOKIE" else ", "
+            environ[key] = environ[key] + separator + value
+        else:
+            environ[key] = value
+
+    host = environ.get("HTTP_HOST")
+    if host:
+        name, port = _split_host(host, scheme)
+    else:
+        server = scope.get("server")
+        if server:
+            name = server[0]
+            port = str(server[1]) if server[1] is not None else _DEFAULT_PORTS.get(scheme, "80")
+        else:
+            name, port = "localhost", _DEFAULT_PORTS.get(scheme, "80")
+    environ["SERVER_NAME"] = name
+    environ["SERVER_PORT"] = port
+    return environ
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    """Split a Host header into name and port, as gunicorn does for SERVER_NAME/PORT."""
+    if host.startswith("["):  # an IPv6 literal: "[::1]:8000"
+        end = host.find("]")
+        if end != -1:
+            rest = host[end + 1 :]
+            port = rest[1:] if rest.startswith(":") and rest[1:] else ""
+            return host[: end + 1], port or _DEFAULT_PORTS.get(scheme, "80")
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, port
+    return host, _DEFAULT_PORTS.get(scheme, "80")

@@ -1,0 +1,216 @@
+"""Serve one HTTP request through the legacy WSGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ._types import Environ, Receive, Scope, Send, WSGIApp
+from .body import RequestBody
+from .environ import TooManyHeaders, build_environ
+from .errors import BodyTooLarge, ClientDisconnected
+from .response import FileWrapper, Responder, ResponseError, iterate, plain_response_messages
+from .threads import ThreadPool
+
+logger = logging.getLogger("bridge")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-request limits of a ``Bridge``; see ``Bridge`` for each default's reason."""
+
+    max_body_size: int | None
+    max_header_count: int
+    request_buffer_size: int
+    response_buffer_size: int
+    retry_after: int
+
+
+def call_app(app: WSGIApp, environ: Environ, responder: Responder, extensions: Any) -> None:
+    """Call the application and drive its iterable; runs in a pool thread.
+
+    PEP 3333: "If the iterable returned by the application has a close() method, the
+    server or gateway must call that method upon completion of the current request,
+    whether the request was completed normally, or terminated early due to an
+    application error during iteration or an early disconnect of the browser."
+    """
+    iterable: Iterable[bytes] = app(environ, responder.start_response)
+    try:
+        iterate(responder, iterable, extensions)
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+
+
+async def send_plain(send: Send, status: int, text: str, headers: Any = None) -> None:
+    start, body = plain_response_messages(status, text, headers)
+    await send(start)
+    await send(body)
+
+
+async def read_body_start(
+    receive: Receive, limits: Limits, content_length: int | None
+) -> RequestBody | int | None:
+    """Receive the body up to ``request_buffer_size`` before a thread is taken.
+
+    Returns the body (complete, or streaming with the rest to be pumped), a status
+    code to answer instead (413), or None if the client has already gone.
+    """
+    max_body_size = limits.max_body_size
+    if max_body_size is not None and content_length is not None and content_length > max_body_size:
+        return 413  # refused before a byte of the body is read
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    chunk: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if max_body_size is not None and len(chunk) > max_body_size:
+            return 413
+        return RequestBody(chunk)
+    chunks = [chunk]
+    size = len(chunk)
+    while size < limits.request_buffer_size:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if max_body_size is not None and size > max_body_size:
+            return 413
+        if not message.get("more_body", False):
+            return RequestBody(b"".join(chunks))
+    body = RequestBody(b"".join(chunks), complete=False)
+    body.received = size
+    return body
+
+
+async def listen(
+    receive: Receive, body: RequestBody, responder: Responder, max_body_size: int | None
+) -> None:
+    """Pump the rest of a streaming body, then wait for the client to go away."""
+    if body.streaming:
+        await body.pump(receive, max_body_size)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            body.fail(ClientDisconnected("The client disconnected before the body was sent."))
+            responder.client_gone()
+            return
+
+
+async def serve_legacy(
+    app: WSGIApp, pool: ThreadPool, limits: Limits, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer one HTTP request with the legacy application."""
+    if not pool.has_room():
+        await send_plain(
+            send,
+            503,
+            "Service Unavailable: every worker thread is busy; retry shortly.\n",
+            [(b"retry-after", str(limits.retry_after).encode("ascii"))],
+        )
+        return
+    try:
+        environ = build_environ(
+            scope, None, max_header_count=limits.max_header_count, file_wrapper=FileWrapper
+        )
+    except TooManyHeaders as exc:
+        logger.info("Refused a request: %s", exc)
+        await send_plain(send, 431, "Request Header Fields Too Large\n")
+        return
+    declared = environ.get("CONTENT_LENGTH")
+    content_length = int(declared) if declared and declared.isdigit() else None
+    body = await read_body_start(receive, limits, content_length)
+    if body is None:
+        return  # the client left before its request was complete
+    if isinstance(body, int):
+        await send_plain(send, 413, "Request Entity Too Large\n", [(b"connection", b"close")])
+        return
+    environ["wsgi.input"] = body
+
+    loop = asyncio.get_running_loop()
+    responder = Responder(loop, send, scope["method"], limits.response_buffer_size)
+    listener: asyncio.Task[None] | None = None
+
+    def start_listener() -> None:
+        nonlocal listener
+        if listener is None:
+            listener = loop.create_task(listen(receive, body, responder, limits.max_body_size))
+
+    responder.on_stream = start_listener
+    if body.streaming:
+        start_listener()
+    try:
+        await exchange(app, pool, environ, responder, scope.get("extensions") or {})
+    finally:
+        if listener is not None:
+            listener.cancel()
+
+
+async def exchange(
+    app: WSGIApp, pool: ThreadPool, environ: Environ, responder: Responder, extensions: Any
+) -> None:
+    """Run the application in a thread and send what it produced."""
+    error: BaseException | None = None
+    try:
+        await pool.run(call_app, app, environ, responder, extensions)
+    except asyncio.CancelledError:
+        # The server gave up on this request: stop the thread at its next chunk.
+        responder.client_gone()
+        environ["wsgi.input"].fail(ClientDisconnected("The request was cancelled."))
+        raise
+    except Exception as exc:
+        error = exc
+
+    if error is None:
+        if responder.streaming:
+            if await responder.finish_streaming() or responder.gone:
+                return
+            error = ResponseError(
+                f"The application declared a Content-Length of {responder.content_length} "
+                f"bytes but produced {responder.written}."
+            )
+        elif responder.gone:
+            return
+        elif not responder.status_code:
+            error = ResponseError("The application returned without calling start_response().")
+        elif (
+            responder.body_allowed
+            and responder.content_length is not None
+            and responder.written < responder.content_length
+        ):
+            error = ResponseError(
+                f"The application declared a Content-Length of {responder.content_length} "
+                f"bytes but produced {responder.written}."
+            )
+        else:
+            await responder.send_whole()
+            return
+
+    if isinstance(error, ClientDisconnected) or responder.gone:
+        logger.debug("The client disconnected before the response was complete.")
+        if responder.streaming:
+            await responder.finish_streaming()
+        return
+    if responder.streaming:
+        # Headers and part of the body are out: the only honest answer left is to
+        # cut the response, so the client sees a truncated body, never a short one
+        # that looks complete. Raising makes every ASGI server close the
+        # connection without the final chunk, and log the traceback once.
+        await responder.finish_streaming(abort=True)
+        raise error
+    if isinstance(error, BodyTooLarge):
+        await send_plain(responder.send, 413, "Request Entity Too Large\n")
+        return
+    logger.error(
+        "Exception in WSGI application %s %s",
+        environ["REQUEST_METHOD"],
+        environ["PATH_INFO"],
+        exc_info=error,
+    )
+    await send_plain(responder.send, 500, "Internal Server Error\n")

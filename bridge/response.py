@@ -1,0 +1,433 @@
+"""The WSGI response side: ``start_response``, ``write()``, iteration, and the ASGI sends.
+
+A ``Responder`` is shared by the application's thread (which calls ``start_response``,
+``write`` and ``send_body``) and the event loop (which sends ASGI messages). See
+``bridge.threads`` for the theory of operation of the handoff between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from ._types import Headers, Message, OptExcInfo, RawHeaders, Send, Write
+from .errors import ClientDisconnected
+
+logger = logging.getLogger("bridge")
+
+# A response body up to this size is handed to the event loop whole and the thread
+# is free at once, however slowly the client reads; past it the thread waits for
+# the client (backpressure). nginx's proxy_buffers hold 8 x 4-8 KiB per response
+# and gunicorn's sync workers hold nothing, pinning the worker for the whole send;
+# 1 MiB covers nearly every HTML page and JSON document at a cost of at most
+# 1 MiB per in-flight response.
+DEFAULT_RESPONSE_BUFFER = 1024 * 1024
+
+# RFC 9110 7.6.1 hop-by-hop fields. PEP 3333: "Applications and middleware are
+# forbidden from using HTTP/1.1 'hop-by-hop' features or headers"; the ASGI server
+# frames the response itself, so these are dropped rather than passed on.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# RFC 9110 5.1: a field name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_STATUS = re.compile(r"([1-9][0-9][0-9])(?: (.*))?\Z", re.DOTALL)
+
+
+class ResponseError(Exception):
+    """The application broke the WSGI response contract."""
+
+
+def parse_status(status: object) -> int:
+    """Return the status code of a WSGI status line such as ``"200 OK"``.
+
+    A missing reason phrase (``"200"``) is accepted, as gunicorn accepts it; anything
+    else that is not a three-digit code is refused.
+    """
+    if not isinstance(status, str):
+        raise ResponseError(f"The status must be a str such as '200 OK', not {status!r}.")
+    match = _STATUS.match(status)
+    if match is None or "\r" in status or "\n" in status:
+        raise ResponseError(f"The status {status!r} is not a three-digit code and a reason.")
+    return int(match.group(1))
+
+
+def encode_headers(headers: object) -> tuple[RawHeaders, int | None]:
+    """Validate WSGI response headers; return them as ASGI bytes and the Content-Length."""
+    if not isinstance(headers, list):
+        raise ResponseError(f"The response headers must be a list of tuples, not {headers!r}.")
+    raw: RawHeaders = []
+    content_length: int | None = None
+    for item in headers:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise ResponseError(f"A response header must be a (name, value) tuple, not {item!r}.")
+        name, value = item
+        if not (isinstance(name, str) and isinstance(value, str)):
+            raise ResponseError(f"The response header {item!r} must have a str name and value.")
+        if not _TOKEN.match(name):
+            raise ResponseError(f"The response header name {name!r} is not a valid HTTP token.")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ResponseError(
+                f"The value of the response header {name!r} contains CR, LF or NUL, "
+                "which would split the response; remove them."
+            )
+        try:
+            raw_value = value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ResponseError(
+                f"The value of the response header {name!r} is not latin-1; "
+                "encode it (for example RFC 8187 or percent-encoding) first."
+            ) from None
+        raw_name = name.lower().encode("latin-1")
+        if raw_name in HOP_BY_HOP:
+            continue
+        if raw_name == b"content-length":
+            if not value.strip().isdigit():
+                raise ResponseError(f"The Content-Length {value!r} is not a whole number.")
+            length = int(value)
+            if content_length is not None and content_length != length:
+                raise ResponseError("The response has two different Content-Length headers.")
+            if content_length is not None:
+                continue
+            content_length = length
+        raw.append((raw_name, raw_value))
+    return raw, content_length
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterate a file in blocks, or let the server send it by path.
+
+    PEP 3333: "the file-like object must have a read() method that takes an optional
+    size argument"; ``close()`` closes the file, and is called by bridge like any
+    iterable's ``close()``.
+    """
+
+    # Reads smaller than this cost more in handoffs than they save in memory.
+    MIN_BLOCK = 64 * 1024
+
+    def __init__(self, filelike: IO[bytes], block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = max(block_size, self.MIN_BLOCK)
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while True:
+            block = read(self.block_size)
+            if not block:
+                return
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+    def regular_file(self) -> tuple[str, int] | None:
+        """Return ``(path, size)`` when the wrapped object is a regular file at its start."""
+        name = getattr(self.filelike, "name", None)
+        fileno = getattr(self.filelike, "fileno", None)
+        tell = getattr(self.filelike, "tell", None)
+        if not isinstance(name, str) or fileno is None or tell is None:
+            return None
+        try:
+            info = os.fstat(fileno())
+            if not stat.S_ISREG(info.st_mode) or tell() != 0:
+                return None
+            return os.path.abspath(name), info.st_size
+        except (OSError, ValueError):
+            return None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Responder:
+    """One WSGI response, from ``start_response`` in a thread to ``send`` on the loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send: Send,
+        method: str,
+        buffer_size: int = DEFAULT_RESPONSE_BUFFER,
+    ) -> None:
+        self.loop = loop
+        self.send = send
+        self.head = method == "HEAD"
+        self.buffer_size = buffer_size
+        self.status_code = 0  # 0 until start_response is called
+        self.raw_headers: RawHeaders = []
+        self.content_length: int | None = None
+        self.body_allowed = True
+        self.headers_sent = False  # a body chunk has been handed to the loop
+        self.complete = False  # the declared Content-Length has been produced
+        self.written = 0  # body bytes produced so far
+        self.held: list[bytes] = []  # body kept for the single handoff at the end
+        self.pathsend: str | None = None  # a file for the server to send by path
+        # The pipe from thread to loop, used once the response streams.
+        self._cond = threading.Condition()
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self.streaming = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.gone = False  # the client went away
+        self._ended = False  # the thread has produced everything
+        self.sender: asyncio.Task[None] | None = None
+        self.on_stream: Callable[[], None] | None = None  # starts the disconnect listener
+
+    # -- the application's thread ---------------------------------------------------
+
+    def start_response(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
+    ) -> Write:
+        """PEP 3333 ``start_response``; headers are only sent with the first body bytes."""
+        if exc_info is not None and exc_info[0] is not None:
+            try:
+                if self.headers_sent:
+                    # PEP 3333: "if exc_info is provided, and the HTTP headers have
+                    # already been sent, start_response must raise an error, and
+                    # should re-raise using the exc_info tuple."
+                    raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]
+            finally:
+                exc_info = None
+        elif self.status_code:
+            raise ResponseError(
+                "start_response() was called a second time without exc_info; "
+                "pass exc_info=sys.exc_info() to replace the headers after an error."
+            )
+        code = parse_status(status)
+        self.raw_headers, self.content_length = encode_headers(headers)
+        self.status_code = code
+        self.body_allowed = not (self.head or code in (204, 304) or code < 200)
+        self.held = []
+        self.written = 0
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333 ``write()``: send ``data`` now, before returning."""
+        if not self.status_code:
+            raise ResponseError("write() was called before start_response().")
+        self.send_body(data, hold=False)
+
+    def send_body(self, data: object, hold: bool) -> None:
+        """Take one body chunk: hold it for the final handoff, or push it to the loop now."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise ResponseError(
+                    f"The application produced {type(data).__name__} as body data; "
+                    "a WSGI body must be bytes, so encode it first."
+                )
+            data = bytes(data)
+        if not data:
+            return
+        if not self.status_code:
+            raise ResponseError("The application produced body data before start_response().")
+        if self.content_length is not None:
+            remaining = self.content_length - self.written
+            if len(data) >= remaining:
+                if len(data) > remaining:
+                    logger.warning(
+                        "The application produced more than its Content-Length of %d bytes; "
+                        "the excess was not sent.",
+                        self.content_length,
+                    )
+                    data = data[:remaining]
+                # This chunk completes the body: nothing is gained by pushing it early.
+                self.complete = True
+                hold = True
+        self.written += len(data)
+        if not self.body_allowed or not data:
+            return
+        if hold and not self.streaming:
+            self.held.append(data)
+        else:
+            self._push(data)
+
+    def _push(self, data: bytes) -> None:
+        """Queue ``data`` for the loop, waking it, and wait while too much is queued."""
+        with self._cond:
+            if self.gone:
+                raise ClientDisconnected("The client disconnected during the response.")
+            start = not self.streaming
+            if start:
+                self.streaming = True
+                self.headers_sent = True
+                if self.held:
+                    self._queue.extend(self.held)
+                    self._queued += sum(map(len, self.held))
+                    self.held = []
+            self._queue.append(data)
+            self._queued += len(data)
+            waiter, self._waiter = self._waiter, None
+            backlog = self._queued
+        if start:
+            self.loop.call_soon_threadsafe(self.start_sender)
+        elif waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
+        if backlog > self.buffer_size:
+            with self._cond:
+                while self._queued > self.buffer_size // 2 and not self.gone:
+                    self._cond.wait()
+                if self.gone:
+                    raise ClientDisconnected("The client disconnected during the response.")
+
+    def end(self) -> None:
+        """Mark the body as fully produced; safe from either side."""
+        with self._cond:
+            self._ended = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
+
+    # -- the event loop -----------------------------------------------------------
+
+    def client_gone(self) -> None:
+        """The client disconnected: wake the thread and the sender so both stop."""
+        with self._cond:
+            self.gone = True
+            self._cond.notify_all()
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            _wake(waiter)
+
+    def start_sender(self) -> None:
+        if self.sender is None:
+            self.sender = self.loop.create_task(self._stream())
+            if self.on_stream is not None:
+                self.on_stream()
+
+    async def _stream(self) -> None:
+        """Send the headers, then every queued chunk, until the thread ends or the client goes."""
+        try:
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            while True:
+                with self._cond:
+                    chunks, self._queue = self._queue, []
+                    if not chunks:
+                        if self._ended or self.gone:
+                            return
+                        waiter = self._waiter = self.loop.create_future()
+                if not chunks:
+                    await waiter
+                    continue
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                await self.send({"type": "http.response.body", "body": data, "more_body": True})
+                with self._cond:
+                    self._queued -= len(data)
+                    if self._queued <= self.buffer_size // 2:
+                        self._cond.notify_all()
+        except OSError:
+            # Servers other than uvicorn raise from send() once the client is gone.
+            self.client_gone()
+
+    async def finish_streaming(self, abort: bool = False) -> bool:
+        """After the thread: flush what is queued and, unless aborting, end the body.
+
+        Returns True if the body went out whole.
+        """
+        self.end()
+        self.start_sender()
+        assert self.sender is not None
+        await self.sender
+        if self.gone or abort:
+            return False
+        if self.content_length is not None and self.written < self.content_length:
+            return False
+        try:
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            return False
+        return True
+
+    async def send_whole(self) -> None:
+        """Send a response whose body was produced before any of it was sent: one handoff."""
+        headers = self.raw_headers
+        held = self.held
+        if self.pathsend is not None:
+            await self.send(
+                {"type": "http.response.start", "status": self.status_code, "headers": headers}
+            )
+            await self.send({"type": "http.response.pathsend", "path": self.pathsend})
+            return
+        if self.content_length is None and self.body_allowed:
+            # The whole body is known, so its length is too: a client (or proxy) can
+            # then tell a complete response from a cut one without chunked framing.
+            headers = [*headers, (b"content-length", str(self.written).encode("ascii"))]
+        await self.send(
+            {"type": "http.response.start", "status": self.status_code, "headers": headers}
+        )
+        if len(held) > 1 and self.written <= self.buffer_size:
+            held = [b"".join(held)]
+        if len(held) <= 1:
+            await self.send({"type": "http.response.body", "body": held[0] if held else b""})
+            return
+        for chunk in held:
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await self.send({"type": "http.response.body", "body": b""})
+
+
+def plain_response_messages(
+    status: int, text: str, extra_headers: RawHeaders | None = None
+) -> tuple[Message, Message]:
+    """The two ASGI messages of a short text/plain response that bridge answers itself."""
+    body = text.encode("utf-8")
+    headers: RawHeaders = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    if extra_headers:
+        headers.extend(extra_headers)
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+def iterate(responder: Responder, iterable: Iterable[bytes], extensions: dict[str, Any]) -> None:
+    """Drive the application's iterable in the thread, stopping at Content-Length or disconnect."""
+    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
+        found = iterable.regular_file()
+        if found is not None and responder.status_code and not responder.written:
+            path, size = found
+            length = responder.content_length
+            if length is None or length == size:
+                if length is None:
+                    responder.raw_headers.append((b"content-length", str(size).encode("ascii")))
+                    responder.content_length = size
+                responder.written = size
+                responder.pathsend = path
+                return
+    # A list or tuple is already whole in memory: holding it costs nothing and
+    # turns the response into a single handoff however many items it has.
+    hold = type(iterable) in (list, tuple)
+    send_body = responder.send_body
+    for chunk in iterable:
+        send_body(chunk, hold)
+        if responder.complete:
+            return
