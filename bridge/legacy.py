@@ -37,13 +37,16 @@ def call_app(app: WSGIApp, environ: Environ, responder: Responder, extensions: A
     whether the request was completed normally, or terminated early due to an
     application error during iteration or an early disconnect of the browser."
     """
-    iterable: Iterable[bytes] = app(environ, responder.start_response)
     try:
-        iterate(responder, iterable, extensions)
+        iterable: Iterable[bytes] = app(environ, responder.start_response)
+        try:
+            iterate(responder, iterable, extensions)
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
     finally:
-        close = getattr(iterable, "close", None)
-        if close is not None:
-            close()
+        responder.finish_in_thread()
 
 
 async def send_plain(send: Send, status: int, text: str, headers: Any = None) -> None:

@@ -161,6 +161,14 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+# A response is first COLLECTING: chunks wait in the queue, the loop has sent nothing,
+# and an error can still become a clean 500. If the thread is still producing when
+# the loop gets to run (a slow generator releases the GIL), the loop commits the
+# headers and the response is STREAMING. If the thread finishes first, it is DONE
+# and the loop sends it whole, with its Content-Length.
+COLLECTING, STREAMING, DONE = 0, 1, 2
+
+
 class Responder:
     """One WSGI response, from ``start_response`` in a thread to ``send`` on the loop."""
 
@@ -179,21 +187,25 @@ class Responder:
         self.raw_headers: RawHeaders = []
         self.content_length: int | None = None
         self.body_allowed = True
-        self.headers_sent = False  # a body chunk has been handed to the loop
         self.complete = False  # the declared Content-Length has been produced
         self.written = 0  # body bytes produced so far
-        self.held: list[bytes] = []  # body kept for the single handoff at the end
         self.pathsend: str | None = None  # a file for the server to send by path
-        # The pipe from thread to loop, used once the response streams.
+        self.on_stream: Callable[[], None] | None = None  # starts the disconnect listener
+        # Shared between the thread and the loop, under _cond.
         self._cond = threading.Condition()
+        self._state = COLLECTING
         self._queue: list[bytes] = []
         self._queued = 0
-        self.streaming = False
+        self._commit_pending = False
         self._waiter: asyncio.Future[None] | None = None
-        self.gone = False  # the client went away
         self._ended = False  # the thread has produced everything
+        self.gone = False  # the client went away
         self.sender: asyncio.Task[None] | None = None
-        self.on_stream: Callable[[], None] | None = None  # starts the disconnect listener
+
+    @property
+    def streaming(self) -> bool:
+        """True once the headers are committed and the body goes out piece by piece."""
+        return self._state == STREAMING
 
     # -- the application's thread ---------------------------------------------------
 
@@ -203,11 +215,14 @@ class Responder:
         """PEP 3333 ``start_response``; headers are only sent with the first body bytes."""
         if exc_info is not None and exc_info[0] is not None:
             try:
-                if self.headers_sent:
-                    # PEP 3333: "if exc_info is provided, and the HTTP headers have
-                    # already been sent, start_response must raise an error, and
-                    # should re-raise using the exc_info tuple."
-                    raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]
+                with self._cond:
+                    if self._state == STREAMING:
+                        # PEP 3333: "if exc_info is provided, and the HTTP headers have
+                        # already been sent, start_response must raise an error, and
+                        # should re-raise using the exc_info tuple."
+                        raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]
+                    self._queue = []
+                    self._queued = 0
             finally:
                 exc_info = None
         elif self.status_code:
@@ -219,18 +234,18 @@ class Responder:
         self.raw_headers, self.content_length = encode_headers(headers)
         self.status_code = code
         self.body_allowed = not (self.head or code in (204, 304) or code < 200)
-        self.held = []
         self.written = 0
+        self.complete = False
         return self.write
 
     def write(self, data: bytes) -> None:
-        """PEP 3333 ``write()``: send ``data`` now, before returning."""
+        """PEP 3333 ``write()``: the data goes out without waiting for more."""
         if not self.status_code:
             raise ResponseError("write() was called before start_response().")
         self.send_body(data, hold=False)
 
     def send_body(self, data: object, hold: bool) -> None:
-        """Take one body chunk: hold it for the final handoff, or push it to the loop now."""
+        """Take one body chunk; ``hold`` means more data follows at once (a list body)."""
         if type(data) is not bytes:
             if not isinstance(data, (bytearray, memoryview)):
                 raise ResponseError(
@@ -252,54 +267,65 @@ class Responder:
                         self.content_length,
                     )
                     data = data[:remaining]
-                # This chunk completes the body: nothing is gained by pushing it early.
+                # This chunk completes the body: nothing is gained by waking the loop.
                 self.complete = True
                 hold = True
         self.written += len(data)
-        if not self.body_allowed or not data:
-            return
-        if hold and not self.streaming:
-            self.held.append(data)
-        else:
-            self._push(data)
+        if self.body_allowed and data:
+            self._push(data, wake=not hold)
 
-    def _push(self, data: bytes) -> None:
-        """Queue ``data`` for the loop, waking it, and wait while too much is queued."""
+    def _push(self, data: bytes, wake: bool) -> None:
+        """Queue ``data`` for the loop; wake it if it must not wait for the rest."""
+        commit = False
+        waiter = None
         with self._cond:
             if self.gone:
                 raise ClientDisconnected("The client disconnected during the response.")
-            start = not self.streaming
-            if start:
-                self.streaming = True
-                self.headers_sent = True
-                if self.held:
-                    self._queue.extend(self.held)
-                    self._queued += sum(map(len, self.held))
-                    self.held = []
             self._queue.append(data)
             self._queued += len(data)
-            waiter, self._waiter = self._waiter, None
-            backlog = self._queued
-        if start:
-            self.loop.call_soon_threadsafe(self.start_sender)
+            if self._state == STREAMING:
+                waiter, self._waiter = self._waiter, None
+            elif wake and not self._commit_pending:
+                self._commit_pending = commit = True
+            # A held body (a list) is already in memory: waiting would gain nothing.
+            throttle = self._queued > self.buffer_size and (
+                self._state == STREAMING or self._commit_pending
+            )
+        if commit:
+            self.loop.call_soon_threadsafe(self._commit_soon)
         elif waiter is not None:
             self.loop.call_soon_threadsafe(_wake, waiter)
-        if backlog > self.buffer_size:
+        if throttle:
             with self._cond:
                 while self._queued > self.buffer_size // 2 and not self.gone:
                     self._cond.wait()
                 if self.gone:
                     raise ClientDisconnected("The client disconnected during the response.")
 
-    def end(self) -> None:
-        """Mark the body as fully produced; safe from either side."""
+    def finish_in_thread(self) -> None:
+        """The thread is done: a response still being collected will be sent whole."""
         with self._cond:
-            self._ended = True
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self.loop.call_soon_threadsafe(_wake, waiter)
+            if self._state == COLLECTING:
+                self._state = DONE
 
     # -- the event loop -----------------------------------------------------------
+
+    def _commit_soon(self) -> None:
+        # Waking the loop released the GIL inside a syscall, so this often runs while
+        # the thread is between two chunks of a body it is about to finish. Going
+        # round the loop once more hands the GIL back: a thread that completes
+        # without blocking is then DONE, and its response goes out whole.
+        self.loop.call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """Start streaming if the thread is still producing; else it will be sent whole."""
+        with self._cond:
+            if self._state != COLLECTING or self.gone:
+                return
+            self._state = STREAMING
+        self.sender = self.loop.create_task(self._stream())
+        if self.on_stream is not None:
+            self.on_stream()
 
     def client_gone(self) -> None:
         """The client disconnected: wake the thread and the sender so both stop."""
@@ -309,12 +335,6 @@ class Responder:
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             _wake(waiter)
-
-    def start_sender(self) -> None:
-        if self.sender is None:
-            self.sender = self.loop.create_task(self._stream())
-            if self.on_stream is not None:
-                self.on_stream()
 
     async def _stream(self) -> None:
         """Send the headers, then every queued chunk, until the thread ends or the client goes."""
@@ -351,8 +371,11 @@ class Responder:
 
         Returns True if the body went out whole.
         """
-        self.end()
-        self.start_sender()
+        with self._cond:
+            self._ended = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            _wake(waiter)
         assert self.sender is not None
         await self.sender
         if self.gone or abort:
@@ -368,7 +391,6 @@ class Responder:
     async def send_whole(self) -> None:
         """Send a response whose body was produced before any of it was sent: one handoff."""
         headers = self.raw_headers
-        held = self.held
         if self.pathsend is not None:
             await self.send(
                 {"type": "http.response.start", "status": self.status_code, "headers": headers}
@@ -382,6 +404,7 @@ class Responder:
         await self.send(
             {"type": "http.response.start", "status": self.status_code, "headers": headers}
         )
+        held = self._queue
         if len(held) > 1 and self.written <= self.buffer_size:
             held = [b"".join(held)]
         if len(held) <= 1:

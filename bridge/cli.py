@@ -1,0 +1,351 @@
+"""``bridge serve`` and ``bridge check``: a thin command line over the keyword-only ``run()``.
+
+The options keep the names gunicorn and uvicorn users know, and read the environment
+variables hosting platforms set: ``PORT``, ``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from . import __version__
+from ._types import ASGIApp
+from .app import Bridge
+from .importer import AppImportError, ImportFromStringError, Loaded, classify, load_app
+from .importer import import_from_string as _import
+from .servers import SERVERS, ServerError, ServerOptions
+from .threads import DEFAULT_MAX_THREADS
+
+# The app string and the options that shape the app travel to worker processes in this
+# variable: each worker is a fresh interpreter that rebuilds the app from it.
+RECIPE_VARIABLE = "BRIDGE_SERVE_RECIPE"
+FACTORY = "bridge.cli:_worker_app"
+
+# A user mistake exits 2, as argparse does for a bad option.
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the environment; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything needed to rebuild the served app in another process."""
+
+    app: str
+    threads: int | None = None
+    mounts: list[tuple[str, str]] = field(default_factory=list)
+    app_dir: str = "."
+    # Trusted proxy addresses, when bridge must apply X-Forwarded-* itself.
+    proxy_trusted: str | None = None
+
+
+@dataclass(frozen=True)
+class Built:
+    """The app to hand to the server, and what it was made from."""
+
+    loaded: Loaded
+    app: ASGIApp
+    mounts: list[tuple[str, str]]
+
+
+_preloaded: ASGIApp | None = None
+
+
+def _worker_app() -> ASGIApp:
+    """The factory every server imports: the app loaded here, or rebuilt from the recipe."""
+    if _preloaded is not None:
+        return _preloaded
+    raw = os.environ.get(RECIPE_VARIABLE)
+    if raw is None:
+        raise RuntimeError(f"{FACTORY} is run by bridge serve, which sets {RECIPE_VARIABLE}.")
+    data = json.loads(raw)
+    data["mounts"] = [tuple(pair) for pair in data["mounts"]]
+    return build(Recipe(**data)).app
+
+
+def build(recipe: Recipe) -> Built:
+    """Import the app, wrap a WSGI callable in ``Bridge``, and attach the mounts."""
+    app_dir = os.path.abspath(recipe.app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    loaded = load_app(recipe.app, threads=recipe.threads)
+    app: ASGIApp = loaded.app
+    if recipe.mounts:
+        if loaded.bridge is None:
+            raise UsageError(
+                f'--mount needs a WSGI application or a Bridge to mount beside, and "{recipe.app}" '
+                "is an ASGI application; mount inside that application instead."
+            )
+        mount = getattr(loaded.bridge, "mount", None)
+        if mount is None:
+            raise UsageError("--mount needs Bridge.mount(), which this version of bridge lacks.")
+        for prefix, text in recipe.mounts:
+            mount(prefix, _mountable(text, recipe.threads))
+    if recipe.proxy_trusted is not None:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app = ProxyHeadersMiddleware(app, trusted_hosts=recipe.proxy_trusted)  # type: ignore[arg-type,assignment]
+    return Built(loaded, app, recipe.mounts)
+
+
+def _mountable(text: str, threads: int | None) -> ASGIApp:
+    obj = _import(text)
+    if classify(obj, text) == "wsgi":
+        return Bridge(obj, max_threads=threads or DEFAULT_MAX_THREADS)  # type: ignore[arg-type]
+    return obj  # type: ignore[return-value]
+
+
+def parse_mount(text: str) -> tuple[str, str]:
+    """Split ``PREFIX=MODULE:ATTR``."""
+    prefix, sep, app = text.partition("=")
+    if not sep or not prefix.startswith("/") or not app:
+        raise UsageError(
+            f'--mount "{text}" must be in format "PREFIX=MODULE:ATTR", for example "/v2=myapi:app".'
+        )
+    return prefix, app
+
+
+def run(
+    app: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    uds: str | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    root_path: str = "",
+    proxy_headers: bool = True,
+    forwarded_allow_ips: str = "127.0.0.1",
+    timeout_keep_alive: float | None = None,
+    graceful_timeout: float | None = None,
+    limit_concurrency: int | None = None,
+    max_requests: int | None = None,
+    log_level: str = "info",
+    access_log: bool = True,
+    reload: bool = False,
+    mounts: Sequence[tuple[str, str]] = (),
+    server: str = "uvicorn",
+    app_dir: str = ".",
+) -> None:
+    """Serve the app string ``app`` on ``server`` until a signal stops it.
+
+    SIGTERM lets in-flight requests finish within ``graceful_timeout`` seconds; SIGINT stops.
+    """
+    global _preloaded
+    if workers < 1:
+        raise UsageError(f"--workers {workers} must be 1 or more.")
+    if reload and workers > 1:
+        raise UsageError("--reload runs one process for development; drop --workers or --reload.")
+    adapter = SERVERS[server]
+    options = ServerOptions(
+        host=host,
+        port=port,
+        uds=uds,
+        workers=workers,
+        root_path=root_path.rstrip("/"),
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        timeout_keep_alive=timeout_keep_alive,
+        graceful_timeout=graceful_timeout,
+        limit_concurrency=limit_concurrency,
+        max_requests=max_requests,
+        log_level=log_level,
+        access_log=access_log,
+        reload=reload,
+    )
+    adapter.check_installed()
+    adapter.check_supported(options)
+    proxy = None if adapter.native_proxy_headers or not proxy_headers else forwarded_allow_ips
+    recipe = Recipe(app, threads, list(mounts), app_dir, proxy)
+    built = build(recipe)
+    os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
+    _preloaded = built.app
+    print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
+    adapter.run(FACTORY, options)
+
+
+def startup_line(built: Built, server: str, o: ServerOptions) -> str:
+    """The one line that says what is served, where, and how."""
+    loaded = built.loaded
+    if loaded.kind == "wsgi":
+        what = f"WSGI via bridge, {_threads(loaded)} threads"
+    elif loaded.kind == "bridge":
+        what = f"Bridge, {_threads(loaded)} threads"
+    else:
+        what = "ASGI"
+    host = f"[{o.host}]" if ":" in o.host else o.host
+    where = f"unix:{o.uds}" if o.uds else f"http://{host}:{o.port}{o.root_path}"
+    routes = len(getattr(loaded.bridge, "routes", None) or [])
+    line = (
+        f"bridge: serving {loaded.text} ({what}) with {server} on {where}, "
+        f"{_plural(o.workers, 'worker')}, {routes} routes migrated"
+    )
+    if built.mounts:
+        line += ", mounted " + ", ".join(f"{p}={t}" for p, t in built.mounts)
+    return line
+
+
+def check_report(built: Built) -> str:
+    """What ``bridge serve`` would serve, one fact a line."""
+    loaded = built.loaded
+    kinds = {"wsgi": "WSGI application", "bridge": "Bridge", "asgi": "ASGI application"}
+    lines = [f"app: {loaded.text} ({kinds[loaded.kind]})"]
+    bridge = loaded.bridge
+    if bridge is not None:
+        legacy = bridge.wsgi_app
+        name = getattr(legacy, "__qualname__", type(legacy).__qualname__)
+        lines.append(f"legacy app: {getattr(legacy, '__module__', '?')}.{name}")
+        lines.append(f"threads: {bridge.max_threads}")
+        for label, attribute in (
+            ("async routes", "routes"),
+            ("websocket routes", "websocket_routes"),
+            ("mounts", "mounts"),
+        ):
+            items = getattr(bridge, attribute, None)
+            if items is not None:
+                lines.append(f"{label}: {len(items)}")
+                lines.extend(f"  {item}" for item in items)
+    return "\n".join(lines)
+
+
+def _threads(loaded: Loaded) -> int:
+    return loaded.bridge.max_threads if loaded.bridge is not None else 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def load_env_file(path: str) -> None:
+    """Set ``KEY=VALUE`` lines from ``path`` into the environment; variables already set win."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        raise UsageError(
+            f'Env file "{path}" could not be read; check the --env-file path.'
+        ) from None
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f'Line {number} of env file "{path}" must be in format "KEY=VALUE".')
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        os.environ.setdefault(key, value)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(
+            f'The environment variable {name}="{raw}" must be an integer, such as {default}.'
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge", description="Serve a WSGI or ASGI application on an ASGI server."
+    )
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,check}")
+    serve = commands.add_parser("serve", help="serve APP until SIGTERM or SIGINT")
+    check = commands.add_parser("check", help="import APP and say what would be served")
+    for sub in (serve, check):
+        sub.add_argument("app", metavar="APP", help="module:attr, module:factory(), or module")
+        sub.add_argument("--threads", type=int, help="legacy thread pool size (default 32)")
+        sub.add_argument(
+            "--mount",
+            action="append",
+            default=[],
+            metavar="PREFIX=MODULE:ATTR",
+            help="serve another ASGI app under PREFIX (repeatable)",
+        )
+        sub.add_argument("--app-dir", default=".", help="directory added to sys.path (default .)")
+        sub.add_argument("--env-file", help="read KEY=VALUE lines into the environment first")
+    add = serve.add_argument
+    add("--server", choices=list(SERVERS), default="uvicorn", help="ASGI server (uvicorn)")
+    add("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    add("--port", type=int, help="port to bind (default $PORT or 8000)")
+    add("--uds", help="bind a unix domain socket instead")
+    add("--workers", "-w", type=int, help="processes (default $WEB_CONCURRENCY or 1)")
+    add("--root-path", default="", help="the prefix a proxy strips, seen as SCRIPT_NAME")
+    add(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="trust X-Forwarded-* from --forwarded-allow-ips (on)",
+    )
+    add("--forwarded-allow-ips", help="default $FORWARDED_ALLOW_IPS or 127.0.0.1; * for any")
+    add("--timeout-keep-alive", type=float, help="close idle connections after seconds (5)")
+    add("--graceful-timeout", type=float, help="seconds SIGTERM waits for requests to finish")
+    add("--limit-concurrency", type=int, help="connections at once before answering 503")
+    add("--max-requests", type=int, help="replace a worker after this many requests")
+    add(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        default="info",
+    )
+    add("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    add("--reload", action="store_true", help="restart on code changes (development)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``bridge`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.env_file:
+            load_env_file(args.env_file)
+        mounts = [parse_mount(text) for text in args.mount]
+        if args.command == "check":
+            recipe = Recipe(args.app, args.threads, mounts, args.app_dir)
+            print(check_report(build(recipe)))
+            return 0
+        run(
+            args.app,
+            host=args.host,
+            port=args.port if args.port is not None else _env_int("PORT", 8000),
+            uds=args.uds,
+            workers=args.workers if args.workers is not None else _env_int("WEB_CONCURRENCY", 1),
+            threads=args.threads,
+            root_path=args.root_path,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips
+            or os.environ.get("FORWARDED_ALLOW_IPS")
+            or "127.0.0.1",
+            timeout_keep_alive=args.timeout_keep_alive,
+            graceful_timeout=args.graceful_timeout,
+            limit_concurrency=args.limit_concurrency,
+            max_requests=args.max_requests,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            reload=args.reload,
+            mounts=mounts,
+            server=args.server,
+            app_dir=args.app_dir,
+        )
+    except (UsageError, ImportFromStringError, ServerError) as exc:
+        print(f"bridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AppImportError as exc:
+        print(f"bridge: error: {exc} The error was:", file=sys.stderr)
+        cause = exc.__cause__ or exc
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+        return EXIT_USAGE
+    return 0
