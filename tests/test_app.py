@@ -1,0 +1,134 @@
+"""``Bridge`` itself: the public surface, lifespan, websocket refusal and request limits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from wsgiref.validate import validator
+
+import pytest
+
+import bridge
+from bridge import Bridge
+
+from .asgi import Client, http_scope
+
+Environ = dict[str, Any]
+
+
+def echo_length(environ: Environ, start_response: Any) -> list[bytes]:
+    total = 0
+    while chunk := environ["wsgi.input"].read(65536):
+        total += len(chunk)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(total).encode()]
+
+
+def test_public_names() -> None:
+    assert bridge.__all__ == ["BodyError", "BodyTooLarge", "Bridge", "ClientDisconnected"]
+    assert issubclass(bridge.ClientDisconnected, OSError)
+
+
+def test_a_non_callable_is_refused_with_a_sentence() -> None:
+    with pytest.raises(TypeError, match="Bridge\\(\\) needs a WSGI application"):
+        Bridge("app:app")  # type: ignore[arg-type]
+
+
+def lifespan(bridge_app: Bridge, *messages: str) -> list[dict[str, Any]]:
+    async def main() -> list[dict[str, Any]]:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for kind in messages:
+            inbox.put_nowait({"type": kind})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await bridge_app({"type": "lifespan"}, inbox.get, send)
+        return sent
+
+    return asyncio.run(main())
+
+
+def test_lifespan_runs_sync_and_async_hooks() -> None:
+    calls: list[str] = []
+
+    async def async_start() -> None:
+        calls.append("async start")
+
+    bridge_app = Bridge(
+        echo_length,
+        on_startup=[lambda: calls.append("sync start"), async_start],
+        on_shutdown=[lambda: calls.append("stop")],
+    )
+    sent = lifespan(bridge_app, "lifespan.startup", "lifespan.shutdown")
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+    assert calls == ["sync start", "async start", "stop"]
+
+
+def test_failing_startup_hook_reports_startup_failed() -> None:
+    def broken() -> None:
+        raise RuntimeError("no database")
+
+    sent = lifespan(Bridge(echo_length, on_startup=[broken]), "lifespan.startup")
+    assert sent == [{"type": "lifespan.startup.failed", "message": "RuntimeError('no database')"}]
+
+
+def test_websocket_is_refused_cleanly() -> None:
+    async def main() -> list[dict[str, Any]]:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "websocket", "path": "/ws", "headers": []}
+        await Bridge(echo_length)(scope, inbox.get, send)
+        return sent
+
+    assert asyncio.run(main()) == [{"type": "websocket.close", "code": 1000}]
+
+
+def post(bridge_app: Bridge, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> Client:
+    client = Client(chunks)
+    asyncio.run(client.run(bridge_app, http_scope(method="POST", headers=headers)))
+    return client
+
+
+def test_declared_length_over_max_body_size_is_413_before_reading() -> None:
+    client = Client([b"x" * 10])
+    asyncio.run(
+        client.run(
+            Bridge(validator(echo_length), max_body_size=5),
+            http_scope(method="POST", headers=[(b"content-length", b"10")]),
+        )
+    )
+    assert client.status == 413
+    assert client.inbox.qsize() == 1  # the body was never received
+
+
+def test_chunked_body_over_max_body_size_is_413() -> None:
+    client = post(Bridge(validator(echo_length), max_body_size=25), [b"x" * 10] * 3, [])
+    assert client.status == 413
+
+
+def test_streamed_body_over_max_body_size_is_413_from_the_app() -> None:
+    # Past request_buffer_size the body streams, and the limit is met inside read().
+    bridge_app = Bridge(
+        validator(echo_length), max_body_size=100_000, request_buffer_size=10_000
+    )
+    client = post(bridge_app, [b"x" * 10_000] * 20, [])
+    assert client.status == 413
+
+
+def test_body_at_the_limit_is_accepted() -> None:
+    client = post(Bridge(validator(echo_length), max_body_size=30), [b"x" * 10] * 3, [])
+    assert client.status == 200 and client.body == b"30"
+
+
+def test_too_many_headers_is_431() -> None:
+    client = Client()
+    headers = [(b"x-dup", b"1")] * 5000
+    asyncio.run(client.run(Bridge(validator(echo_length)), http_scope(headers=headers)))
+    assert client.status == 431
