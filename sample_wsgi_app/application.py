@@ -134,9 +134,4 @@ def create_app(
 
     Nothing touches the disk until the first request (or `db.init_db()`).
     """
-    settings = Settings.from_env(data_dir=data_dir, secret_key=secret_key)
-    if settings.secret_key == DEV_SECRET_KEY:
-        logger.warning(
-            "SAMPLE_SECRET_KEY is not set; sessions are signed with the development key."
-        )
-    return SampleApp(settings)
+    return SampleApp(Settings.from_env(data_dir=data_dir, secret_key=secret_key))
