@@ -22,11 +22,18 @@ from wsgiref.validate import InputWrapper, validator
 import pytest
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
-from sample_wsgi_app import SESSION_COOKIE, SampleApp, create_app, dump_session, load_session
-from sample_wsgi_app import queries as queries_module
+from sample_wsgi_app import (
+    SESSION_COOKIE,
+    SampleApp,
+    create_app,
+    dump_session,
+    load_session,
+    queries,
+)
 from sample_wsgi_app.db import Database, init_db
 from sample_wsgi_app.middleware import ErrorPageMiddleware
 from sample_wsgi_app.passwords import hash_password, verify_password
+from sample_wsgi_app.request import SampleRequest
 from sample_wsgi_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -247,6 +254,31 @@ def test_database_closes_connections_of_finished_threads(tmp_path: Path) -> None
         db.connection()  # a new connection sweeps up the dead thread's one
         with pytest.raises(sqlite3.ProgrammingError):
             seen[0].execute("SELECT 1")
+    finally:
+        db.close()
+
+
+def test_threads_write_and_read_concurrently(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite3")
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for number in range(10):
+                queries.create_item(db, title=f"w{worker}-{number}", body="", owner="admin")
+                queries.list_items(db, query=f"w{worker}-")
+        except BaseException as exc:  # reported below; a thread cannot fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert queries.list_items(db).total == 40 + 8 * 10
+        assert queries.list_items(db, query="w3-").total == 10
     finally:
         db.close()
 
@@ -547,7 +579,7 @@ def test_download_uses_the_servers_file_wrapper(admin: Browser, sample: SampleAp
         close_body(body)
 
 
-def test_upload_needs_a_file_and_a_login(admin: Browser, browser: Browser) -> None:
+def test_upload_needs_a_file_and_an_item(admin: Browser) -> None:
     token = admin.session()["csrf_token"]
     response = admin.post("/items/5/attachments", data={"csrf_token": token})
     assert response.status_code == 400
@@ -556,6 +588,31 @@ def test_upload_needs_a_file_and_a_login(admin: Browser, browser: Browser) -> No
         data={"csrf_token": token, "file": (io.BytesIO(b"x"), "x.txt")},
     )
     assert response.status_code == 404
+
+
+def test_upload_needs_a_login(browser: Browser, data_dir: Path) -> None:
+    token = browser.csrf_token("/login")
+    response = browser.post(
+        "/items/5/attachments",
+        data={"csrf_token": token, "file": (io.BytesIO(b"x"), "x.txt")},
+        headers={"Referer": "http://localhost/items/5"},
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login?next=%2Fitems%2F5"
+    assert not (data_dir / "attachments").exists()
+
+
+def test_upload_over_the_limit_is_refused(
+    admin: Browser, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SampleRequest, "max_content_length", 64 * 1024)
+    token = admin.session()["csrf_token"]
+    response = admin.post(
+        "/items/5/attachments",
+        data={"csrf_token": token, "file": (io.BytesIO(b"x" * 65 * 1024), "big.bin")},
+    )
+    assert response.status_code == 413
+    assert not (data_dir / "attachments").exists()
 
 
 def test_refused_upload_leaves_nothing_behind(admin: Browser, data_dir: Path) -> None:
@@ -686,7 +743,7 @@ def test_error_page_hides_details(
     def broken(db: Database) -> None:
         raise sqlite3.OperationalError("disk I/O error at /srv/secret/path")
 
-    monkeypatch.setattr(queries_module, "ping", broken)
+    monkeypatch.setattr(queries, "ping", broken)
     with caplog.at_level(logging.ERROR, logger="sample_wsgi_app"):
         response = browser.get("/health")
     assert response.status_code == 500
@@ -708,7 +765,7 @@ def test_error_page_is_json_under_api(
     def broken(db: Database, item_id: int) -> None:
         raise RuntimeError("secret")
 
-    monkeypatch.setattr(queries_module, "get_item", broken)
+    monkeypatch.setattr(queries, "get_item", broken)
     with caplog.at_level(logging.CRITICAL, logger="sample_wsgi_app"):
         response = browser.get("/api/items/1")
     assert response.status_code == 500
