@@ -7,14 +7,16 @@ variables hosting platforms set: ``PORT``, ``WEB_CONCURRENCY``, ``FORWARDED_ALLO
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from types import TracebackType
 
-from . import __version__
+from . import __version__, importer
 from ._types import ASGIApp
 from .app import Bridge
 from .importer import AppImportError, ImportFromStringError, Loaded, classify, load_app
@@ -306,6 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_frames(exc: BaseException) -> TracebackType | None:
+    """The traceback from the first frame of the user's code, past bridge and importlib."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not (filename.startswith("<frozen") or filename in _SKIPPED_FILES):
+            break
+        tb = tb.tb_next
+    return tb
+
+
+_SKIPPED_FILES = {importer.__file__, importlib.__file__}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``bridge`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -346,6 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppImportError as exc:
         print(f"bridge: error: {exc} The error was:", file=sys.stderr)
         cause = exc.__cause__ or exc
-        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+        traceback.print_exception(type(cause), cause, _user_frames(cause), file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -46,7 +46,7 @@ class Target:
 def parse_app_string(text: str) -> Target:
     """Split ``text`` into a ``Target`` without importing anything."""
     module, sep, rest = text.partition(":")
-    if not _is_dotted_name(module) or (sep and not rest) or ":" in rest:
+    if not _is_dotted_name(module) or (sep and not rest) or ":" in rest.partition("(")[0]:
         raise ImportFromStringError(
             f'Import string "{text}" must be in format "<module>:<attribute>".'
         )

@@ -1,0 +1,5 @@
+"""A module with neither ``application`` nor ``app``."""
+
+from __future__ import annotations
+
+something_else = None
