@@ -1,0 +1,1 @@
+"""Differential tests: the same requests to gunicorn and to bridge on uvicorn, compared."""
