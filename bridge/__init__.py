@@ -1,4 +1,5 @@
-"""bridge: serve legacy WSGI applications under any ASGI server, and move them to async one route at a time."""
+"""bridge: serve legacy WSGI applications under any ASGI server, and move them to async
+one route at a time."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class RequestBody:
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         """Read lines until the end, or until their total length reaches ``hint``."""
-        lines = []
+        lines: list[bytes] = []
         total = 0
         while True:
             line = self.readline()

@@ -191,8 +191,10 @@ class Responder:
         self.written = 0  # body bytes produced so far
         self.pathsend: str | None = None  # a file for the server to send by path
         self.on_stream: Callable[[], None] | None = None  # starts the disconnect listener
-        # Shared between the thread and the loop, under _cond.
-        self._cond = threading.Condition()
+        # Shared between the thread and the loop, under _lock. The condition the
+        # thread waits on for backpressure is made only when a response needs it.
+        self._lock = threading.Lock()
+        self._space: threading.Condition | None = None
         self._state = COLLECTING
         self._queue: list[bytes] = []
         self._queued = 0
@@ -215,12 +217,12 @@ class Responder:
         """PEP 3333 ``start_response``; headers are only sent with the first body bytes."""
         if exc_info is not None and exc_info[0] is not None:
             try:
-                with self._cond:
+                with self._lock:
                     if self._state == STREAMING:
                         # PEP 3333: "if exc_info is provided, and the HTTP headers have
                         # already been sent, start_response must raise an error, and
                         # should re-raise using the exc_info tuple."
-                        raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]
+                        raise exc_info[1].with_traceback(exc_info[2])
                     self._queue = []
                     self._queued = 0
             finally:
@@ -278,7 +280,7 @@ class Responder:
         """Queue ``data`` for the loop; wake it if it must not wait for the rest."""
         commit = False
         waiter = None
-        with self._cond:
+        with self._lock:
             if self.gone:
                 raise ClientDisconnected("The client disconnected during the response.")
             self._queue.append(data)
@@ -296,15 +298,17 @@ class Responder:
         elif waiter is not None:
             self.loop.call_soon_threadsafe(_wake, waiter)
         if throttle:
-            with self._cond:
+            with self._lock:
+                if self._space is None:
+                    self._space = threading.Condition(self._lock)
                 while self._queued > self.buffer_size // 2 and not self.gone:
-                    self._cond.wait()
+                    self._space.wait()
                 if self.gone:
                     raise ClientDisconnected("The client disconnected during the response.")
 
     def finish_in_thread(self) -> None:
         """The thread is done: a response still being collected will be sent whole."""
-        with self._cond:
+        with self._lock:
             if self._state == COLLECTING:
                 self._state = DONE
 
@@ -319,7 +323,7 @@ class Responder:
 
     def _commit(self) -> None:
         """Start streaming if the thread is still producing; else it will be sent whole."""
-        with self._cond:
+        with self._lock:
             if self._state != COLLECTING or self.gone:
                 return
             self._state = STREAMING
@@ -329,9 +333,10 @@ class Responder:
 
     def client_gone(self) -> None:
         """The client disconnected: wake the thread and the sender so both stop."""
-        with self._cond:
+        with self._lock:
             self.gone = True
-            self._cond.notify_all()
+            if self._space is not None:
+                self._space.notify_all()
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             _wake(waiter)
@@ -347,7 +352,7 @@ class Responder:
                 }
             )
             while True:
-                with self._cond:
+                with self._lock:
                     chunks, self._queue = self._queue, []
                     if not chunks:
                         if self._ended or self.gone:
@@ -358,10 +363,10 @@ class Responder:
                     continue
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 await self.send({"type": "http.response.body", "body": data, "more_body": True})
-                with self._cond:
+                with self._lock:
                     self._queued -= len(data)
-                    if self._queued <= self.buffer_size // 2:
-                        self._cond.notify_all()
+                    if self._space is not None and self._queued <= self.buffer_size // 2:
+                        self._space.notify_all()
         except OSError:
             # Servers other than uvicorn raise from send() once the client is gone.
             self.client_gone()
@@ -371,7 +376,7 @@ class Responder:
 
         Returns True if the body went out whole.
         """
-        with self._cond:
+        with self._lock:
             self._ended = True
             waiter, self._waiter = self._waiter, None
         if waiter is not None:

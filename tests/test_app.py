@@ -115,9 +115,7 @@ def test_chunked_body_over_max_body_size_is_413() -> None:
 
 def test_streamed_body_over_max_body_size_is_413_from_the_app() -> None:
     # Past request_buffer_size the body streams, and the limit is met inside read().
-    bridge_app = Bridge(
-        validator(echo_length), max_body_size=100_000, request_buffer_size=10_000
-    )
+    bridge_app = Bridge(validator(echo_length), max_body_size=100_000, request_buffer_size=10_000)
     client = post(bridge_app, [b"x" * 10_000] * 20, [])
     assert client.status == 413
 

@@ -67,7 +67,12 @@ def test_streamed_body_reads_like_a_file() -> None:
         return [body.read(2), body.readline(), body.readline(4), *body.readlines()]
 
     assert stream(chunks, reader) == [
-        b"fi", b"rst line\n", b"seco", b"nd line\n", b"\n", b"last without newline"
+        b"fi",
+        b"rst line\n",
+        b"seco",
+        b"nd line\n",
+        b"\n",
+        b"last without newline",
     ]
 
 

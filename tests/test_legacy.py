@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -22,7 +23,9 @@ from .asgi import Client, http_scope
 Environ = dict[str, Any]
 
 
-def run(app: Any, scope: dict[str, Any] | None = None, client: Client | None = None, **kw: Any) -> Client:
+def run(
+    app: Any, scope: dict[str, Any] | None = None, client: Client | None = None, **kw: Any
+) -> Client:
     client = client or Client()
     bridge = app if isinstance(app, Bridge) else Bridge(app, **kw)
     asyncio.run(client.run(bridge, scope or http_scope()))
@@ -225,10 +228,8 @@ def test_close_is_called_exactly_once(where: str) -> None:
         return body
 
     client = Client()
-    try:
+    with contextlib.suppress(Exception):
         asyncio.run(client.run(Bridge(app), http_scope()))
-    except Exception:
-        pass
     assert body.closed == 1
     if where == "content-length":
         # Iteration stopped as soon as the declared length was produced.
@@ -401,7 +402,7 @@ def test_file_wrapper_uses_pathsend_when_the_server_offers_it() -> None:
 
         def app(environ: Environ, start_response: Any) -> Any:
             start_response("200 OK", [("Content-Type", "text/plain")])
-            opened.append(open(handle.name, "rb"))
+            opened.append(open(handle.name, "rb"))  # noqa: SIM115 (closed by bridge)
             return environ["wsgi.file_wrapper"](opened[0])
 
         scope = http_scope(extensions={"http.response.pathsend": {}})

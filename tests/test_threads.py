@@ -174,3 +174,42 @@ def test_the_event_loop_is_not_blocked_by_the_app() -> None:
         return ticks
 
     assert asyncio.run(main()) >= 10
+
+
+def test_shutdown_stops_the_workers_and_a_later_request_starts_new_ones() -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    bridge = Bridge(validator(app), max_threads=3)
+    concurrent_requests(bridge, 6)
+    workers = [t for t in threading.enumerate() if t.name.startswith("bridge-")]
+    assert 1 <= len(workers) <= 3
+    bridge.pool.shutdown()
+    for worker in workers:
+        worker.join(5)
+    assert not any(worker.is_alive() for worker in workers)
+    assert [c.status for c in concurrent_requests(bridge, 4)] == [200] * 4
+    bridge.pool.shutdown()
+
+
+def test_an_exception_in_the_thread_reaches_the_loop_with_its_traceback() -> None:
+    def fail() -> None:
+        raise KeyError("missing")
+
+    async def main() -> BaseException:
+        pool = Bridge(validator(lambda e, s: [])).pool
+        try:
+            await pool.run(fail)
+        except KeyError as exc:
+            return exc
+        raise AssertionError("no exception")
+
+    exc = asyncio.run(main())
+    assert exc.__traceback__ is not None
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "fail" in frames
