@@ -278,6 +278,23 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, server: str) -> None:
         assert s.process.wait(timeout=15) in (0, -signal.SIGTERM)
 
 
+def test_graceful_timeout_bounds_the_drain(tmp_path: Path) -> None:
+    """A request longer than --graceful-timeout is cancelled and the server exits."""
+    with serve(tmp_path, f"{APPS}:slow_app", "--graceful-timeout", "1") as s:
+        result: list[int] = []
+        request = threading.Thread(target=lambda: result.append(s.get("/?6").status_code))
+        request.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        s.process.send_signal(signal.SIGTERM)
+        s.process.wait(timeout=15)
+        request.join(timeout=15)
+        assert time.monotonic() - started < 5.5
+        assert result == [500]
+        # The legacy app is wrapped in wsgiref's validator, which replaces wsgi.input.
+        assert "AttributeError" not in s.output()
+
+
 def test_sigint_stops(tmp_path: Path) -> None:
     with serve(tmp_path, f"{APPS}:where_app") as s:
         s.process.send_signal(signal.SIGINT)
