@@ -48,13 +48,17 @@ class RequestBody:
     # -- reader side: the application's thread ---------------------------------
 
     def read(self, size: int | None = -1) -> bytes:
-        """Read up to ``size`` bytes; all that remains when ``size`` is negative or None."""
+        """Read ``size`` bytes, fewer only at the end of the body; all of it for -1 or None.
+
+        Like a buffered file, and like gunicorn's and wsgiref's input: Django reads
+        ``request.body`` with one ``read(CONTENT_LENGTH)`` and trusts the length.
+        """
         if size is None or size < 0:
             self._wait(lambda available: False)
             return self._take(len(self._buffer) - self._pos)
         if size == 0:
             return b""
-        self._wait(lambda available: available >= 1)
+        self._wait(lambda available: available >= size)
         return self._take(min(size, len(self._buffer) - self._pos))
 
     def readline(self, size: int | None = -1) -> bytes:

@@ -136,9 +136,11 @@ def build_environ(
         else:
             key = "HTTP_" + name.upper().replace("-", "_")
         if key in environ:
-            # RFC 9110 5.3: repeated fields combine with ", "; the Cookie header is
-            # the exception and combines with "; " (RFC 6265 5.4).
-            separator = "; " if key == "HTTP_COOKIE" else ", "
+            # RFC 9110 5.3: repeated fields combine into a comma-separated list;
+            # "," is what gunicorn and wsgiref give the app. The Cookie header is the
+            # exception and combines with "; " (RFC 6265 5.4), so no cookie swallows
+            # the next one.
+            separator = "; " if key == "HTTP_COOKIE" else ","
             environ[key] = environ[key] + separator + value
         else:
             environ[key] = value

@@ -119,8 +119,9 @@ class ThreadPool:
         return max(self.in_flight - self.max_threads, 0)
 
     @property
-    def threads(self) -> int:
-        return len(self._threads)
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads started so far (they start on demand, up to max_threads)."""
+        return list(self._threads)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func(*args)`` in a pool thread, in a copy of this context; await its result."""

@@ -154,3 +154,15 @@ def test_streaming_holds_at_most_the_high_water_mark_ahead_of_the_reader() -> No
 
     assert asyncio.run(main()) == len(chunk) * count
     assert DEFAULT_HIGH_WATER <= peak <= DEFAULT_HIGH_WATER + len(chunk)
+
+
+def test_read_n_returns_n_bytes_across_messages_until_the_end() -> None:
+    # Django reads request.body with a single read(CONTENT_LENGTH).
+    chunk = b"y" * (64 * 1024)
+    size = 3 * DEFAULT_HIGH_WATER + 5
+
+    def reader(body: RequestBody) -> tuple[int, int]:
+        return len(body.read(size)), len(body.read(10))
+
+    chunks = [chunk] * (size // len(chunk)) + [b"y" * (size % len(chunk))]
+    assert stream(chunks, reader) == (size, 0)

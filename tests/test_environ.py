@@ -76,7 +76,7 @@ def test_full_request() -> None:
         CONTENT_TYPE="application/x-www-form-urlencoded",
         CONTENT_LENGTH="11",
         HTTP_HOST="example.com",
-        HTTP_ACCEPT="text/html, application/json",
+        HTTP_ACCEPT="text/html,application/json",
         HTTP_COOKIE="a=1; b=2",
         HTTP_X_FORWARDED_FOR="10.0.0.1",
         **{"wsgi.url_scheme": "https"},

@@ -183,7 +183,7 @@ def test_shutdown_stops_the_workers_and_a_later_request_starts_new_ones() -> Non
 
     bridge = Bridge(validator(app), max_threads=3)
     concurrent_requests(bridge, 6)
-    workers = [t for t in threading.enumerate() if t.name.startswith("bridge-")]
+    workers = bridge.pool.threads
     assert 1 <= len(workers) <= 3
     bridge.pool.shutdown()
     for worker in workers:
