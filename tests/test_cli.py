@@ -57,6 +57,14 @@ def test_check_wsgi(capsys: pytest.CaptureFixture[str]) -> None:
     assert out[2] == "threads: 8"
 
 
+def test_check_app_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "cli_noapp:something_else", "--app-dir", "tests/apps"]) == 2
+    assert capsys.readouterr().err == (
+        'bridge: error: "cli_noapp:something_else" is neither a WSGI nor an ASGI application: '
+        "it is a NoneType object, not a callable.\n"
+    )
+
+
 def test_check_bridge_keeps_its_pool(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", f"{APPS}:bridged", "--threads", "8"]) == 0
     out = capsys.readouterr().out.splitlines()

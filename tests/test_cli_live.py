@@ -237,7 +237,7 @@ def test_forwarded_allow_ips_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_access_log_and_log_level(tmp_path: Path) -> None:
-    with serve(tmp_path, f"{APPS}:where_app") as s:
+    with serve(tmp_path, f"{APPS}:where_app", "--access-log", "--log-level", "info") as s:
         s.get("/logged")
         time.sleep(0.2)
         assert '"GET /logged HTTP/1.1" 200' in s.output()
@@ -250,6 +250,36 @@ def test_access_log_and_log_level(tmp_path: Path) -> None:
         assert "/unlogged" not in s.output()
         assert "Uvicorn running on" not in s.output()
         assert "bridge: serving" in s.output()
+
+
+def test_limit_concurrency(tmp_path: Path) -> None:
+    """Past --limit-concurrency the server answers 503 instead of queueing."""
+    with serve(tmp_path, f"{APPS}:slow_app", "--limit-concurrency", "2") as s:
+        slow: list[int] = []
+        request = threading.Thread(target=lambda: slow.append(s.get("/?2").status_code))
+        request.start()
+        time.sleep(0.5)
+        assert s.get("/").status_code == 503
+        request.join(timeout=15)
+        assert slow == [200]
+
+
+def test_timeout_keep_alive(tmp_path: Path) -> None:
+    """An idle keep-alive connection is closed after --timeout-keep-alive seconds."""
+    with serve(tmp_path, f"{APPS}:where_app", "--timeout-keep-alive", "1") as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        pid = s.get("/").text.rsplit("|", 1)[1].encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = b""
+            while b"\r\n\r\n" not in response or not response.endswith(b"|" + pid):
+                chunk = conn.recv(65536)
+                assert chunk, response
+                response += chunk
+            assert response.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert conn.recv(65536) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 5
 
 
 def test_max_requests_replaces_the_worker(tmp_path: Path) -> None:
