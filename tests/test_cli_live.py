@@ -325,6 +325,22 @@ def test_graceful_timeout_bounds_the_drain(tmp_path: Path) -> None:
         assert "AttributeError" not in s.output()
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+def test_sighup_replaces_the_workers(tmp_path: Path, server: str) -> None:
+    with serve(tmp_path, f"{APPS}:where_app", "--server", server, "-w", "2") as s:
+        before = pids_seen(s, 2)
+        s.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        after: set[str] = set()
+        while not after - before and time.monotonic() < deadline:
+            # A request may fall between the old workers and the new ones.
+            with suppress(httpx.TransportError):
+                after.add(s.get("/").text.rsplit("|", 1)[-1])
+            time.sleep(0.05)
+        assert after - before
+        assert s.process.poll() is None
+
+
 def test_sigint_stops(tmp_path: Path) -> None:
     with serve(tmp_path, f"{APPS}:where_app") as s:
         s.process.send_signal(signal.SIGINT)
