@@ -1,0 +1,1 @@
+"""Live-server tests: bridge under uvicorn, hypercorn, daphne and granian."""
