@@ -19,7 +19,14 @@ from types import TracebackType
 from . import __version__, importer
 from ._types import ASGIApp
 from .app import Bridge
-from .importer import AppImportError, ImportFromStringError, Loaded, classify, load_app
+from .importer import (
+    AppImportError,
+    ImportFromStringError,
+    Loaded,
+    classify,
+    load_app,
+    wrap_app,
+)
 from .importer import import_from_string as _import
 from .servers import SERVERS, ServerError, ServerOptions
 from .threads import DEFAULT_MAX_THREADS
@@ -73,12 +80,15 @@ def _worker_app() -> ASGIApp:
     return build(Recipe(**data)).app
 
 
-def build(recipe: Recipe) -> Built:
-    """Import the app, wrap a WSGI callable in ``Bridge``, and attach the mounts."""
+def build(recipe: Recipe, obj: object = None) -> Built:
+    """Import the app (or take ``obj``), wrap a WSGI callable in ``Bridge``, attach the mounts."""
     app_dir = os.path.abspath(recipe.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    loaded = load_app(recipe.app, threads=recipe.threads)
+    if obj is None:
+        loaded = load_app(recipe.app, threads=recipe.threads)
+    else:
+        loaded = wrap_app(obj, recipe.app, threads=recipe.threads)
     app: ASGIApp = loaded.app
     if recipe.mounts:
         if loaded.bridge is None:
@@ -116,7 +126,7 @@ def parse_mount(text: str) -> tuple[str, str]:
 
 
 def run(
-    app: str,
+    app: str | object,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -137,7 +147,7 @@ def run(
     server: str = "uvicorn",
     app_dir: str = ".",
 ) -> None:
-    """Serve the app string ``app`` on ``server`` until a signal stops it.
+    """Serve ``app``, an app string or the application itself, until a signal stops it.
 
     SIGTERM lets in-flight requests finish within ``graceful_timeout`` seconds; SIGINT stops.
     """
@@ -166,12 +176,25 @@ def run(
     adapter.check_installed()
     adapter.check_supported(options)
     proxy = None if adapter.native_proxy_headers or not proxy_headers else forwarded_allow_ips
+    obj = None
+    if not isinstance(app, str):
+        if workers > 1 or reload or max_requests is not None or server == "granian":
+            raise UsageError(
+                "--workers, --reload, --max-requests and granian start processes that import "
+                'the application: pass it as an import string such as "myproject.wsgi:application".'
+            )
+        obj, app = app, _name_of(app)
     recipe = Recipe(app, threads, list(mounts), app_dir, proxy)
-    built = build(recipe)
+    built = build(recipe, obj)
     os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
     _preloaded = built.app
     print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
     adapter.run(FACTORY, options)
+
+
+def _name_of(obj: object) -> str:
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{getattr(obj, '__module__', None) or type(obj).__module__}:{name}"
 
 
 def startup_line(built: Built, server: str, o: ServerOptions) -> str:

@@ -150,7 +150,11 @@ class Loaded:
 
 def load_app(text: str, *, threads: int | None = None) -> Loaded:
     """Import ``text`` and make it servable: a WSGI callable is wrapped in ``Bridge``."""
-    obj = import_from_string(text)
+    return wrap_app(import_from_string(text), text, threads=threads)
+
+
+def wrap_app(obj: object, text: str, *, threads: int | None = None) -> Loaded:
+    """Make ``obj`` servable; ``text`` names it in messages."""
     kind = classify(obj, text)
     if kind == "wsgi":
         bridge = Bridge(_as_wsgi(obj), max_threads=threads or DEFAULT_MAX_THREADS)

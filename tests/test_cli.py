@@ -342,3 +342,16 @@ def test_worker_app_needs_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(info.value) == (
         "bridge.cli:_worker_app is run by bridge serve, which sets BRIDGE_SERVE_RECIPE."
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"workers": 2}, {"reload": True}, {"max_requests": 10}, {"server": "granian"}],
+)
+def test_run_with_an_object_cannot_start_processes(options: dict[str, object]) -> None:
+    with pytest.raises(cli.UsageError) as info:
+        cli.run(cli_apps.pid_app, **options)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "--workers, --reload, --max-requests and granian start processes that import "
+        'the application: pass it as an import string such as "myproject.wsgi:application".'
+    )

@@ -408,3 +408,33 @@ def test_console_script(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0
     assert result.stdout.startswith(f"app: {APPS}:pid_app (WSGI application)\n")
+
+
+def test_run_serves_an_application_object(tmp_path: Path) -> None:
+    """``bridge.cli.run`` takes the application itself, as ``uvicorn.run`` does."""
+    port = free_port()
+    log = tmp_path / "run.log"
+    code = (
+        "from bridge.cli import run; from tests.apps.cli_apps import where_app; "
+        f"run(where_app, port={port}, threads=2)"
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env=_env(None), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        served = Served(process, log, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, served.output()
+            try:
+                response = served.get("/obj")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, served.output()
+                time.sleep(0.1)
+        assert response.text.startswith("|/obj|")
+        assert "(WSGI via bridge, 2 threads) with uvicorn" in served.output()
+    finally:
+        stop(process)
