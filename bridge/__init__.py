@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from .app import Bridge
 from .errors import BodyError, BodyTooLarge, ClientDisconnected
+from .requests import Request
+from .websockets import WebSocket, WebSocketDisconnect
 
-__all__ = ["BodyError", "BodyTooLarge", "Bridge", "ClientDisconnected"]
+__all__ = [
+    "BodyError",
+    "BodyTooLarge",
+    "Bridge",
+    "ClientDisconnected",
+    "Request",
+    "WebSocket",
+    "WebSocketDisconnect",
+]
 __version__ = "0.1.0"

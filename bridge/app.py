@@ -10,12 +10,16 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from ._types import Receive, Scope, Send, WSGIApp
-from .body import DEFAULT_HIGH_WATER
-from .environ import DEFAULT_MAX_HEADER_COUNT
+from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
+from .body import DEFAULT_HIGH_WATER, RequestBody
+from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .legacy import Limits, serve_legacy
+from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
+from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
+from .views import as_wsgi, serve_view
+from .websockets import WebSocket, WebSocketDisconnect
 
 logger = logging.getLogger("bridge")
 
@@ -51,6 +55,10 @@ class Bridge:
       whole, so slow downloads do not hold threads.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
     * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan.
+    * ``request_class=bridge.Request``: the werkzeug ``Request`` subclass views receive.
+
+    Requests go to the first of: a route registered with ``route()`` (path *and*
+    method), a websocket route, an app mounted with ``mount()``, and the legacy app.
     """
 
     def __init__(
@@ -66,6 +74,7 @@ class Bridge:
         retry_after: int = DEFAULT_RETRY_AFTER,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
+        request_class: type[Request] = Request,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -83,27 +92,140 @@ class Bridge:
         )
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
+        self.request_class = request_class
+        self.router = Router()
 
     @property
     def max_threads(self) -> int:
         return self.pool.max_threads
 
+    @property
+    def routes(self) -> list[Route]:
+        return list(self.router.routes)
+
+    @property
+    def websocket_routes(self) -> list[WebSocketRoute]:
+        return list(self.router.websocket_routes)
+
+    @property
+    def mounts(self) -> list[Mount]:
+        return list(self.router.mounts)
+
+    # -- registration ---------------------------------------------------------------
+
+    def route(
+        self,
+        rule: str,
+        *,
+        methods: Sequence[str] | None = None,
+        middleware: Middleware | None = None,
+    ) -> Callable[[View], View]:
+        """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
+
+        Other methods at the same path still go to the legacy app. With
+        ``middleware`` (a function that wraps a WSGI app in the legacy middleware
+        stack), the view runs inside that stack and sees what it puts in the environ.
+        """
+
+        def register(view: View) -> View:
+            self.add_route(rule, view, methods=methods, middleware=middleware)
+            return view
+
+        return register
+
+    def add_route(
+        self,
+        rule: str,
+        view: View,
+        *,
+        methods: Sequence[str] | None = None,
+        middleware: Middleware | None = None,
+    ) -> Route:
+        route = self.router.add_route(rule, view, methods, middleware)
+        if middleware is not None:
+            route.wsgi = middleware(as_wsgi(view, self.request_class))
+        return route
+
+    def websocket(self, rule: str) -> Callable[[View], View]:
+        """Serve websocket connections to ``rule`` with the decorated ``async def view(ws)``."""
+
+        def register(view: View) -> View:
+            self.router.add_websocket(rule, view)
+            return view
+
+        return register
+
+    def mount(self, prefix: str, app: ASGIApp) -> None:
+        """Serve every request under ``prefix`` (HTTP and websocket) with an ASGI app."""
+        self.router.add_mount(prefix, app)
+
+    # -- dispatch -------------------------------------------------------------------
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            router = self.router
+            if router.active:
+                path = route_path(scope)
+                found = router.match_http(path, scope["method"])
+                if found is not None:
+                    await self._serve_route(found[0], found[1], scope, receive, send)
+                    return
+                mount = router.match_mount(path)
+                if mount is not None:
+                    await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                    return
             await serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
         elif kind == "websocket":
-            await self._refuse_websocket(receive, send)
+            await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
-    async def _refuse_websocket(self, receive: Receive, send: Send) -> None:
-        """A WSGI app cannot speak websocket: refuse the handshake (the server answers 403)."""
-        message = await receive()
-        if message["type"] == "websocket.connect":
-            await send({"type": "websocket.close", "code": 1000})
+    async def _serve_route(
+        self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if route.wsgi is not None:
+            extra = {"bridge.path_params": values}
+            await serve_legacy(route.wsgi, self.pool, self.limits, scope, receive, send, extra)
+            return
+        await serve_view(
+            route, values, self.pool, self.limits, self.request_class, scope, receive, send
+        )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = route_path(scope)
+        found = self.router.match_websocket(path)
+        if found is None:
+            mount = self.router.match_mount(path)
+            if mount is not None:
+                await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                return
+            # No websocket here, and a WSGI app cannot speak it: refuse the handshake
+            # (the server answers 403).
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        route, values = found
+        environ = build_environ({**scope, "method": "GET"}, RequestBody())
+        socket = WebSocket(scope, receive, send, self.request_class(environ))
+        socket.path_params = values
+        socket.request.path_params = values
+        try:
+            await route.view(socket, **values)
+        except WebSocketDisconnect:
+            return
+        except Exception:
+            logger.exception("Exception in websocket view %s", route.view.__qualname__)
+            if not socket.closed:
+                # 1011: "the server is terminating the connection because it
+                # encountered an unexpected condition" (RFC 6455 7.4.1).
+                await socket.close(1011 if socket.accepted else 1000)
+            return
+        if not socket.closed:
+            await socket.close(1000)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -143,6 +265,16 @@ class Bridge:
                 self.pool.in_flight,
                 timeout,
             )
+
+
+def _mounted_scope(scope: Scope, prefix: str, path: str) -> Scope:
+    """The scope a mounted app sees: ``root_path`` grows by the prefix, and ``path``
+    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way)."""
+    root_path = scope.get("root_path", "").rstrip("/") + prefix
+    child = dict(scope)
+    child["root_path"] = root_path
+    child["path"] = root_path + path[len(prefix) :]
+    return child
 
 
 async def _call_hook(hook: Hook) -> None:

@@ -49,6 +49,22 @@ def call_app(app: WSGIApp, environ: Environ, responder: Responder, extensions: A
         responder.finish_in_thread()
 
 
+def environ_or_none(scope: Scope, limits: Limits) -> Environ | None:
+    """The environ for ``scope``, or None when it has too many headers (answer 431)."""
+    try:
+        return build_environ(
+            scope, None, max_header_count=limits.max_header_count, file_wrapper=FileWrapper
+        )
+    except TooManyHeaders as exc:
+        logger.info("Refused a request: %s", exc)
+        return None
+
+
+def content_length_of(environ: Environ) -> int | None:
+    declared = environ.get("CONTENT_LENGTH")
+    return int(declared) if declared and declared.isdigit() else None
+
+
 async def send_plain(send: Send, status: int, text: str, headers: Any = None) -> None:
     start, body = plain_response_messages(status, text, headers)
     await send(start)
@@ -56,9 +72,9 @@ async def send_plain(send: Send, status: int, text: str, headers: Any = None) ->
 
 
 async def read_body_start(
-    receive: Receive, limits: Limits, content_length: int | None
+    receive: Receive, limits: Limits, content_length: int | None, whole: bool = False
 ) -> RequestBody | int | None:
-    """Receive the body up to ``request_buffer_size`` before a thread is taken.
+    """Receive the body up to ``request_buffer_size`` (or all of it, if ``whole``).
 
     Returns the body (complete, or streaming with the rest to be pumped), a status
     code to answer instead (413), or None if the client has already gone.
@@ -76,7 +92,7 @@ async def read_body_start(
         return RequestBody(chunk)
     chunks = [chunk]
     size = len(chunk)
-    while size < limits.request_buffer_size:
+    while whole or size < limits.request_buffer_size:
         message = await receive()
         if message["type"] != "http.request":
             return None
@@ -107,9 +123,19 @@ async def listen(
 
 
 async def serve_legacy(
-    app: WSGIApp, pool: ThreadPool, limits: Limits, scope: Scope, receive: Receive, send: Send
+    app: WSGIApp,
+    pool: ThreadPool,
+    limits: Limits,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    extra: Environ | None = None,
 ) -> None:
-    """Answer one HTTP request with the legacy application."""
+    """Answer one HTTP request with a WSGI application (the legacy one, most often).
+
+    ``extra`` is added to the environ: the path values of a route served in the
+    legacy middleware.
+    """
     if not pool.has_room():
         await send_plain(
             send,
@@ -118,24 +144,33 @@ async def serve_legacy(
             [(b"retry-after", str(limits.retry_after).encode("ascii"))],
         )
         return
-    try:
-        environ = build_environ(
-            scope, None, max_header_count=limits.max_header_count, file_wrapper=FileWrapper
-        )
-    except TooManyHeaders as exc:
-        logger.info("Refused a request: %s", exc)
+    environ = environ_or_none(scope, limits)
+    if environ is None:
         await send_plain(send, 431, "Request Header Fields Too Large\n")
         return
-    declared = environ.get("CONTENT_LENGTH")
-    content_length = int(declared) if declared and declared.isdigit() else None
-    body = await read_body_start(receive, limits, content_length)
+    body = await read_body_start(receive, limits, content_length_of(environ))
     if body is None:
         return  # the client left before its request was complete
     if isinstance(body, int):
         await send_plain(send, 413, "Request Entity Too Large\n", [(b"connection", b"close")])
         return
-    environ["wsgi.input"] = body
+    if extra:
+        environ.update(extra)
+    await run_wsgi(app, pool, limits, environ, body, scope, receive, send)
 
+
+async def run_wsgi(
+    app: WSGIApp,
+    pool: ThreadPool,
+    limits: Limits,
+    environ: Environ,
+    body: RequestBody,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Run a WSGI application in a thread for an environ whose body has started."""
+    environ["wsgi.input"] = body
     loop = asyncio.get_running_loop()
     responder = Responder(loop, send, scope["method"], limits.response_buffer_size)
     listener: asyncio.Task[None] | None = None

@@ -25,7 +25,15 @@ def echo_length(environ: Environ, start_response: Any) -> list[bytes]:
 
 
 def test_public_names() -> None:
-    assert bridge.__all__ == ["BodyError", "BodyTooLarge", "Bridge", "ClientDisconnected"]
+    assert bridge.__all__ == [
+        "BodyError",
+        "BodyTooLarge",
+        "Bridge",
+        "ClientDisconnected",
+        "Request",
+        "WebSocket",
+        "WebSocketDisconnect",
+    ]
     assert issubclass(bridge.ClientDisconnected, OSError)
 
 

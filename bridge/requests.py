@@ -1,0 +1,23 @@
+"""The request object that migrated views receive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.wrappers import Request as WerkzeugRequest
+
+
+class Request(WerkzeugRequest):
+    """A werkzeug ``Request`` built from the same environ the legacy app would see.
+
+    The body has been received before the view runs, so ``form``, ``files`` and
+    ``get_json()`` read from memory and never block the event loop. ``scope`` is the
+    ASGI scope, and ``path_params`` the values the route's rule matched.
+    """
+
+    path_params: dict[str, Any]
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        scope: dict[str, Any] = self.environ["asgi.scope"]
+        return scope

@@ -1,0 +1,102 @@
+"""The websocket object that ``@app.websocket`` views receive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ._types import Message, Receive, Scope, Send
+from .requests import Request
+
+
+class WebSocketDisconnect(Exception):
+    """The client closed the websocket; ``code`` is its close code."""
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(f"The websocket was closed with code {code}.")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket:
+    """One websocket connection: ``accept()``, then receive and send text, bytes or JSON.
+
+    ``request`` is a werkzeug ``Request`` of the handshake, so cookies (and with them
+    the legacy session), headers and the query string read as in any view.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
+        self.scope = scope
+        self.request = request
+        self.path_params: dict[str, Any] = {}
+        self._receive = receive
+        self._send = send
+        self.accepted = False
+        self.closed = False
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Complete the handshake; before it, the client's connect message is read."""
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            raise RuntimeError(f"Expected websocket.connect, received {message['type']!r}.")
+        reply: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            reply["headers"] = headers
+        await self._send(reply)
+        self.accepted = True
+
+    async def receive(self) -> Message:
+        """The next ``websocket.receive`` message; raises ``WebSocketDisconnect`` at the end."""
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason") or "")
+        return message
+
+    async def receive_text(self) -> str:
+        message = await self.receive()
+        text = message.get("text")
+        if text is None:
+            raise TypeError("The client sent a binary message where text was expected.")
+        return str(text)
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.receive()
+        data = message.get("bytes")
+        if data is None:
+            raise TypeError("The client sent a text message where binary was expected.")
+        return bytes(data)
+
+    async def receive_json(self) -> Any:
+        message = await self.receive()
+        raw = message.get("text")
+        return json.loads(raw if raw is not None else message["bytes"])
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        """Every message until the client disconnects (text as ``str``, binary as ``bytes``)."""
+        while True:
+            try:
+                message = await self.receive()
+            except WebSocketDisconnect:
+                return
+            text = message.get("text")
+            yield text if text is not None else bytes(message.get("bytes") or b"")
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, value: Any) -> None:
+        await self.send_text(json.dumps(value, separators=(",", ":")))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (before ``accept()``, this refuses the handshake with 403)."""
+        if self.closed:
+            return
+        self.closed = True
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})

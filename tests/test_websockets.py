@@ -1,0 +1,123 @@
+"""Websocket routes: accept, echo, JSON, disconnects, refusal of unknown paths, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from wsgiref.validate import validator
+
+import pytest
+
+from bridge import Bridge, WebSocket
+
+from .test_views import legacy
+
+
+def websocket_scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"room=1",
+        "root_path": "",
+        "headers": headers or [(b"host", b"t"), (b"cookie", b"user=ada")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 8000),
+        "subprotocols": [],
+    }
+
+
+def converse(app: Bridge, path: str, incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def main() -> list[dict[str, Any]]:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for message in incoming:
+            inbox.put_nowait(message)
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app(websocket_scope(path), inbox.get, send), 5)
+        return sent
+
+    return asyncio.run(main())
+
+
+CONNECT = {"type": "websocket.connect"}
+
+
+def test_echo_with_path_values_query_and_cookies() -> None:
+    app = Bridge(validator(legacy))
+
+    @app.websocket("/ws/<room>")
+    async def chat(ws: WebSocket, room: str) -> None:
+        await ws.accept()
+        user = ws.request.cookies["user"]
+        async for message in ws:
+            await ws.send_text(f"{user}@{room}?{ws.request.args['room']}: {message!s}")
+
+    sent = converse(
+        app,
+        "/ws/lobby",
+        [CONNECT, {"type": "websocket.receive", "text": "hi"}, {"type": "websocket.disconnect"}],
+    )
+    assert sent == [
+        {"type": "websocket.accept", "subprotocol": None},
+        {"type": "websocket.send", "text": "ada@lobby?1: hi"},
+    ]
+
+
+def test_json_round_trip_and_close_after_the_view_returns() -> None:
+    app = Bridge(validator(legacy))
+
+    @app.websocket("/ws")
+    async def once(ws: WebSocket) -> None:
+        await ws.accept()
+        value = await ws.receive_json()
+        await ws.send_json({"got": value})
+
+    sent = converse(app, "/ws", [CONNECT, {"type": "websocket.receive", "text": '{"a": 1}'}])
+    assert sent[1:] == [
+        {"type": "websocket.send", "text": '{"got":{"a":1}}'},
+        {"type": "websocket.close", "code": 1000, "reason": ""},
+    ]
+
+
+def test_unknown_path_is_refused() -> None:
+    app = Bridge(validator(legacy))
+
+    @app.websocket("/ws")
+    async def view(ws: WebSocket) -> None:
+        await ws.accept()
+
+    assert converse(app, "/elsewhere", [CONNECT]) == [{"type": "websocket.close", "code": 1000}]
+
+
+def test_a_failing_view_closes_with_1011(caplog: pytest.LogCaptureFixture) -> None:
+    app = Bridge(validator(legacy))
+
+    @app.websocket("/ws")
+    async def broken(ws: WebSocket) -> None:
+        await ws.accept()
+        raise RuntimeError("bug")
+
+    sent = converse(app, "/ws", [CONNECT])
+    assert sent[-1] == {"type": "websocket.close", "code": 1011, "reason": ""}
+    assert "Exception in websocket view" in caplog.text
+
+
+def test_websocket_under_a_mount_goes_to_the_mounted_app() -> None:
+    app = Bridge(validator(legacy))
+    seen: list[str] = []
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    app.mount("/v2", mounted)
+    assert converse(app, "/v2/ws", [CONNECT]) == [{"type": "websocket.accept"}]
+    assert seen == ["/v2/ws"]
