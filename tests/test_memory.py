@@ -63,11 +63,14 @@ def test_256_mib_download_streams_with_bounded_memory(server: tuple[str, int]) -
     url, pid = server
     digest = hashlib.sha256()
     total = 0
-    with PeakRSS(pid) as rss, httpx.Client(base_url=url, timeout=60) as client:
-        with client.stream("GET", f"/?{SIZE}") as response:
-            for chunk in response.iter_raw(1024 * 1024):
-                digest.update(chunk)
-                total += len(chunk)
+    with (
+        PeakRSS(pid) as rss,
+        httpx.Client(base_url=url, timeout=60) as client,
+        client.stream("GET", f"/?{SIZE}") as response,
+    ):
+        for chunk in response.iter_raw(1024 * 1024):
+            digest.update(chunk)
+            total += len(chunk)
     assert total == SIZE
     assert digest.hexdigest() == hashlib.sha256(CHUNK * (SIZE // len(CHUNK))).hexdigest()
     assert rss.growth < LIMIT, f"RSS grew by {rss.growth / 2**20:.1f} MiB"
