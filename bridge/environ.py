@@ -64,10 +64,15 @@ def request_path(scope: Scope) -> tuple[str, str]:
     """
     raw_path = scope.get("raw_path")
     if raw_path:
-        path_bytes = unquote_to_bytes(raw_path.partition(b"?")[0])
+        path_bytes = raw_path.partition(b"?")[0]
+        if b"%" in path_bytes:
+            path_bytes = unquote_to_bytes(path_bytes)
     else:
         path_bytes = scope["path"].encode("utf-8")
-    script_name = scope.get("root_path", "").encode("utf-8").rstrip(b"/")
+    root_path = scope.get("root_path")
+    if not root_path:
+        return "", path_bytes.decode("latin-1")
+    script_name = root_path.encode("utf-8").rstrip(b"/")
     if script_name and path_bytes.startswith(script_name):
         rest = path_bytes[len(script_name) :]
         if not rest or rest[:1] == b"/":
