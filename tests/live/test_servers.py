@@ -312,14 +312,29 @@ def test_error_after_headers_is_seen_by_the_client(
 ) -> None:
     expect_cut(request, live_server)
     flag = tmp_path / "first-chunk-received"
-    with httpx.Client(base_url=live_server.url, timeout=CUT_TIMEOUT) as client:
-        with client.stream("GET", "/error/after-headers", params={"flag": str(flag)}) as response:
-            chunks = response.iter_raw()
-            assert next(chunks) == b"partial\n"
-            flag.touch()
-            with pytest.raises(httpx.RemoteProtocolError):
-                b"".join(chunks)
+    with (
+        httpx.Client(base_url=live_server.url, timeout=CUT_TIMEOUT) as client,
+        client.stream("GET", "/error/after-headers", params={"flag": str(flag)}) as response,
+    ):
+        chunks = response.iter_raw()
+        assert next(chunks) == b"partial\n"
+        flag.touch()
+        with pytest.raises(httpx.RemoteProtocolError):
+            b"".join(chunks)
+
+
+def test_server_keeps_serving_after_a_cut_response(live_server: LiveServer, tmp_path: Path) -> None:
+    flag = tmp_path / "first-chunk-received"
+    with connect(live_server) as sock:
+        sock.sendall(raw_request("/error/after-headers?flag=" + quote(str(flag))))
+        status, _, data = read_head(sock)
+        assert status == 200
+        flag.touch()
+        # Most servers close at once; daphne leaves the connection open (see above).
+        read_to_close(sock, data, timeout=0.5)
+    with httpx.Client(base_url=live_server.url, timeout=15) as client:
         assert client.get("/ping").text == "pong"
+        assert client.get("/page").content.startswith(b"<!doctype html>")
 
 
 # -- disconnects and lifespan -----------------------------------------------------------
@@ -343,7 +358,10 @@ def test_client_disconnect_mid_stream_calls_close(live_server: LiveServer, tmp_p
     assert 2 <= produced < 1000
 
 
-def test_lifespan_startup_and_shutdown(server_name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_lifespan_startup_and_shutdown(
+    server_name: str, stop: signal.Signals, tmp_path: Path
+) -> None:
     spec = SPECS[server_name]
     with run_server(server_name, tmp_path) as server:
         startup = server.markers / "startup"
@@ -353,14 +371,14 @@ def test_lifespan_startup_and_shutdown(server_name: str, tmp_path: Path) -> None
         else:
             # daphne never sends lifespan events: the hooks cannot run (documented).
             assert not startup.exists()
-        server.process.send_signal(signal.SIGTERM)
+        server.process.send_signal(stop)
         try:
             returncode = server.process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{server_name} did not exit within {STOP_TIMEOUT} s of SIGTERM.")
+            pytest.fail(f"{server_name} did not exit within {STOP_TIMEOUT} s of {stop.name}.")
         if spec.lifespan:
             assert len(shutdown.read_text().splitlines()) == 1, server.output()
         else:
             assert not shutdown.exists()
         # uvicorn re-raises the signal once it has shut down cleanly, so it "dies" of it.
-        assert returncode in (0, -signal.SIGTERM), server.output()
+        assert returncode in (0, -stop), server.output()
