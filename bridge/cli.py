@@ -211,7 +211,7 @@ def startup_line(built: Built, server: str, o: ServerOptions) -> str:
     routes = len(getattr(loaded.bridge, "routes", None) or [])
     line = (
         f"bridge: serving {loaded.text} ({what}) with {server} on {where}, "
-        f"{_plural(o.workers, 'worker')}, {routes} routes migrated"
+        f"{_plural(o.workers, 'worker')}, {_plural(routes, 'route')} migrated"
     )
     if built.mounts:
         line += ", mounted " + ", ".join(f"{p}={t}" for p, t in built.mounts)
@@ -229,16 +229,37 @@ def check_report(built: Built) -> str:
         name = getattr(legacy, "__qualname__", type(legacy).__qualname__)
         lines.append(f"legacy app: {getattr(legacy, '__module__', '?')}.{name}")
         lines.append(f"threads: {bridge.max_threads}")
-        for label, attribute in (
-            ("async routes", "routes"),
-            ("websocket routes", "websocket_routes"),
-            ("mounts", "mounts"),
+        for label, attribute, describe in (
+            ("async routes", "routes", _describe_route),
+            ("websocket routes", "websocket_routes", _describe_websocket),
+            ("mounts", "mounts", _describe_mount),
         ):
             items = getattr(bridge, attribute, None)
             if items is not None:
                 lines.append(f"{label}: {len(items)}")
-                lines.extend(f"  {item}" for item in items)
+                lines.extend(f"  {describe(item)}" for item in items)
     return "\n".join(lines)
+
+
+def _describe_route(route: object) -> str:
+    methods = getattr(route, "methods", None)
+    verbs = ",".join(sorted(methods)) if methods else "ANY"
+    kind = "async" if getattr(route, "is_async", False) else "sync"
+    return f"{verbs} {getattr(route, 'rule', route)} -> {_endpoint(route)} ({kind})"
+
+
+def _describe_websocket(route: object) -> str:
+    return f"{getattr(route, 'rule', route)} -> {_endpoint(route)}"
+
+
+def _describe_mount(mount: object) -> str:
+    app = getattr(mount, "app", None)
+    return f"{getattr(mount, 'prefix', mount)} -> {_name_of(app) if app else '?'}"
+
+
+def _endpoint(route: object) -> str:
+    view = getattr(route, "view", None)
+    return _name_of(view) if view is not None else str(getattr(route, "endpoint", "?"))
 
 
 def _threads(loaded: Loaded) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bridge import Bridge, __version__, cli, servers
+from bridge import Bridge, __version__, cli
 from bridge.cli import Recipe, build, load_env_file, main, parse_mount, startup_line
 from bridge.servers import ServerOptions
 from tests.apps import cli_apps
@@ -84,16 +85,19 @@ def test_check_asgi(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"app: {APPS}:asgi_app (ASGI application)\n"
 
 
-def test_check_lists_routes_and_mounts_when_the_bridge_has_them(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bridge = Bridge(cli_apps.pid_app)
-    monkeypatch.setattr(bridge, "routes", ["GET /items"], raising=False)
-    monkeypatch.setattr(bridge, "mounts", [], raising=False)
-    monkeypatch.setattr(cli_apps, "with_routes", bridge, raising=False)
-    assert main(["check", f"{APPS}:with_routes"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[3:] == ["async routes: 1", "  GET /items", "mounts: 0"]
+def test_check_lists_routes_websockets_and_mounts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", f"{APPS}:migrated_app()"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"app: {APPS}:migrated_app() (Bridge)",
+        "legacy app: wsgiref.validate.validator.<locals>.lint_app",
+        "threads: 4",
+        "async routes: 1",
+        f"  GET,HEAD /items -> {APPS}:migrated_app.<locals>.items (async)",
+        "websocket routes: 1",
+        f"  /ws/echo -> {APPS}:migrated_app.<locals>.echo",
+        "mounts: 1",
+        f"  /v2 -> {APPS}:asgi_app",
+    ]
 
 
 @pytest.mark.parametrize("command", ["serve", "check"])
@@ -156,7 +160,7 @@ def test_mount_uses_bridge_mount() -> None:
     assert built.mounts == [("/v2", f"{APPS}:asgi_app")]
 
     async def fetch(path: str) -> str:
-        transport = httpx.ASGITransport(app=built.app)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=built.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             response = await client.get(path)
             return response.text
@@ -177,9 +181,9 @@ def test_mount_without_bridge_mount(
 def test_missing_server_names_the_package(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = servers.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        servers.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "granian" else real(name, *a),
     )
@@ -296,13 +300,12 @@ def test_startup_line_wsgi() -> None:
     )
 
 
-def test_startup_line_bridge_with_routes_on_uds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_apps.bridged, "routes", ["a", "b"], raising=False)
-    built = build(Recipe(f"{APPS}:bridged"))
+def test_startup_line_bridge_with_routes_on_uds() -> None:
+    built = build(Recipe(f"{APPS}:migrated_app()"))
     options = ServerOptions(uds="/tmp/b.sock", root_path="/api")
     assert startup_line(built, "granian", options) == (
-        f"bridge: serving {APPS}:bridged (Bridge, 4 threads) with granian on "
-        "unix:/tmp/b.sock, 1 worker, 2 routes migrated"
+        f"bridge: serving {APPS}:migrated_app() (Bridge, 4 threads) with granian on "
+        "unix:/tmp/b.sock, 1 worker, 1 route migrated"
     )
 
 

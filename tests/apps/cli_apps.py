@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.validate import validator
 
 from bridge import Bridge
+from bridge._types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -52,7 +53,7 @@ def create_app(threads: int = 32, *, name: str = "pid") -> Bridge:
     return Bridge({"pid": pid_app, "where": where_app}[name], max_threads=threads)
 
 
-async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
     """A pure ASGI app, mounted under a prefix in the tests."""
     if scope["type"] != "http":
         return
@@ -70,7 +71,7 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 class AsgiObject:
     """An ASGI app as an object with an async ``__call__``."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await asgi_app(scope, receive, send)
 
 
@@ -88,3 +89,23 @@ async def async_two(scope: object, receive: object) -> None:
 
 def broken_factory() -> None:
     raise RuntimeError("the factory is broken")
+
+
+def migrated_app() -> Bridge:
+    """A Bridge part-way through a migration: an async route, a websocket route, a mount."""
+    from werkzeug.wrappers import Request, Response
+
+    bridge = Bridge(where_app, max_threads=4)
+
+    @bridge.route("/items", methods=["GET"])
+    async def items(request: Request) -> Response:
+        return Response("items")
+
+    @bridge.websocket("/ws/echo")
+    async def echo(ws: Any) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())
+        await ws.close()
+
+    bridge.mount("/v2", asgi_app)
+    return bridge
