@@ -40,6 +40,8 @@ class ServerSpec:
     # removed it (GET /x) and puts it back in front of the scope's path.
     root_path_in_url: bool
     lifespan: bool  # the server runs the ASGI lifespan protocol
+    # daphne (Twisted) receives the whole request body before it calls the application.
+    whole_body_first: bool = False
 
     def command(self, port: int, root_path: str | None) -> list[str]:
         args = [arg.format(port=port) for arg in self.args]
@@ -100,6 +102,7 @@ SPECS = {
             ("--root-path", "{root_path}"),
             root_path_in_url=True,
             lifespan=False,
+            whole_body_first=True,
         ),
         ServerSpec(
             "granian",

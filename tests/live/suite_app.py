@@ -78,6 +78,26 @@ def upload(environ: WSGIEnvironment, start_response: StartResponse) -> list[byte
     return [body]
 
 
+def upload_outcome(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """Read the body and record in a file how the read ended: its size, or the error."""
+    marker = query(environ)["marker"]
+    stream = environ["wsgi.input"]
+    size = 0
+    try:
+        while True:
+            block = stream.read(READ_BLOCK)
+            if not block:
+                break
+            size += len(block)
+        outcome = f"complete {size}"
+    except OSError as exc:
+        outcome = f"{type(exc).__name__} {size}"
+    with open(marker + ".tmp", "w") as file:
+        file.write(outcome)
+    os.replace(marker + ".tmp", marker)
+    return text(start_response, "200 OK", outcome.encode())
+
+
 def download(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
     """Stream ``size`` bytes of ``payload`` from a generator, with no Content-Length."""
     data = payload(int(query(environ)["size"]))
@@ -166,6 +186,7 @@ def echo(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]
 ROUTES = {
     "/ping": lambda environ, start_response: text(start_response, "200 OK", b"pong"),
     "/upload": upload,
+    "/upload-outcome": upload_outcome,
     "/download": download,
     "/slow": slow,
     "/disconnect": disconnect,

@@ -165,6 +165,31 @@ def test_chunked_upload(client: httpx.Client) -> None:
     }
 
 
+def test_upload_cut_short_raises_in_the_app(live_server: LiveServer, tmp_path: Path) -> None:
+    """A client that leaves mid-body makes ``wsgi.input`` raise, never end early."""
+    marker = tmp_path / "outcome"
+    sent = 2 * MIB  # of 4 MiB declared: past the part bridge receives before the app runs
+    with connect(live_server) as sock:
+        head = raw_request(
+            "/upload-outcome?marker=" + quote(str(marker)),
+            method="POST",
+            extra=f"Content-Length: {4 * MIB}\r\n",
+        )
+        sock.sendall(head + payload(sent, seed=4))
+        time.sleep(0.2)  # let the app start reading before the client goes
+    if live_server.spec.whole_body_first:
+        # The application is only called once the whole body is in, so never here.
+        time.sleep(1.0)
+        assert not marker.exists()
+        return
+    deadline = time.monotonic() + 5
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    outcome, size = marker.read_text().split()
+    assert outcome == "ClientDisconnected"
+    assert int(size) <= sent
+
+
 def test_streamed_download(client: httpx.Client) -> None:
     response = client.get("/download", params={"size": str(BIG)})
     assert response.status_code == 200
