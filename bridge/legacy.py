@@ -130,11 +130,11 @@ async def serve_legacy(
     receive: Receive,
     send: Send,
     extra: Environ | None = None,
-) -> None:
+) -> int:
     """Answer one HTTP request with a WSGI application (the legacy one, most often).
 
     ``extra`` is added to the environ: the path values of a route served in the
-    legacy middleware.
+    legacy middleware. Returns the status sent, 0 if the client left first.
     """
     if not pool.has_room():
         await send_plain(
@@ -143,20 +143,20 @@ async def serve_legacy(
             "Service Unavailable: every worker thread is busy; retry shortly.\n",
             [(b"retry-after", str(limits.retry_after).encode("ascii"))],
         )
-        return
+        return 503
     environ = environ_or_none(scope, limits)
     if environ is None:
         await send_plain(send, 431, "Request Header Fields Too Large\n")
-        return
+        return 431
     body = await read_body_start(receive, limits, content_length_of(environ))
     if body is None:
-        return  # the client left before its request was complete
+        return 0  # the client left before its request was complete
     if isinstance(body, int):
         await send_plain(send, 413, "Request Entity Too Large\n", [(b"connection", b"close")])
-        return
+        return 413
     if extra:
         environ.update(extra)
-    await run_wsgi(app, pool, limits, environ, body, scope, receive, send)
+    return await run_wsgi(app, pool, limits, environ, body, scope, receive, send)
 
 
 async def run_wsgi(
@@ -168,7 +168,7 @@ async def run_wsgi(
     scope: Scope,
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     """Run a WSGI application in a thread for an environ whose body has started."""
     environ["wsgi.input"] = body
     loop = asyncio.get_running_loop()
@@ -184,7 +184,7 @@ async def run_wsgi(
     if body.streaming:
         start_listener()
     try:
-        await exchange(app, pool, environ, responder, scope.get("extensions") or {})
+        return await exchange(app, pool, environ, responder, scope.get("extensions") or {})
     finally:
         if listener is not None:
             listener.cancel()
@@ -192,15 +192,16 @@ async def run_wsgi(
 
 async def exchange(
     app: WSGIApp, pool: ThreadPool, environ: Environ, responder: Responder, extensions: Any
-) -> None:
-    """Run the application in a thread and send what it produced."""
+) -> int:
+    """Run the application in a thread and send what it produced; return the status sent."""
     error: BaseException | None = None
     try:
         await pool.run(call_app, app, environ, responder, extensions)
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
         responder.client_gone()
-        environ["wsgi.input"].fail(ClientDisconnected("The request was cancelled."))
+        # The body itself, not environ["wsgi.input"]: middleware may have replaced it.
+        body.fail(ClientDisconnected("The request was cancelled."))
         raise
     except Exception as exc:
         error = exc
@@ -208,13 +209,13 @@ async def exchange(
     if error is None:
         if responder.streaming:
             if await responder.finish_streaming() or responder.gone:
-                return
+                return responder.status_code
             error = ResponseError(
                 f"The application declared a Content-Length of {responder.content_length} "
                 f"bytes but produced {responder.written}."
             )
         elif responder.gone:
-            return
+            return 0
         elif not responder.status_code:
             error = ResponseError("The application returned without calling start_response().")
         elif (
@@ -228,13 +229,14 @@ async def exchange(
             )
         else:
             await responder.send_whole()
-            return
+            return responder.status_code
 
     if isinstance(error, ClientDisconnected) or responder.gone:
         logger.debug("The client disconnected before the response was complete.")
         if responder.streaming:
             await responder.finish_streaming()
-        return
+            return responder.status_code
+        return 0
     if responder.streaming:
         # Headers and part of the body are out: the only honest answer left is to
         # cut the response, so the client sees a truncated body, never a short one
@@ -244,7 +246,7 @@ async def exchange(
         raise error
     if isinstance(error, BodyTooLarge):
         await send_plain(responder.send, 413, "Request Entity Too Large\n")
-        return
+        return 413
     logger.error(
         "Exception in WSGI application %s %s",
         environ["REQUEST_METHOD"],
@@ -252,3 +254,4 @@ async def exchange(
         exc_info=error,
     )
     await send_plain(responder.send, 500, "Internal Server Error\n")
+    return 500

@@ -486,3 +486,22 @@ def test_large_upload_streams_to_the_app_before_it_has_arrived() -> None:
     assert client.body == str(len(chunk) * 40).encode()
     # The app was reading while most of the body had not yet been received.
     assert reads[0] > 20
+
+
+def test_a_cancelled_request_stops_even_when_middleware_replaced_wsgi_input() -> None:
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        release.wait(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"late"]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(Client().run(Bridge(validator(app)), http_scope()))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+
+    asyncio.run(main())
