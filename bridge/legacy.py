@@ -184,14 +184,19 @@ async def run_wsgi(
     if body.streaming:
         start_listener()
     try:
-        return await exchange(app, pool, environ, responder, scope.get("extensions") or {})
+        return await exchange(app, pool, environ, body, responder, scope.get("extensions") or {})
     finally:
         if listener is not None:
             listener.cancel()
 
 
 async def exchange(
-    app: WSGIApp, pool: ThreadPool, environ: Environ, responder: Responder, extensions: Any
+    app: WSGIApp,
+    pool: ThreadPool,
+    environ: Environ,
+    body: RequestBody,
+    responder: Responder,
+    extensions: Any,
 ) -> int:
     """Run the application in a thread and send what it produced; return the status sent."""
     error: BaseException | None = None
