@@ -202,6 +202,7 @@ class ErrorPageMiddleware:
             # PEP 3333: start_response may be called again only with exc_info,
             # and "will re-raise the exception" if headers were already sent.
             if started:
+                # Always called from an except block, so this is `exc` in flight.
                 start_response("500 Internal Server Error", headers, sys.exc_info())
             else:
                 start_response("500 Internal Server Error", headers)
