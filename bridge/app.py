@@ -12,8 +12,10 @@ from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .body import DEFAULT_HIGH_WATER, RequestBody
+from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .legacy import Limits, serve_legacy
+from .metrics import Metrics
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
@@ -56,6 +58,13 @@ class Bridge:
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
     * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan.
     * ``request_class=bridge.Request``: the werkzeug ``Request`` subclass views receive.
+    * ``metrics=True``: count requests, latency and thread waits per route (cheap enough
+      to leave on; see docs/metrics.md). ``False`` turns it off; a ``bridge.metrics.Metrics``
+      sets the legacy grouping and the loop-blocking threshold.
+    * ``metrics_path=None``: a path such as ``"/_bridge/metrics"`` to serve the counters
+      in the Prometheus text format.
+    * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
+      dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
@@ -75,6 +84,10 @@ class Bridge:
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
         request_class: type[Request] = Request,
+        metrics: bool | Metrics = True,
+        metrics_path: str | None = None,
+        dashboard_path: str | None = None,
+        dashboard_token: str | None = None,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -94,6 +107,13 @@ class Bridge:
         self.on_shutdown = list(on_shutdown)
         self.request_class = request_class
         self.router = Router()
+        self.metrics: Metrics | None = None
+        if metrics is not False:
+            self.metrics = Metrics() if metrics is True else metrics
+            self.metrics.bind(self.pool)
+        self._endpoints = Endpoints.configure(
+            self.metrics, metrics_path, dashboard_path, dashboard_token
+        )
 
     @property
     def max_threads(self) -> int:
@@ -164,18 +184,27 @@ class Bridge:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self._endpoints is not None and await self._endpoints.answer(scope, receive, send):
+                return  # bridge's own metrics or dashboard page
             router = self.router
+            meter = self.metrics
             if router.active:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
-                    await self._serve_route(found[0], found[1], scope, receive, send)
+                    serving = self._serve_route(found[0], found[1], scope, receive, send)
+                    await (serving if meter is None else meter.route(found[0], serving))
                     return
                 mount = router.match_mount(path)
                 if mount is not None:
-                    await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                    child = _mounted_scope(scope, mount.prefix, path)
+                    if meter is None:
+                        await mount.app(child, receive, send)
+                    else:
+                        await meter.mount(mount, child, receive, send)
                     return
-            await serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+            legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+            await (legacy if meter is None else meter.legacy(scope, legacy))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -185,12 +214,13 @@ class Bridge:
 
     async def _serve_route(
         self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    ) -> int:
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
-            await serve_legacy(route.wsgi, self.pool, self.limits, scope, receive, send, extra)
-            return
-        await serve_view(
+            return await serve_legacy(
+                route.wsgi, self.pool, self.limits, scope, receive, send, extra
+            )
+        return await serve_view(
             route, values, self.pool, self.limits, self.request_class, scope, receive, send
         )
 
@@ -238,9 +268,13 @@ class Bridge:
                     logger.exception("A startup hook failed.")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     return
+                if self.metrics is not None:
+                    self.metrics.start()  # the loop-lag probe
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._drain()
+                if self.metrics is not None:
+                    await self.metrics.stop()
                 try:
                     for hook in self.on_shutdown:
                         await _call_hook(hook)

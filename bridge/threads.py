@@ -56,6 +56,7 @@ import asyncio
 import contextvars
 import os
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
@@ -106,6 +107,9 @@ class ThreadPool:
         self._queued = 0
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        # Called on the loop after each call with the seconds it waited for a thread
+        # (bridge.metrics sets it); None skips the two clock reads.
+        self.on_wait: Callable[[float], None] | None = None
 
     def has_room(self) -> bool:
         return self.in_flight < self.capacity
@@ -127,12 +131,16 @@ class ThreadPool:
         """Run ``func(*args)`` in a pool thread, in a copy of this context; await its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        on_wait = self.on_wait
+        timing = None if on_wait is None else [time.perf_counter()]
         self.in_flight += 1
         try:
-            self._submit((loop, future, func, args, contextvars.copy_context()))
+            self._submit((loop, future, func, args, contextvars.copy_context(), timing))
             return await future
         finally:
             self.in_flight -= 1
+            if on_wait is not None and timing is not None and len(timing) == 2:
+                on_wait(timing[1] - timing[0])
 
     def _submit(self, call: _Call) -> None:
         if self._pid != os.getpid():  # a forked worker process inherits no threads
@@ -164,7 +172,9 @@ class ThreadPool:
                 self._queued -= 1
             if call is None:
                 return
-            loop, future, func, args, context = call
+            loop, future, func, args, context, timing = call
+            if timing is not None:
+                timing.append(time.perf_counter())  # the call starts: its wait ends
             # What asgiref's SyncToAsync.thread_handler records, so async_to_sync
             # in this thread finds the server's loop instead of starting its own.
             local.main_event_loop = loop
@@ -175,7 +185,7 @@ class ThreadPool:
                 loop.call_soon_threadsafe(_set_exception, future, exc)
             else:
                 loop.call_soon_threadsafe(_set_result, future, result)
-            del call, future, args, context
+            del call, future, args, context, timing
             with lock:
                 self._idle += 1
 
@@ -194,6 +204,7 @@ _Call = tuple[
     Callable[..., Any],
     tuple[Any, ...],
     contextvars.Context,
+    "list[float] | None",  # [submitted, started], perf_counter(), when timed
 ]
 
 

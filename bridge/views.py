@@ -88,23 +88,23 @@ async def serve_view(
     scope: Scope,
     receive: Receive,
     send: Send,
-) -> None:
-    """Answer one request with a migrated (not middleware-wrapped) view."""
+) -> int:
+    """Answer one request with a migrated (not middleware-wrapped) view; return the status."""
     environ = environ_or_none(scope, limits)
     if environ is None:
         await send_plain(send, 431, "Request Header Fields Too Large\n")
-        return
+        return 431
     body = await read_body_start(receive, limits, content_length_of(environ), whole=True)
     if body is None:
-        return
+        return 0
     if isinstance(body, int):
         await send_plain(send, 413, "Request Entity Too Large\n", [(b"connection", b"close")])
-        return
+        return 413
     environ["wsgi.input"] = body
     request = request_class(environ)
     request.path_params = values
     try:
-        await _answer(route, values, request, environ, pool, limits, scope, receive, send)
+        return await _answer(route, values, request, environ, pool, limits, scope, receive, send)
     finally:
         request.close()  # uploaded files spooled to disk
 
@@ -119,7 +119,7 @@ async def _answer(
     scope: Scope,
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     try:
         if route.is_async:
             async with ThreadSensitiveContext():
@@ -131,7 +131,7 @@ async def _answer(
                 "Service Unavailable: every worker thread is busy; retry shortly.\n",
                 [(b"retry-after", str(limits.retry_after).encode("ascii"))],
             )
-            return
+            return 503
         else:
             result = await pool.run(_call_sync_view, route.view, request, values)
         response = make_response(result, route.view)
@@ -140,8 +140,8 @@ async def _answer(
     except Exception:
         logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
         await send_plain(send, 500, "Internal Server Error\n")
-        return
-    await send_response(response, environ, pool, limits, scope, receive, send)
+        return 500
+    return await send_response(response, environ, pool, limits, scope, receive, send)
 
 
 async def send_response(
@@ -152,26 +152,27 @@ async def send_response(
     scope: Scope,
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     """Send a view's response: on the loop when its body is in memory or async."""
     body = response.response
     if not (response.is_sequence or hasattr(body, "__aiter__")):
         # A synchronous iterator may block: iterate it in a thread, as WSGI.
-        await run_wsgi(response, pool, limits, environ, RequestBody(), scope, receive, send)
-        return
+        return await run_wsgi(
+            response, pool, limits, environ, RequestBody(), scope, receive, send
+        )
     status = response.status_code
     try:
         headers, _ = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
     except Exception:
         logger.exception("The view's response has invalid headers.")
         await send_plain(send, 500, "Internal Server Error\n")
-        return
+        return 500
     no_body = environ["REQUEST_METHOD"] == "HEAD" or status in (204, 304) or status < 200
     if response.is_sequence:
         data = b"" if no_body else b"".join(response.iter_encoded())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
-        return
+        return status
     await send({"type": "http.response.start", "status": status, "headers": headers})
     try:
         if no_body:
@@ -182,6 +183,7 @@ async def send_response(
         close: Callable[[], Any] | None = getattr(body, "aclose", None)
         if close is not None:
             await close()
+    return status
 
 
 async def stream_until_disconnect(body: Any, receive: Receive, send: Send) -> None:

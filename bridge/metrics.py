@@ -1,0 +1,530 @@
+"""Counters for a migration under way: per-route traffic, latency, thread waits, loop health.
+
+Everything here is cheap enough to leave on. A request costs two ``perf_counter()``
+calls, a dict lookup and two histogram updates (a ``bisect`` over a fixed list of
+bucket bounds), so memory stays bounded whatever the traffic: one fixed histogram
+per route, at most ``max_groups`` legacy groups (the rest share ``other``), and a
+ring buffer of ``history_length`` points. Gauges (pool, loop lag) are read when
+asked for, or sampled by one background task that sleeps ``LAG_INTERVAL`` seconds
+and measures how late it wakes up: the event-loop lag.
+
+Async views and mounted apps are driven one step (one ``send()`` into the
+coroutine) at a time; a step that holds the loop longer than ``block_threshold``
+is a block, counted and logged with the route's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import types
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from ._types import Message, Receive, Scope, Send
+from .routing import route_path
+
+if TYPE_CHECKING:
+    from .routing import Mount, Route
+    from .threads import ThreadPool
+
+logger = logging.getLogger("bridge")
+
+# A step that holds the loop this long stalls every connection noticeably; asyncio's
+# own debug mode warns at 100 ms (loop.slow_callback_duration).
+DEFAULT_BLOCK_THRESHOLD = 0.1
+# One warning per route per minute says what is wrong without flooding the log.
+DEFAULT_BLOCK_LOG_INTERVAL = 60.0
+# Legacy groups beyond this share the "other" group, so a path segment that is an id
+# cannot grow memory or the Prometheus label set without bound.
+DEFAULT_MAX_GROUPS = 100
+OTHER_GROUP = "other"
+# The lag probe wakes four times a second: often enough to see a stall, rarely
+# enough to cost nothing (one timer per 250 ms).
+LAG_INTERVAL = 0.25
+# The dashboard's history: 120 points of 5 s, the last ten minutes.
+DEFAULT_HISTORY_INTERVAL = 5.0
+DEFAULT_HISTORY_LENGTH = 120
+
+MIGRATED_KINDS = frozenset({"async", "sync", "mount"})
+
+# Bucket upper bounds in seconds, 10 per decade from 10 us to 100 s (neighbours at
+# most a third apart, so an interpolated percentile is off by less than that).
+# Prometheus gets the 1, 2.5, 5 subset, the spacing of its default buckets.
+_MANTISSAS = ("1", "1.25", "1.5", "2", "2.5", "3", "4", "5", "6", "8")
+BOUNDS: tuple[float, ...] = (
+    *(float(f"{m}e{e}") for e in range(-5, 2) for m in _MANTISSAS),
+    100.0,
+)
+EXPORTED_BOUNDS: tuple[float, ...] = tuple(
+    b for b in BOUNDS if f"{b:e}".split("e")[0].rstrip("0").rstrip(".") in ("1", "2.5", "5")
+)
+
+_current: ContextVar[RouteStats | None] = ContextVar("bridge_route_stats", default=None)
+
+
+def first_segment(path: str) -> str:
+    """The default legacy grouping: ``/items/7`` gives ``/items``, ``/`` gives ``/``."""
+    end = path.find("/", 1)
+    if end < 0:
+        return path or "/"
+    return path[:end]
+
+
+class Histogram:
+    """Counts of observations in fixed buckets (``BOUNDS``), with their sum."""
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BOUNDS) + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: bucket i holds values <= BOUNDS[i], Prometheus's "le".
+        self.counts[bisect_left(BOUNDS, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q``-quantile (0 to 1), interpolated inside its bucket; None if empty."""
+        if not self.count:
+            return None
+        rank = q * self.count
+        seen = 0
+        for index, count in enumerate(self.counts):
+            if count and seen + count >= rank:
+                if index == len(BOUNDS):
+                    return BOUNDS[-1]
+                lower = BOUNDS[index - 1] if index else 0.0
+                return lower + (BOUNDS[index] - lower) * max(rank - seen, 0) / count
+            seen += count
+        return BOUNDS[-1]
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(le, count of values <= le)`` for each exported bound, then ``(inf, total)``."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        exported = iter(EXPORTED_BOUNDS)
+        wanted = next(exported)
+        for bound, count in zip(BOUNDS, self.counts[:-1], strict=True):
+            running += count
+            if bound == wanted:
+                out.append((bound, running))
+                wanted = next(exported, math.inf)
+        out.append((math.inf, self.count))
+        return out
+
+
+class RouteStats:
+    """The counters of one route, mount or legacy group."""
+
+    __slots__ = ("blocks", "errors", "kind", "latency", "requests", "route", "wait")
+
+    def __init__(self, route: str, kind: str) -> None:
+        self.route = route
+        self.kind = kind  # "async", "sync", "mount" or "legacy"
+        self.requests = 0
+        self.errors = 0  # 5xx answers and exceptions
+        self.blocks = 0  # steps that held the event loop past the threshold
+        self.latency = Histogram()
+        self.wait = Histogram()  # time from handing a call to the pool to its start
+
+    @property
+    def migrated(self) -> bool:
+        return self.kind in MIGRATED_KINDS
+
+
+class Metrics:
+    """The registry of one ``Bridge``: ``Bridge(app, metrics=Metrics(...))`` to configure it.
+
+    * ``legacy_group=first_segment``: maps a legacy request's path to its label; give a
+      function that knows your URL scheme (``/users/<id>`` → ``/users``) for finer groups.
+    * ``max_groups=100``: legacy groups kept apart; the rest count as ``other``.
+    * ``block_threshold=0.1``: seconds an async view or mounted app may hold the loop in
+      one step before it is reported; ``None`` turns the detector off.
+    * ``block_log_interval=60``: seconds between two warnings about the same route.
+    * ``history_interval=5``, ``history_length=120``: the dashboard's time series.
+    """
+
+    def __init__(
+        self,
+        *,
+        legacy_group: Callable[[str], str] = first_segment,
+        max_groups: int = DEFAULT_MAX_GROUPS,
+        block_threshold: float | None = DEFAULT_BLOCK_THRESHOLD,
+        block_log_interval: float = DEFAULT_BLOCK_LOG_INTERVAL,
+        history_interval: float = DEFAULT_HISTORY_INTERVAL,
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+    ) -> None:
+        if max_groups < 1:
+            raise ValueError(f"max_groups must be at least 1, not {max_groups}.")
+        if history_interval < LAG_INTERVAL:
+            raise ValueError(
+                f"history_interval must be at least {LAG_INTERVAL} s, not {history_interval}."
+            )
+        self.legacy_group = legacy_group
+        self.max_groups = max_groups
+        self.block_threshold = block_threshold
+        self.block_log_interval = block_log_interval
+        self.history_interval = history_interval
+        self.history: deque[dict[str, Any]] = deque(maxlen=history_length)
+        self.pool: ThreadPool | None = None
+        self.loop_lag = 0.0  # the latest probe's overshoot, seconds
+        self._interval_lag = 0.0  # the worst probe since the last history point
+        self._interval_busy = 0
+        self._interval_queue = 0
+        self._stats: dict[tuple[str, str], RouteStats] = {}
+        self._legacy: dict[str, RouteStats] = {}
+        self._by_route: dict[int, RouteStats] = {}
+        self._logged: dict[tuple[str, str], float] = {}
+        self._probe: asyncio.Task[None] | None = None
+        self._last_totals = (0, 0)
+        self.started = time.time()
+
+    def bind(self, pool: ThreadPool) -> None:
+        """Attach to the ``Bridge``'s pool: read its gauges, and time its waits."""
+        if self.pool is not None and self.pool is not pool:
+            raise ValueError(
+                "This Metrics object already belongs to another Bridge; give each Bridge its own."
+            )
+        self.pool = pool
+        pool.on_wait = _observe_wait
+
+    # -- the stats of each kind of request -------------------------------------------
+
+    def stats(self, label: str, kind: str) -> RouteStats:
+        """The counters for ``label`` of ``kind``, made on first use."""
+        key = (label, kind)
+        found = self._stats.get(key)
+        if found is None:
+            found = self._stats[key] = RouteStats(label, kind)
+        return found
+
+    def legacy_stats(self, path: str) -> RouteStats:
+        group = self.legacy_group(path)
+        found = self._legacy.get(group)
+        if found is None:
+            label = group if len(self._legacy) < self.max_groups else OTHER_GROUP
+            found = self._legacy[group] = self.stats(label, "legacy")
+        return found
+
+    def route_stats(self, route: Route) -> RouteStats:
+        found = self._by_route.get(id(route))
+        if found is None:
+            kind = "async" if route.is_async else "sync"
+            found = self._by_route[id(route)] = self.stats(route.rule, kind)
+        return found
+
+    # -- measuring (on the loop, per request) -----------------------------------------
+
+    async def legacy(self, scope: Scope, serving: Awaitable[int]) -> None:
+        """Await ``serving`` (the legacy app answering ``scope``) and count it."""
+        stats = self.legacy_stats(route_path(scope))
+        await self._measure(stats, serving)
+
+    async def route(self, route: Route, serving: Coroutine[Any, Any, int]) -> None:
+        stats = self.route_stats(route)
+        if route.is_async and route.wsgi is None and self.block_threshold is not None:
+            serving = _stepped(serving, self, stats)
+        await self._measure(stats, serving)
+
+    async def mount(self, mount: Mount, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self.stats(mount.prefix, "mount")
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        async def serve() -> int:
+            await mount.app(scope, receive, send_status)
+            return status
+
+        serving: Coroutine[Any, Any, int] = serve()
+        if self.block_threshold is not None:
+            serving = _stepped(serving, self, stats)
+        await self._measure(stats, serving)
+
+    async def _measure(self, stats: RouteStats, serving: Awaitable[int]) -> None:
+        probe = self._probe
+        if probe is None or probe.done():
+            self.start()
+        token = _current.set(stats)
+        start = time.perf_counter()
+        try:
+            status = await serving
+        except Exception:
+            stats.errors += 1
+            raise
+        else:
+            if status >= 500:
+                stats.errors += 1
+        finally:
+            stats.requests += 1
+            stats.latency.observe(time.perf_counter() - start)
+            _current.reset(token)
+
+    def blocked(self, stats: RouteStats, seconds: float) -> None:
+        """Count a step that held the loop for ``seconds``, and warn if not warned lately."""
+        stats.blocks += 1
+        key = (stats.route, stats.kind)
+        now = time.monotonic()
+        last = self._logged.get(key)
+        if last is not None and now - last < self.block_log_interval:
+            return
+        self._logged[key] = now
+        what = "mounted app" if stats.kind == "mount" else "async view"
+        logger.warning(
+            'The %s at "%s" blocked the event loop for %.0f ms in one step; every other '
+            "request waited meanwhile. Await the slow call, or run it in a thread with "
+            "asgiref.sync.sync_to_async (a plain def view runs in the pool).",
+            what,
+            stats.route,
+            seconds * 1000,
+        )
+
+    # -- the background probe -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop-lag probe on the running loop (idempotent)."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._run_probe())
+
+    async def stop(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None and not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+
+    async def _run_probe(self) -> None:
+        clock = time.perf_counter
+        next_point = clock() + self.history_interval
+        while True:
+            start = clock()
+            await asyncio.sleep(LAG_INTERVAL)
+            now = clock()
+            # The loop may wake a timer up to its clock resolution early: clamp at 0.
+            lag = max(now - start - LAG_INTERVAL, 0.0)
+            self.loop_lag = lag
+            self._interval_lag = max(self._interval_lag, lag)
+            pool = self.pool
+            if pool is not None:
+                self._interval_busy = max(self._interval_busy, pool.busy)
+                self._interval_queue = max(self._interval_queue, pool.waiting)
+            if now >= next_point:
+                next_point = now + self.history_interval
+                self.history.append(self._point())
+
+    def _totals(self) -> tuple[int, int]:
+        legacy = migrated = 0
+        for stats in list(self._stats.values()):
+            if stats.migrated:
+                migrated += stats.requests
+            else:
+                legacy += stats.requests
+        return legacy, migrated
+
+    def _point(self) -> dict[str, Any]:
+        """One history point: traffic since the last point, and the worst gauges in it."""
+        legacy, migrated = self._totals()
+        last_legacy, last_migrated = self._last_totals
+        self._last_totals = (legacy, migrated)
+        point = {
+            "time": time.time(),
+            "legacy": legacy - last_legacy,
+            "migrated": migrated - last_migrated,
+            "busy": self._interval_busy,
+            "queue": self._interval_queue,
+            "size": self.pool.max_threads if self.pool is not None else 0,
+            "lag": self._interval_lag,
+        }
+        self._interval_lag = 0.0
+        self._interval_busy = self._interval_queue = 0
+        return point
+
+    # -- reading --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as plain dicts and lists of numbers and strings (JSON-ready)."""
+        routes = []
+        for stats in list(self._stats.values()):
+            latency, wait = stats.latency, stats.wait
+            routes.append(
+                {
+                    "route": stats.route,
+                    "kind": stats.kind,
+                    "migrated": stats.migrated,
+                    "requests": stats.requests,
+                    "errors": stats.errors,
+                    "blocks": stats.blocks,
+                    "p50": latency.percentile(0.5),
+                    "p90": latency.percentile(0.9),
+                    "p99": latency.percentile(0.99),
+                    "latency_sum": latency.sum,
+                    "waits": wait.count,
+                    "wait_p50": wait.percentile(0.5),
+                    "wait_p99": wait.percentile(0.99),
+                }
+            )
+        legacy, migrated = self._totals()
+        pool = self.pool
+        return {
+            "time": time.time(),
+            "started": self.started,
+            "routes": routes,
+            "totals": {"legacy": legacy, "migrated": migrated},
+            "pool": {
+                "size": pool.max_threads if pool is not None else 0,
+                "threads": len(pool.threads) if pool is not None else 0,
+                "busy": pool.busy if pool is not None else 0,
+                "queue": pool.waiting if pool is not None else 0,
+            },
+            "loop": {"lag": self.loop_lag, "probing": bool(self._probe and not self._probe.done())},
+            "history": list(self.history),
+            "history_interval": self.history_interval,
+            "block_threshold": self.block_threshold,
+        }
+
+    def prometheus(self) -> str:
+        """The Prometheus text exposition format, version 0.0.4."""
+        return render_prometheus(self)
+
+
+def _observe_wait(seconds: float) -> None:
+    """The pool's hook, on the loop after each call: file the wait under its route."""
+    stats = _current.get()
+    if stats is not None:
+        stats.wait.observe(seconds)
+
+
+@types.coroutine
+def _stepped(
+    coro: Coroutine[Any, Any, int], metrics: Metrics, stats: RouteStats
+) -> Generator[Any, Any, int]:
+    """Drive ``coro`` like a task would, timing each step it takes on the loop."""
+    clock = time.perf_counter
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        threshold = metrics.block_threshold
+        start = clock()
+        try:
+            signal = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as stop:
+            if threshold is not None and clock() - start > threshold:
+                metrics.blocked(stats, clock() - start)
+            result: int = stop.value
+            return result
+        except BaseException:
+            if threshold is not None and clock() - start > threshold:
+                metrics.blocked(stats, clock() - start)
+            raise
+        elapsed = clock() - start
+        if threshold is not None and elapsed > threshold:
+            metrics.blocked(stats, elapsed)
+        error = None
+        try:
+            value = yield signal
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation, thrown into the coroutine next
+            value, error = None, exc
+
+
+# -- the Prometheus text format ---------------------------------------------------------
+
+_HELP = {
+    "bridge_requests_total": ("counter", "Requests answered, by route and kind."),
+    "bridge_errors_total": ("counter", "Requests answered with a 5xx status or an exception."),
+    "bridge_loop_blocks_total": (
+        "counter",
+        "Steps of an async view or mounted app that held the event loop past the threshold.",
+    ),
+    "bridge_request_duration_seconds": (
+        "histogram",
+        "Time from dispatch to the end of the response.",
+    ),
+    "bridge_thread_wait_seconds": (
+        "histogram",
+        "Time a call waited for a pool thread to start it.",
+    ),
+    "bridge_pool_size": ("gauge", "The most threads the pool may run (max_threads)."),
+    "bridge_pool_threads": ("gauge", "Threads the pool has started so far."),
+    "bridge_pool_busy": ("gauge", "Threads running a call now."),
+    "bridge_pool_queue_depth": ("gauge", "Calls waiting for a free thread now."),
+    "bridge_event_loop_lag_seconds": (
+        "gauge",
+        "How late the latest 250 ms probe timer fired: time the loop was busy elsewhere.",
+    ),
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def render_prometheus(metrics: Metrics) -> str:
+    """Every metric of ``metrics`` in the Prometheus text format 0.0.4."""
+    lines: list[str] = []
+    all_stats = sorted(metrics._stats.values(), key=lambda s: (s.kind, s.route))
+
+    def header(name: str) -> None:
+        kind, text = _HELP[name]
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    def labels(stats: RouteStats) -> str:
+        return f'route="{_escape(stats.route)}",kind="{stats.kind}"'
+
+    for name, attribute in (
+        ("bridge_requests_total", "requests"),
+        ("bridge_errors_total", "errors"),
+        ("bridge_loop_blocks_total", "blocks"),
+    ):
+        header(name)
+        for stats in all_stats:
+            lines.append(f"{name}{{{labels(stats)}}} {getattr(stats, attribute)}")
+    for name, attribute in (
+        ("bridge_request_duration_seconds", "latency"),
+        ("bridge_thread_wait_seconds", "wait"),
+    ):
+        header(name)
+        for stats in all_stats:
+            histogram: Histogram = getattr(stats, attribute)
+            if attribute == "wait" and not histogram.count and stats.kind in ("async", "mount"):
+                continue  # never uses a thread: no series
+            common = labels(stats)
+            for bound, count in histogram.cumulative():
+                lines.append(f'{name}_bucket{{{common},le="{_number(bound)}"}} {count}')
+            lines.append(f"{name}_sum{{{common}}} {_number(histogram.sum)}")
+            lines.append(f"{name}_count{{{common}}} {histogram.count}")
+    pool = metrics.pool
+    gauges = {
+        "bridge_pool_size": pool.max_threads if pool is not None else 0,
+        "bridge_pool_threads": len(pool.threads) if pool is not None else 0,
+        "bridge_pool_busy": pool.busy if pool is not None else 0,
+        "bridge_pool_queue_depth": pool.waiting if pool is not None else 0,
+        "bridge_event_loop_lag_seconds": metrics.loop_lag,
+    }
+    for name, value in gauges.items():
+        header(name)
+        lines.append(f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
