@@ -27,7 +27,7 @@ DOWNLOAD_SEED = 3333
 DISCONNECT_CHUNK = 1024
 CLOSE_WITHIN = 1.0  # seconds from the client's close to the app's close()
 # Every other server closes a cut response's connection within milliseconds.
-CUT_TIMEOUT = 3.0
+CUT_TIMEOUT = 2.0
 DAPHNE_KEEPS_CUT_RESPONSES_OPEN = (
     "daphne 4.2 never closes the connection of a response whose application failed after "
     "http.response.start: Server.application_checker calls WebRequest.handle_exception, "
