@@ -182,9 +182,9 @@ class ThreadPool:
             try:
                 result = context.run(func, *args)
             except BaseException as exc:
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+                _resolve(loop, _set_exception, future, exc)
             else:
-                loop.call_soon_threadsafe(_set_result, future, result)
+                _resolve(loop, _set_result, future, result)
             del call, future, args, context, timing
             with lock:
                 self._idle += 1
@@ -206,6 +206,18 @@ _Call = tuple[
     contextvars.Context,
     "list[float] | None",  # [submitted, started], perf_counter(), when timed
 ]
+
+
+def _resolve(
+    loop: asyncio.AbstractEventLoop,
+    setter: Callable[[asyncio.Future[Any], Any], None],
+    future: asyncio.Future[Any],
+    value: Any,
+) -> None:
+    try:
+        loop.call_soon_threadsafe(setter, future, value)
+    except RuntimeError:
+        pass  # the loop is closed: nobody waits for this result, and the worker lives on
 
 
 def _set_result(future: asyncio.Future[Any], result: Any) -> None:
