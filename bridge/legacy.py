@@ -245,10 +245,19 @@ async def exchange(
     if responder.streaming:
         # Headers and part of the body are out: the only honest answer left is to
         # cut the response, so the client sees a truncated body, never a short one
-        # that looks complete. Raising makes every ASGI server close the
-        # connection without the final chunk, and log the traceback once.
+        # that looks complete. Returning without the final body message makes
+        # uvicorn, hypercorn and granian close the connection without the last
+        # chunk. Raising would do the same, but daphne 4.2 then loses its
+        # application checker for the rest of the process (docs/compatibility.md).
         await responder.finish_streaming(abort=True)
-        raise error
+        logger.error(
+            "Exception in WSGI application after the response started, %s %s; "
+            "the response was cut.",
+            environ["REQUEST_METHOD"],
+            environ["PATH_INFO"],
+            exc_info=error,
+        )
+        return responder.status_code
     if isinstance(error, BodyTooLarge):
         await send_plain(responder.send, 413, "Request Entity Too Large\n")
         return 413

@@ -368,7 +368,9 @@ class Responder:
                     if self._space is not None and self._queued <= self.buffer_size // 2:
                         self._space.notify_all()
         except OSError:
-            # Servers other than uvicorn raise from send() once the client is gone.
+            # uvicorn, hypercorn, daphne and granian return silently from send()
+            # once the client is gone (and say so with http.disconnect); a server
+            # that raises instead is treated the same way.
             self.client_gone()
 
     async def finish_streaming(self, abort: bool = False) -> bool:
@@ -402,9 +404,12 @@ class Responder:
             )
             await self.send({"type": "http.response.pathsend", "path": self.pathsend})
             return
-        if self.content_length is None and self.body_allowed:
+        head_length = self.head and self.written and 200 <= self.status_code not in (204, 304)
+        if self.content_length is None and (self.body_allowed or head_length):
             # The whole body is known, so its length is too: a client (or proxy) can
             # then tell a complete response from a cut one without chunked framing.
+            # For HEAD, the length of the body the app produced (and was not sent),
+            # as the GET would have it; an app that produced none gets none.
             headers = [*headers, (b"content-length", str(self.written).encode("ascii"))]
         await self.send(
             {"type": "http.response.start", "status": self.status_code, "headers": headers}

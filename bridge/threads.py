@@ -37,8 +37,9 @@ starting a new one (the idea of "Taking Channels Async", DjangoCon Europe 2018),
 request's own thread.
 
 Disconnects: while a body streams in, or a response streams out, a loop task waits
-on ``receive``. ``http.disconnect`` (or ``send`` raising ``OSError``, as servers other
-than uvicorn do) marks both buffers: the next ``wsgi.input`` read past the received
+on ``receive``. ``http.disconnect`` (uvicorn, hypercorn, daphne and granian all send
+it, and all return silently from ``send`` afterwards; a ``send`` that raises
+``OSError`` counts too) marks both buffers: the next ``wsgi.input`` read past the received
 bytes raises ``ClientDisconnected``, and the next push of a body chunk raises it too,
 so iteration stops within one chunk and ``close()`` runs in the thread at once.
 
@@ -53,6 +54,7 @@ without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import threading
@@ -214,10 +216,9 @@ def _resolve(
     future: asyncio.Future[Any],
     value: Any,
 ) -> None:
-    try:
+    # A closed loop has nobody waiting for this result; the worker lives on.
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(setter, future, value)
-    except RuntimeError:
-        pass  # the loop is closed: nobody waits for this result, and the worker lives on
 
 
 def _set_result(future: asyncio.Future[Any], result: Any) -> None:
