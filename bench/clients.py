@@ -49,6 +49,20 @@ def warm_up(port: int, path: str, count: int) -> None:
         connection.close()
 
 
+def settle(port: int, path: str, timeout: float = 120.0) -> None:
+    """Wait until the server answers ``path``: requests that wrk left queued have been served.
+
+    A server that serves one request at a time still works through a backlog of
+    abandoned requests after wrk stops; the next run must not start behind them.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+
 def download_speed(port: int, size: int) -> float:
     """Stream ``size`` bytes from ``/download`` as fast as one client reads; return MiB/s."""
     request = f"GET /download?{size} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

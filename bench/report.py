@@ -106,7 +106,8 @@ def chart(results: list[Result], plan_workloads: list[Workload], path: Path) -> 
         axis.set_title(f"{workload.title} ({workload.unit}, {better} is better)", fontsize=10)
         axis.tick_params(labelsize=8)
         for bar_index, value in enumerate(values):
-            axis.text(value, bar_index, f" {value:,.0f}", va="center", fontsize=7)
+            label = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+            axis.text(value, bar_index, f" {label}", va="center", fontsize=7)
     for index in range(len(shown), rows * columns):
         axes[index // columns][index % columns].axis("off")
     figure.tight_layout()
@@ -126,8 +127,10 @@ def document(
     machine_lines = "\n".join(f"| {key} | {value} |" for key, value in facts.items())
     return f"""# Benchmarks
 
-Produced by `scripts/bench`; this file is written into the results directory with
-`results.md`, `results.json` and `chart.png`.
+Produced by `scripts/bench`, which writes this file into its results directory
+(`bench/results/<time>/`, or `--out DIR`) beside `results.md`, `results.json`,
+`chart.png` and `servers.log`. `docs/benchmarks.md` is a copy of it, with the chart
+copied to `docs/benchmarks.png`.
 
 Command:
 
@@ -185,7 +188,10 @@ Workloads, each on a freshly started server, a discarded warm-up first:
   measured just before, after a 4 MiB warm-up transfer.
 
 wrk rows are the median of the runs (req/s, and separately p50 and p99 latency).
-Socket errors (timeouts, resets) are listed in the notes.
+Socket errors (timeouts, resets) are listed in the notes. A contender that fails
+requests is marked INVALID with the counts; its tracebacks are in `servers.log`.
+Numbers from a machine that is busy with other work are noisy: the load average at
+the start and the end of the run is in the machine table.
 """
 
 

@@ -138,7 +138,7 @@ def workloads(plan: Plan) -> list[Workload]:
         ),
         Workload(
             "sleep", "View waiting 20 ms (I/O-bound)", "wrk", "req/s", path="/sleep",
-            threads=64, connections=256, expect_length=2, ceiling="ideal",
+            threads=64, connections=64 if quick else 256, expect_length=2, ceiling="ideal",
         ),
         Workload(
             "sample", "Sample app page with a database query", "wrk", "req/s",
@@ -278,11 +278,13 @@ def _measure(
         url = f"http://127.0.0.1:{port}{path}"
 
         def wrk(seconds: int) -> runner.WrkResult:
-            return runner.run_wrk(
+            run = runner.run_wrk(
                 script, url, connections=workload.connections, seconds=seconds,
                 expect_length=expect, method=workload.method,
                 upload_bytes=workload.upload_bytes,
             )  # fmt: skip
+            clients.settle(port, "/health" if workload.app == "sample" else "/hello")
+            return run
 
         if plan.warmup_seconds:
             wrk(plan.warmup_seconds)
@@ -294,7 +296,10 @@ def _measure(
         result.p50_ms = statistics.median(run.p50_ms for run in runs)
         result.p99_ms = statistics.median(run.p99_ms for run in runs)
         for run in runs:
-            if not run.valid:
+            if run.good == 0 and run.bad_status == run.bad_length == 0:
+                result.valid = False
+                result.notes.append(f"no response within the {plan.seconds} s run")
+            elif not run.valid:
                 result.valid = False
                 result.notes.append(
                     f"{run.bad_status} non-2xx, {run.bad_length} wrong length, {run.good} good"
