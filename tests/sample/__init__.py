@@ -1,0 +1,1 @@
+"""The sample legacy application served for real: the entrypoint swap and a browser."""
