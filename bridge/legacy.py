@@ -257,7 +257,7 @@ async def exchange(
             environ["PATH_INFO"],
             exc_info=error,
         )
-        return responder.status_code
+        return 500  # what was sent says 200, but for counting this is a server error
     if isinstance(error, BodyTooLarge):
         await send_plain(responder.send, 413, "Request Entity Too Large\n")
         return 413

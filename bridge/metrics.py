@@ -65,7 +65,13 @@ EXPORTED_BOUNDS: tuple[float, ...] = tuple(
     b for b in BOUNDS if f"{b:e}".split("e")[0].rstrip("0").rstrip(".") in ("1", "2.5", "5")
 )
 
+# Paths whose legacy group is remembered; past this the memory is emptied and refilled.
+_PATH_CACHE_SIZE = 4096
+
 _current: ContextVar[RouteStats | None] = ContextVar("bridge_route_stats", default=None)
+_set_current = _current.set
+_get_current = _current.get
+_clock = time.perf_counter
 
 
 def first_segment(path: str) -> str:
@@ -182,6 +188,7 @@ class Metrics:
         self._interval_queue = 0
         self._stats: dict[tuple[str, str], RouteStats] = {}
         self._legacy: dict[str, RouteStats] = {}
+        self._paths: dict[str, RouteStats] = {}  # request path -> its legacy group's stats
         self._by_route: dict[int, RouteStats] = {}
         self._logged: dict[tuple[str, str], float] = {}
         self._probe: asyncio.Task[None] | None = None
@@ -225,9 +232,40 @@ class Metrics:
     # -- measuring (on the loop, per request) -----------------------------------------
 
     async def legacy(self, scope: Scope, serving: Awaitable[int]) -> None:
-        """Await ``serving`` (the legacy app answering ``scope``) and count it."""
-        stats = self.legacy_stats(route_path(scope))
-        await self._measure(stats, serving)
+        """Await ``serving`` (the legacy app answering ``scope``) and count it.
+
+        The hot path of a migration, so ``_measure`` is written out here, and the
+        group of each path is remembered (in a dict emptied when it grows large).
+        """
+        path = scope["path"]
+        rooted = scope.get("root_path")
+        stats = None if rooted else self._paths.get(path)
+        if stats is None:
+            stats = self.legacy_stats(route_path(scope))
+            if len(self._paths) >= _PATH_CACHE_SIZE:
+                self._paths.clear()
+            if not rooted:
+                self._paths[path] = stats
+        if self._probe is None or self._probe.done():
+            self.start()
+        token = _set_current(stats)
+        start = _clock()
+        try:
+            status = await serving
+        except Exception:
+            stats.errors += 1
+            raise
+        else:
+            if status >= 500:
+                stats.errors += 1
+        finally:
+            elapsed = _clock() - start
+            stats.requests += 1
+            latency = stats.latency
+            latency.counts[bisect_left(BOUNDS, elapsed)] += 1
+            latency.count += 1
+            latency.sum += elapsed
+            _current.reset(token)
 
     async def route(self, route: Route, serving: Coroutine[Any, Any, int]) -> None:
         stats = self.route_stats(route)
@@ -401,9 +439,12 @@ class Metrics:
 
 def _observe_wait(seconds: float) -> None:
     """The pool's hook, on the loop after each call: file the wait under its route."""
-    stats = _current.get()
+    stats = _get_current()
     if stats is not None:
-        stats.wait.observe(seconds)
+        wait = stats.wait
+        wait.counts[bisect_left(BOUNDS, seconds)] += 1
+        wait.count += 1
+        wait.sum += seconds
 
 
 @types.coroutine

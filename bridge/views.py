@@ -157,9 +157,7 @@ async def send_response(
     body = response.response
     if not (response.is_sequence or hasattr(body, "__aiter__")):
         # A synchronous iterator may block: iterate it in a thread, as WSGI.
-        return await run_wsgi(
-            response, pool, limits, environ, RequestBody(), scope, receive, send
-        )
+        return await run_wsgi(response, pool, limits, environ, RequestBody(), scope, receive, send)
     status = response.status_code
     try:
         headers, _ = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
