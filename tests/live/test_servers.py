@@ -29,10 +29,9 @@ CLOSE_WITHIN = 1.0  # seconds from the client's close to the app's close()
 # Every other server closes a cut response's connection within milliseconds.
 CUT_TIMEOUT = 2.0
 DAPHNE_KEEPS_CUT_RESPONSES_OPEN = (
-    "daphne 4.2 never closes the connection of a response whose application failed after "
-    "http.response.start: Server.application_checker calls WebRequest.handle_exception, "
-    "whose basic_error() sends a second http.response.start and raises ValueError "
-    "('HTTP response has already been started'); see docs/compatibility.md."
+    "daphne 4.2 never closes the connection of a response that the application left "
+    "unfinished after http.response.start (no ASGI message makes it abort one); "
+    "see docs/compatibility.md."
 )
 
 
