@@ -114,6 +114,8 @@ class Bridge:
         self._endpoints = Endpoints.configure(
             self.metrics, metrics_path, dashboard_path, dashboard_token
         )
+        self.metrics_path = metrics_path
+        self.dashboard_path = dashboard_path
 
     @property
     def max_threads(self) -> int:
