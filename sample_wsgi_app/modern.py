@@ -135,8 +135,9 @@ def create_application(
                         continue
                     yield f"event: item\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
 
+        # werkzeug's types know only sync bodies; bridge sends an async one on the loop.
         return Response(
-            stream(),
+            stream(),  # type: ignore[arg-type]
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
