@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .app import Bridge
 from .errors import BodyError, BodyTooLarge, ClientDisconnected
+from .metrics import Metrics
 from .requests import Request
 from .websockets import WebSocket, WebSocketDisconnect
 
@@ -13,6 +14,7 @@ __all__ = [
     "BodyTooLarge",
     "Bridge",
     "ClientDisconnected",
+    "Metrics",
     "Request",
     "WebSocket",
     "WebSocketDisconnect",

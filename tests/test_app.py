@@ -30,6 +30,7 @@ def test_public_names() -> None:
         "BodyTooLarge",
         "Bridge",
         "ClientDisconnected",
+        "Metrics",
         "Request",
         "WebSocket",
         "WebSocketDisconnect",
