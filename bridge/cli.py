@@ -204,6 +204,8 @@ def startup_line(built: Built, server: str, o: ServerOptions) -> str:
         what = f"WSGI via bridge, {_threads(loaded)} threads"
     elif loaded.kind == "bridge":
         what = f"Bridge, {_threads(loaded)} threads"
+    elif loaded.bridge is not None:
+        what = f"ASGI middleware around a Bridge, {_threads(loaded)} threads"
     else:
         what = "ASGI"
     host = f"[{o.host}]" if ":" in o.host else o.host

@@ -162,7 +162,18 @@ def wrap_app(obj: object, text: str, *, threads: int | None = None) -> Loaded:
     if kind == "bridge":
         assert isinstance(obj, Bridge)
         return Loaded(text, kind, obj, obj)
-    return Loaded(text, kind, _as_asgi(obj), None)
+    return Loaded(text, kind, _as_asgi(obj), _inner_bridge(obj))
+
+
+def _inner_bridge(obj: object, depth: int = 8) -> Bridge | None:
+    """The ``Bridge`` inside ASGI middleware that keeps its app as ``.app``, if any."""
+    for _ in range(depth):
+        obj = getattr(obj, "app", None)
+        if obj is None:
+            return None
+        if isinstance(obj, Bridge):
+            return obj
+    return None
 
 
 def _import_module(name: str) -> Any:

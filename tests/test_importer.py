@@ -189,3 +189,20 @@ def test_load_bridge_is_served_as_is() -> None:
 def test_load_asgi_is_served_as_is() -> None:
     loaded = load_app(f"{APPS}:asgi_object")
     assert (loaded.kind, loaded.app, loaded.bridge) == ("asgi", cli_apps.asgi_object, None)
+
+
+def test_a_bridge_inside_asgi_middleware_is_found() -> None:
+    from bridge import Bridge
+    from bridge.importer import wrap_app
+
+    bridge = Bridge(lambda environ, start_response: [])
+
+    class Middleware:
+        def __init__(self, app: object) -> None:
+            self.app = app
+
+        async def __call__(self, scope: object, receive: object, send: object) -> None:
+            return None
+
+    loaded = wrap_app(Middleware(Middleware(bridge)), "m:app")
+    assert loaded.kind == "asgi" and loaded.bridge is bridge
