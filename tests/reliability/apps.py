@@ -90,7 +90,14 @@ def _upload(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable
     declared = int(environ.get("CONTENT_LENGTH") or 0)
     _record(f"{upload_id} start {declared}")
     try:
-        body = environ["wsgi.input"].read(declared)
+        if environ.get("CONTENT_LENGTH"):
+            body = environ["wsgi.input"].read(declared)
+        else:  # chunked: read to the end, as wsgi.input_terminated allows
+            parts = []
+            while part := environ["wsgi.input"].read(CHUNK):
+                parts.append(part)
+            body = declared_body = b"".join(parts)
+            declared = len(declared_body)
     except OSError as exc:
         _record(f"{upload_id} failed {type(exc).__name__}")
         raise
@@ -295,3 +302,6 @@ slow = Bridge(application, max_threads=MAX_THREADS)
 
 # Graceful shutdown: uploads above 64 KiB stream into the thread.
 shutdown = Bridge(application, max_threads=MAX_THREADS, request_buffer_size=64 * 1024)
+
+# Admission: two threads and four waiting places, so a burst of twenty overflows.
+overload = Bridge(application, max_threads=2, max_pending=4)
