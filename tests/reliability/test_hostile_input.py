@@ -165,6 +165,26 @@ def test_non_ascii_raw_query_string_reaches_the_app_as_latin1() -> None:
     assert json.loads(body) == {"PATH_INFO": "/q", "QUERY_STRING": "name=\xc3\xa9&x=\xff"}
 
 
+@pytest.mark.live
+def test_content_length_beside_chunked_never_frames_the_body_for_the_app(server: Server) -> None:
+    """``Content-Length: 3`` with ``Transfer-Encoding: chunked`` and a 5-byte body.
+
+    RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and an intermediary must
+    remove the Content-Length before forwarding; gunicorn refuses such a request (400).
+    Either answer is safe: a 400, or the app seeing the whole 5 bytes. The app reading
+    ``CONTENT_LENGTH`` bytes and taking 3 of 5 as the complete body is not.
+    """
+    response = request(
+        server.port,
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    if response.status != 400:
+        assert response.status == 200, response
+        assert json.loads(response.body)["size"] == 5, "the app took 3 of 5 bytes as the body"
+    assert_still_serving(server)
+
+
 # -- response side: the application breaks the contract ------------------------------------
 
 

@@ -258,9 +258,10 @@ def settle(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def test_load_with_faults_loses_nothing(start_server: ServerFactory) -> None:
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_load_with_faults_loses_nothing(start_server: ServerFactory, parser: str) -> None:
     """20,000 mixed requests and faults: every answer exact, resources back to the start."""
-    server = start_server("load", "--http", "httptools")
+    server = start_server("load", "--http", parser)
     process = server.ps()
     base_threads = process.num_threads()
 
