@@ -290,15 +290,21 @@ class Bridge:
                 return
 
     async def _drain(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
-        """Wait for requests still in threads to finish, up to ``timeout`` seconds."""
+        """Wait for requests still in threads to finish, up to ``timeout`` seconds.
+
+        A request the server cancelled (past its own graceful timeout) no longer counts
+        as in flight, but its thread may still be in the app: wait for that too, so
+        the shutdown hooks never run beside legacy code.
+        """
+        pool = self.pool
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.pool.in_flight and loop.time() < deadline:
+        while (pool.in_flight or pool.running) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        if self.pool.in_flight:
+        if pool.in_flight or pool.running:
             logger.warning(
                 "%d requests were still running in threads after %.0f s of shutdown.",
-                self.pool.in_flight,
+                max(pool.in_flight, pool.running),
                 timeout,
             )
 

@@ -150,6 +150,11 @@ def build_environ(
         else:
             environ[key] = value
 
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        # RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and an
+        # intermediary must remove the latter; an app that trusted it would take
+        # part of the body for all of it (gunicorn refuses such requests).
+        environ.pop("CONTENT_LENGTH", None)
     host = environ.get("HTTP_HOST")
     if host:
         name, port = _split_host(host, scheme)

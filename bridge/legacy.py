@@ -65,6 +65,43 @@ def content_length_of(environ: Environ) -> int | None:
     return int(declared) if declared and declared.isdigit() else None
 
 
+REFUSALS = {
+    413: "Request Entity Too Large\n",
+    431: "Request Header Fields Too Large\n",
+    503: "Service Unavailable: every worker thread is busy; retry shortly.\n",
+}
+
+
+async def refuse(send: Send, status: int, retry_after: int = 1) -> int:
+    """Answer a request bridge will not serve (413, 431, 503) and close the connection.
+
+    Closing matters: otherwise the server reads and discards whatever body the client
+    goes on sending, and a chunked upload has no end it must reach.
+    """
+    headers = [(b"connection", b"close")]
+    if status == 503:
+        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    await send_plain(send, status, REFUSALS[status], headers)
+    return status
+
+
+async def prepare(
+    scope: Scope, receive: Receive, send: Send, limits: Limits, whole: bool
+) -> tuple[Environ, RequestBody] | int:
+    """The environ and the start of the body (all of it if ``whole``), or the status
+    already answered instead (413, 431; 0 if the client left first)."""
+    environ = environ_or_none(scope, limits)
+    if environ is None:
+        return await refuse(send, 431)
+    body = await read_body_start(receive, limits, content_length_of(environ), whole)
+    if body is None:
+        return 0  # the client left before its request was complete
+    if isinstance(body, int):
+        return await refuse(send, 413)
+    environ["wsgi.input"] = body
+    return environ, body
+
+
 async def send_plain(send: Send, status: int, text: str, headers: Any = None) -> None:
     start, body = plain_response_messages(status, text, headers)
     await send(start)
@@ -137,23 +174,11 @@ async def serve_legacy(
     legacy middleware. Returns the status sent, 0 if the client left first.
     """
     if not pool.has_room():
-        await send_plain(
-            send,
-            503,
-            "Service Unavailable: every worker thread is busy; retry shortly.\n",
-            [(b"retry-after", str(limits.retry_after).encode("ascii"))],
-        )
-        return 503
-    environ = environ_or_none(scope, limits)
-    if environ is None:
-        await send_plain(send, 431, "Request Header Fields Too Large\n")
-        return 431
-    body = await read_body_start(receive, limits, content_length_of(environ))
-    if body is None:
-        return 0  # the client left before its request was complete
-    if isinstance(body, int):
-        await send_plain(send, 413, "Request Entity Too Large\n", [(b"connection", b"close")])
-        return 413
+        return await refuse(send, 503, limits.retry_after)
+    prepared = await prepare(scope, receive, send, limits, whole=False)
+    if isinstance(prepared, int):
+        return prepared
+    environ, body = prepared
     if extra:
         environ.update(extra)
     return await run_wsgi(app, pool, limits, environ, body, scope, receive, send)
@@ -259,8 +284,7 @@ async def exchange(
         )
         return 500  # what was sent says 200, but for counting this is a server error
     if isinstance(error, BodyTooLarge):
-        await send_plain(responder.send, 413, "Request Entity Too Large\n")
-        return 413
+        return await refuse(responder.send, 413)
     logger.error(
         "Exception in WSGI application %s %s",
         environ["REQUEST_METHOD"],

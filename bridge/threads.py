@@ -125,6 +125,11 @@ class ThreadPool:
         return max(self.in_flight - self.max_threads, 0)
 
     @property
+    def running(self) -> int:
+        """Worker threads inside a call now, including calls whose request was cancelled."""
+        return max(len(self._threads) - self._idle, 0)
+
+    @property
     def threads(self) -> list[threading.Thread]:
         """The worker threads started so far (they start on demand, up to max_threads)."""
         return list(self._threads)

@@ -25,14 +25,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from ._types import Environ, Receive, Scope, Send, WSGIApp
 from .body import RequestBody
-from .legacy import (
-    Limits,
-    content_length_of,
-    environ_or_none,
-    read_body_start,
-    run_wsgi,
-    send_plain,
-)
+from .legacy import Limits, prepare, refuse, run_wsgi, send_plain
 from .requests import Request
 from .response import encode_headers
 from .routing import Route, View
@@ -90,17 +83,10 @@ async def serve_view(
     send: Send,
 ) -> int:
     """Answer one request with a migrated (not middleware-wrapped) view; return the status."""
-    environ = environ_or_none(scope, limits)
-    if environ is None:
-        await send_plain(send, 431, "Request Header Fields Too Large\n")
-        return 431
-    body = await read_body_start(receive, limits, content_length_of(environ), whole=True)
-    if body is None:
-        return 0
-    if isinstance(body, int):
-        await send_plain(send, 413, "Request Entity Too Large\n", [(b"connection", b"close")])
-        return 413
-    environ["wsgi.input"] = body
+    prepared = await prepare(scope, receive, send, limits, whole=True)
+    if isinstance(prepared, int):
+        return prepared
+    environ, _ = prepared
     request = request_class(environ)
     request.path_params = values
     try:
@@ -125,13 +111,7 @@ async def _answer(
             async with ThreadSensitiveContext():
                 result = await route.view(request, **values)
         elif not pool.has_room():
-            await send_plain(
-                send,
-                503,
-                "Service Unavailable: every worker thread is busy; retry shortly.\n",
-                [(b"retry-after", str(limits.retry_after).encode("ascii"))],
-            )
-            return 503
+            return await refuse(send, 503, limits.retry_after)
         else:
             result = await pool.run(_call_sync_view, route.view, request, values)
         response = make_response(result, route.view)

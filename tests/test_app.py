@@ -117,16 +117,18 @@ def test_declared_length_over_max_body_size_is_413_before_reading() -> None:
     assert client.inbox.qsize() == 1  # the body was never received
 
 
-def test_chunked_body_over_max_body_size_is_413() -> None:
+def test_chunked_body_over_max_body_size_is_413_and_closes_the_connection() -> None:
     client = post(Bridge(validator(echo_length), max_body_size=25), [b"x" * 10] * 3, [])
     assert client.status == 413
+    # Otherwise the server would read and discard an endless chunked body.
+    assert client.headers[b"connection"] == b"close"
 
 
 def test_streamed_body_over_max_body_size_is_413_from_the_app() -> None:
     # Past request_buffer_size the body streams, and the limit is met inside read().
     bridge_app = Bridge(validator(echo_length), max_body_size=100_000, request_buffer_size=10_000)
     client = post(bridge_app, [b"x" * 10_000] * 20, [])
-    assert client.status == 413
+    assert client.status == 413 and client.headers[b"connection"] == b"close"
 
 
 def test_body_at_the_limit_is_accepted() -> None:
@@ -139,3 +141,36 @@ def test_too_many_headers_is_431() -> None:
     headers = [(b"x-dup", b"1")] * 5000
     asyncio.run(client.run(Bridge(validator(echo_length)), http_scope(headers=headers)))
     assert client.status == 431
+
+
+def test_shutdown_waits_for_a_cancelled_requests_thread() -> None:
+    import threading
+    import time
+
+    finished: list[str] = []
+
+    def slow(environ: Environ, start_response: Any) -> list[bytes]:
+        time.sleep(0.3)
+        finished.append("app")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    bridge_app = Bridge(validator(slow), on_shutdown=[lambda: finished.append("hook")])
+
+    async def main() -> None:
+        task = asyncio.ensure_future(Client().run(bridge_app, http_scope()))
+        await asyncio.sleep(0.05)
+        task.cancel()  # as a server does past its graceful timeout
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "lifespan.shutdown"})
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        await bridge_app({"type": "lifespan"}, inbox.get, send)
+
+    asyncio.run(main())
+    assert finished == ["app", "hook"]
+    assert not any(t.is_alive() for t in threading.enumerate() if t in bridge_app.pool.threads)

@@ -171,3 +171,13 @@ def test_error_stream_writes_to_logging(caplog: pytest.LogCaptureFixture) -> Non
         ERRORS.writelines(["a\n", "b\n"])
         ERRORS.flush()
     assert [r.getMessage() for r in caplog.records] == ["something broke", "a", "b"]
+
+
+def test_content_length_beside_transfer_encoding_is_dropped() -> None:
+    scope = http_scope(
+        method="POST",
+        headers=[(b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
+    )
+    environ = build(scope)
+    assert "CONTENT_LENGTH" not in environ
+    assert environ["HTTP_TRANSFER_ENCODING"] == "chunked"
