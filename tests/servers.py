@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,16 +24,42 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Wait until something accepts connections on ``port``, or fail with the server's log."""
+def poll_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    name: str,
+    output: Callable[[], str] = lambda: "",
+    timeout: float = 20.0,
+) -> None:
+    """Call ``ready()`` until it is true; fail with the server's output if it exits or hangs.
+
+    ``ready`` may raise ``OSError`` (or an ``httpx`` error) while the server starts.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"The server exited early with code {process.returncode}.")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
+            raise RuntimeError(
+                f"{name} exited with {process.returncode} before it was ready; "
+                f"its output:\n{output()}"
+            )
+        try:
+            if ready():
+                return
+        except (OSError, httpx.HTTPError):
+            pass
         time.sleep(0.05)
-    raise TimeoutError(f"Nothing listened on port {port} within {timeout} s.")
+    raise RuntimeError(f"{name} was not ready within {timeout} s; its output:\n{output()}")
+
+
+def accepts(port: int) -> bool:
+    """True once something accepts TCP connections on ``port``."""
+    with socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait until something accepts connections on ``port``, or fail."""
+    poll_until_ready(process, lambda: accepts(port), f"The server on port {port}", timeout=timeout)
 
 
 @contextlib.contextmanager

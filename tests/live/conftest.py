@@ -12,13 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import accepts, poll_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.live.suite_app:application"
@@ -53,41 +54,26 @@ class ServerSpec:
 SPECS = {
     spec.name: spec
     for spec in (
-        ServerSpec(
-            "uvicorn-httptools",
-            (
-                "uvicorn",
-                "--http",
-                "httptools",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--lifespan",
-                "on",
-                "--no-access-log",
-            ),
-            ("--root-path", "{root_path}"),
-            root_path_in_url=False,
-            lifespan=True,
-        ),
-        ServerSpec(
-            "uvicorn-h11",
-            (
-                "uvicorn",
-                "--http",
-                "h11",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--lifespan",
-                "on",
-                "--no-access-log",
-            ),
-            ("--root-path", "{root_path}"),
-            root_path_in_url=False,
-            lifespan=True,
+        *(
+            ServerSpec(
+                f"uvicorn-{parser}",
+                (
+                    "uvicorn",
+                    "--http",
+                    parser,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "{port}",
+                    "--lifespan",
+                    "on",
+                    "--no-access-log",
+                ),
+                ("--root-path", "{root_path}"),
+                root_path_in_url=False,
+                lifespan=True,
+            )
+            for parser in ("httptools", "h11")
         ),
         ServerSpec(
             "hypercorn",
@@ -153,26 +139,12 @@ def free_port() -> int:
 
 def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT) -> None:
     """Poll a TCP connect, then ``GET /ping``, until the server answers or exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"{server.spec.name} exited with {server.process.returncode} before it was "
-                f"ready; its output:\n{server.output()}"
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
-                pass
-            response = httpx.get(server.url + "/ping", timeout=2)
-            if response.status_code == 200:
-                return
-        except (OSError, httpx.HTTPError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(
-        f"{server.spec.name} did not answer GET /ping within {timeout} s; "
-        f"its output:\n{server.output()}"
-    )
+
+    def ready() -> bool:
+        accepts(server.port)
+        return httpx.get(server.url + "/ping", timeout=2).status_code == 200
+
+    poll_until_ready(server.process, ready, server.spec.name, server.output, timeout)
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

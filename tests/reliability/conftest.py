@@ -25,6 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.servers import poll_until_ready
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0  # seconds; a cold start on a busy 2-core machine takes ~1 s
 STOP_TIMEOUT = 10.0
@@ -119,21 +121,12 @@ def _server_preexec() -> None:
 
 def wait_ready(server: Server, timeout: float = START_TIMEOUT) -> None:
     """Poll ``GET /ping`` until the server answers, or fail with its output."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"uvicorn exited with {server.process.returncode} before it was ready; "
-                f"its output:\n{server.output()}"
-            )
-        with contextlib.suppress(OSError):
-            ping = request(
-                server.port, b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-            )
-            if ping.status == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"uvicorn did not answer within {timeout} s; its output:\n{server.output()}")
+
+    def ready() -> bool:
+        ping = request(server.port, b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return ping.status == 200
+
+    poll_until_ready(server.process, ready, "uvicorn", server.output, timeout)
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
