@@ -39,6 +39,10 @@ DEFAULT_RETRY_AFTER = 1
 # --graceful-timeout is 30 seconds.
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
+# How long shutdown waits for the thread of a request the server has already
+# cancelled: the server's graceful timeout has run out, so only a moment more.
+CANCELLED_GRACE = 1.0
+
 
 class Bridge:
     """An ASGI 3 application that serves ``wsgi_app`` from a bounded pool of threads.
@@ -293,19 +297,22 @@ class Bridge:
         """Wait for requests still in threads to finish, up to ``timeout`` seconds.
 
         A request the server cancelled (past its own graceful timeout) no longer counts
-        as in flight, but its thread may still be in the app: wait for that too, so
-        the shutdown hooks never run beside legacy code.
+        as in flight, but its thread may still be in the app. Its thread gets at most
+        ``CANCELLED_GRACE`` more, so that a short overrun ends before the shutdown hooks
+        run, while the server's graceful timeout still bounds the whole shutdown.
         """
         pool = self.pool
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (pool.in_flight or pool.running) and loop.time() < deadline:
+        while pool.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        deadline = min(deadline, loop.time() + CANCELLED_GRACE)
+        while pool.running and loop.time() < deadline:
             await asyncio.sleep(0.01)
         if pool.in_flight or pool.running:
             logger.warning(
-                "%d requests were still running in threads after %.0f s of shutdown.",
+                "%d requests were still running in threads at shutdown; they are abandoned.",
                 max(pool.in_flight, pool.running),
-                timeout,
             )
 
 

@@ -404,12 +404,11 @@ class Responder:
             )
             await self.send({"type": "http.response.pathsend", "path": self.pathsend})
             return
-        head_length = self.head and self.written and 200 <= self.status_code not in (204, 304)
-        if self.content_length is None and (self.body_allowed or head_length):
+        if self.content_length is None and self.body_allowed:
             # The whole body is known, so its length is too: a client (or proxy) can
             # then tell a complete response from a cut one without chunked framing.
-            # For HEAD, the length of the body the app produced (and was not sent),
-            # as the GET would have it; an app that produced none gets none.
+            # (Not for HEAD: gunicorn adds none there, and the app may not have
+            # produced the body a GET would get.)
             headers = [*headers, (b"content-length", str(self.written).encode("ascii"))]
         await self.send(
             {"type": "http.response.start", "status": self.status_code, "headers": headers}

@@ -319,13 +319,13 @@ def test_head_sends_no_body_and_keeps_the_apps_length() -> None:
     ]
 
 
-def test_head_gets_the_length_the_get_would_have() -> None:
+def test_head_without_a_declared_length_gets_none_added() -> None:
     def app(environ: Environ, start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
 
     head = run(app, http_scope(method="HEAD"))
-    assert head.headers[b"content-length"] == b"5" and head.body == b""
+    assert b"content-length" not in head.headers and head.body == b""
     assert run(app).headers[b"content-length"] == b"5"
 
 
