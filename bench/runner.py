@@ -34,6 +34,10 @@ if upload > 0 then
   wrk.body = string.rep("x", upload)
   wrk.headers["Content-Type"] = "application/octet-stream"
 end
+-- A fixed pause between a connection's requests offers every contender the same load,
+-- so their latencies compare at one request rate rather than at each one's maximum.
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if pause > 0 then function delay() return pause end end
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) good = 0; bad_status = 0; bad_length = 0 end
@@ -210,6 +214,7 @@ def run_wrk(
     expect_length: int,
     method: str = "GET",
     upload_bytes: int = 0,
+    delay_ms: int = 0,
 ) -> WrkResult:
     """Run ``wrk -t1`` (wrk and the server share the machine's cores) and parse its JSON line."""
     env = {
@@ -217,6 +222,7 @@ def run_wrk(
         "BENCH_EXPECT_LENGTH": str(expect_length),
         "BENCH_METHOD": method,
         "BENCH_UPLOAD_BYTES": str(upload_bytes),
+        "BENCH_DELAY_MS": str(delay_ms),
     }
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",

@@ -83,6 +83,7 @@ class Workload:
     upload_bytes: int = 0
     size: int = 0
     ceiling: str = "asgi"  # "asgi", "ideal" or "" (no ceiling for this workload)
+    delay_ms: int = 0  # a pause between each connection's requests: a fixed offered load
     variants: bool = False  # whether the bridge variants run it too
 
     @property
@@ -135,6 +136,10 @@ def workloads(plan: Plan) -> list[Workload]:
         Workload(
             "hello", "Hello world", "wrk", "req/s",
             expect_length=len(apps.HELLO), variants=True,
+        ),
+        Workload(
+            "paced", "Hello world at one load for all (32 conns, 7 ms pause)", "wrk", "req/s",
+            expect_length=len(apps.HELLO), delay_ms=7,
         ),
         Workload(
             "sleep", "View waiting 20 ms (I/O-bound)", "wrk", "req/s", path="/sleep",
@@ -281,7 +286,7 @@ def _measure(
             run = runner.run_wrk(
                 script, url, connections=workload.connections, seconds=seconds,
                 expect_length=expect, method=workload.method,
-                upload_bytes=workload.upload_bytes,
+                upload_bytes=workload.upload_bytes, delay_ms=workload.delay_ms,
             )  # fmt: skip
             clients.settle(port, "/health" if workload.app == "sample" else "/hello")
             return run
