@@ -139,15 +139,20 @@ class ThreadPool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         on_wait = self.on_wait
-        timing = None if on_wait is None else [time.perf_counter()]
+        # A call that finds an idle worker waits only for the handoff: it is filed as
+        # no wait, without clock reads in two threads. Only queued calls are timed.
+        timing = None if on_wait is None or self._idle > self._queued else [time.perf_counter()]
         self.in_flight += 1
         try:
             self._submit((loop, future, func, args, contextvars.copy_context(), timing))
             return await future
         finally:
             self.in_flight -= 1
-            if on_wait is not None and timing is not None and len(timing) == 2:
-                on_wait(timing[1] - timing[0])
+            if on_wait is not None:
+                if timing is None:
+                    on_wait(0.0)
+                elif len(timing) == 2:
+                    on_wait(timing[1] - timing[0])
 
     def _submit(self, call: _Call) -> None:
         if self._pid != os.getpid():  # a forked worker process inherits no threads
