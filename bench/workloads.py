@@ -127,7 +127,7 @@ class Plan:
 
 
 def workloads(plan: Plan) -> list[Workload]:
-    """The seven workloads of issue 7; ``--quick`` shrinks every one but hello world."""
+    """The workloads of the benchmark; ``--quick`` shrinks every one but the two hello worlds."""
     quick = plan.quick
     upload = 64 * 1024 if quick else MIB
     download = (8 if quick else 64) * MIB
