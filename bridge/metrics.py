@@ -234,8 +234,8 @@ class Metrics:
     async def legacy(self, scope: Scope, serving: Awaitable[int]) -> None:
         """Await ``serving`` (the legacy app answering ``scope``) and count it.
 
-        The hot path of a migration, so ``_measure`` is written out here, and the
-        group of each path is remembered (in a dict emptied when it grows large).
+        The group of each path is remembered (in a dict emptied when it grows large),
+        since this is the hot path of a migration.
         """
         path = scope["path"]
         rooted = scope.get("root_path")
@@ -246,26 +246,7 @@ class Metrics:
                 self._paths.clear()
             if not rooted:
                 self._paths[path] = stats
-        if self._probe is None or self._probe.done():
-            self.start()
-        token = _set_current(stats)
-        start = _clock()
-        try:
-            status = await serving
-        except Exception:
-            stats.errors += 1
-            raise
-        else:
-            if status >= 500:
-                stats.errors += 1
-        finally:
-            elapsed = _clock() - start
-            stats.requests += 1
-            latency = stats.latency
-            latency.counts[bisect_left(BOUNDS, elapsed)] += 1
-            latency.count += 1
-            latency.sum += elapsed
-            _current.reset(token)
+        await self._measure(stats, serving)
 
     async def route(self, route: Route, serving: Coroutine[Any, Any, int]) -> None:
         stats = self.route_stats(route)
