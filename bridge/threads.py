@@ -43,6 +43,12 @@ it, and all return silently from ``send`` afterwards; a ``send`` that raises
 bytes raises ``ClientDisconnected``, and the next push of a body chunk raises it too,
 so iteration stops within one chunk and ``close()`` runs in the thread at once.
 
+Errors: until the loop commits the headers, an exception in the thread (or a body
+shorter than its Content-Length) becomes a clean ``500`` with no detail, and
+``start_response(..., exc_info)`` may still replace the headers. After the commit,
+the loop sends what was queued and returns without the final ``http.response.body``,
+so the server cuts the connection and the client sees a truncated response.
+
 Threads: one pool of at most ``max_threads`` per ``Bridge``, started on demand;
 requests never wait behind each other while a thread is free (asgiref's
 ``WsgiToAsgi`` sends every request of the process through one thread).
