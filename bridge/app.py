@@ -15,6 +15,7 @@ from .body import DEFAULT_HIGH_WATER, RequestBody
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .legacy import Limits, serve_legacy
+from .lifespan import MountedLifespan
 from .metrics import Metrics
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
@@ -264,12 +265,15 @@ class Bridge:
             await socket.close(1000)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
                     for hook in self.on_startup:
                         await _call_hook(hook)
+                    for app in mounted:
+                        await app.startup()
                 except Exception as exc:
                     logger.exception("A startup hook failed.")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
@@ -281,6 +285,8 @@ class Bridge:
                 await self._drain()
                 if self.metrics is not None:
                     await self.metrics.stop()
+                for app in reversed(mounted):
+                    await app.shutdown()
                 try:
                     for hook in self.on_shutdown:
                         await _call_hook(hook)

@@ -174,3 +174,40 @@ def test_shutdown_waits_for_a_cancelled_requests_thread() -> None:
     asyncio.run(main())
     assert finished == ["app", "hook"]
     assert not any(t.is_alive() for t in threading.enumerate() if t in bridge_app.pool.threads)
+
+
+def test_mounted_apps_get_the_lifespan_events() -> None:
+    events: list[str] = []
+
+    async def with_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            kind = message["type"].split(".")[-1]
+            events.append(f"v2 {kind}")
+            await send({"type": f"{message['type']}.complete"})
+            if kind == "shutdown":
+                return
+
+    async def without_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan here")
+
+    bridge_app = Bridge(echo_length, on_startup=[lambda: events.append("bridge startup")])
+    bridge_app.mount("/v2", with_lifespan)
+    bridge_app.mount("/old", without_lifespan)
+    sent = lifespan(bridge_app, "lifespan.startup", "lifespan.shutdown")
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+    assert events == ["bridge startup", "v2 startup", "v2 shutdown"]
+
+
+def test_a_mounted_app_that_fails_to_start_fails_the_startup() -> None:
+    async def broken(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    bridge_app = Bridge(echo_length)
+    bridge_app.mount("/v2", broken)
+    (sent,) = lifespan(bridge_app, "lifespan.startup")
+    assert sent["type"] == "lifespan.startup.failed"
+    assert 'mounted at "/v2" failed to start: no database' in sent["message"]

@@ -1,0 +1,71 @@
+"""Run the ASGI lifespan protocol of mounted apps inside bridge's own.
+
+A mounted Starlette or FastAPI app opens its database pool and clients on
+``lifespan.startup``; the server sends that message to bridge only, so bridge
+passes it on. ASGI spec: "If an exception is raised when calling the application
+callable with a lifespan.startup message or a scope with type lifespan, the server
+must continue but not send any lifespan events" — an app that does not speak
+lifespan is simply left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ._types import ASGIApp, Message
+
+logger = logging.getLogger("bridge")
+
+
+class MountedLifespan:
+    """One mounted app's lifespan: a task running it, fed and read through two queues."""
+
+    def __init__(self, prefix: str, app: ASGIApp) -> None:
+        self.prefix = prefix
+        self.app = app
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        """Send ``lifespan.startup``; raise ``RuntimeError`` if the app reports failure."""
+        scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self._task = asyncio.ensure_future(self._run(scope))
+        reply = await self._ask({"type": "lifespan.startup"})
+        if reply is not None and reply["type"] == "lifespan.startup.failed":
+            raise RuntimeError(
+                f'The app mounted at "{self.prefix}" failed to start: {reply.get("message", "")}'
+            )
+
+    async def shutdown(self) -> None:
+        """Send ``lifespan.shutdown`` and wait for the app's answer (a failure is logged)."""
+        if self._task is None or self._task.done():
+            return
+        reply = await self._ask({"type": "lifespan.shutdown"})
+        if reply is not None and reply["type"] == "lifespan.shutdown.failed":
+            logger.error(
+                'The app mounted at "%s" failed to shut down: %s',
+                self.prefix,
+                reply.get("message", ""),
+            )
+        if not self._task.done():
+            self._task.cancel()
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        try:
+            await self.app(scope, self._inbox.get, self._outbox.put)
+        except Exception:
+            logger.debug('The app mounted at "%s" does not support lifespan.', self.prefix)
+
+    async def _ask(self, message: Message) -> Message | None:
+        """Send ``message``; the app's reply, or None if it returned (no lifespan support)."""
+        assert self._task is not None
+        self._inbox.put_nowait(message)
+        reply = asyncio.ensure_future(self._outbox.get())
+        await asyncio.wait({reply, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if reply.done():
+            return reply.result()
+        reply.cancel()
+        return None
