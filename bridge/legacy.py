@@ -151,12 +151,15 @@ async def listen(
     """Pump the rest of a streaming body, then wait for the client to go away."""
     if body.streaming:
         await body.pump(receive, max_body_size)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            body.fail(ClientDisconnected("The client disconnected before the body was sent."))
-            responder.client_gone()
-            return
+    await disconnected(receive)
+    body.fail(ClientDisconnected("The client disconnected before the body was sent."))
+    responder.client_gone()
+
+
+async def disconnected(receive: Receive) -> None:
+    """Return when the client goes away; once the body is in, nothing else can arrive."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def serve_legacy(

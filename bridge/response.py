@@ -52,6 +52,11 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _STATUS = re.compile(r"([1-9][0-9][0-9])(?: (.*))?\Z", re.DOTALL)
 
 
+def carries_body(head: bool, status: int) -> bool:
+    """Whether a response has body bytes: none for HEAD, 1xx, 204 and 304 (RFC 9110 6.4.1)."""
+    return not (head or status in (204, 304) or status < 200)
+
+
 class ResponseError(Exception):
     """The application broke the WSGI response contract."""
 
@@ -235,7 +240,7 @@ class Responder:
         code = parse_status(status)
         self.raw_headers, self.content_length = encode_headers(headers)
         self.status_code = code
-        self.body_allowed = not (self.head or code in (204, 304) or code < 200)
+        self.body_allowed = carries_body(self.head, code)
         self.written = 0
         self.complete = False
         return self.write

@@ -25,9 +25,9 @@ from werkzeug.wsgi import ClosingIterator
 
 from ._types import Environ, Receive, Scope, Send, WSGIApp
 from .body import RequestBody
-from .legacy import Limits, prepare, refuse, run_wsgi, send_plain
+from .legacy import Limits, disconnected, prepare, refuse, run_wsgi, send_plain
 from .requests import Request
-from .response import encode_headers
+from .response import carries_body, encode_headers
 from .routing import Route, View
 from .threads import ThreadPool
 
@@ -89,39 +89,23 @@ async def serve_view(
     environ, _ = prepared
     request = request_class(environ)
     request.path_params = values
-    try:
-        return await _answer(route, values, request, environ, pool, limits, scope, receive, send)
-    finally:
-        request.close()  # uploaded files spooled to disk
-
-
-async def _answer(
-    route: Route,
-    values: dict[str, Any],
-    request: Request,
-    environ: Environ,
-    pool: ThreadPool,
-    limits: Limits,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> int:
-    try:
-        if route.is_async:
-            async with ThreadSensitiveContext():
-                result = await route.view(request, **values)
-        elif not pool.has_room():
-            return await refuse(send, 503, limits.retry_after)
-        else:
-            result = await pool.run(_call_sync_view, route.view, request, values)
-        response = make_response(result, route.view)
-    except HTTPException as exc:
-        response = exc.get_response(environ)
-    except Exception:
-        logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
-        await send_plain(send, 500, "Internal Server Error\n")
-        return 500
-    return await send_response(response, environ, pool, limits, scope, receive, send)
+    with request:  # closes the uploaded files spooled to disk
+        try:
+            if route.is_async:
+                async with ThreadSensitiveContext():
+                    result = await route.view(request, **values)
+            elif not pool.has_room():
+                return await refuse(send, 503, limits.retry_after)
+            else:
+                result = await pool.run(_call_sync_view, route.view, request, values)
+            response = make_response(result, route.view)
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        except Exception:
+            logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
+            await send_plain(send, 500, "Internal Server Error\n")
+            return 500
+        return await send_response(response, environ, pool, limits, scope, receive, send)
 
 
 async def send_response(
@@ -145,15 +129,14 @@ async def send_response(
         logger.exception("The view's response has invalid headers.")
         await send_plain(send, 500, "Internal Server Error\n")
         return 500
-    no_body = environ["REQUEST_METHOD"] == "HEAD" or status in (204, 304) or status < 200
+    has_body = carries_body(environ["REQUEST_METHOD"] == "HEAD", status)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     if response.is_sequence:
-        data = b"" if no_body else b"".join(response.iter_encoded())
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        data = b"".join(response.iter_encoded()) if has_body else b""
         await send({"type": "http.response.body", "body": data})
         return status
-    await send({"type": "http.response.start", "status": status, "headers": headers})
     try:
-        if no_body:
+        if not has_body:
             await send({"type": "http.response.body", "body": b""})
         else:
             await stream_until_disconnect(body, receive, send)
@@ -174,12 +157,8 @@ async def stream_until_disconnect(body: Any, receive: Receive, send: Send) -> No
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
     streaming = asyncio.ensure_future(pump())
-    watching = asyncio.ensure_future(disconnected())
+    watching = asyncio.ensure_future(disconnected(receive))
     try:
         await asyncio.wait({streaming, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
