@@ -225,35 +225,38 @@ def test_init_db_creates_schema_and_seed_once(data_dir: Path) -> None:
         connection.close()
 
 
-def test_database_keeps_one_connection_per_thread(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+def connection_of_a_finished_thread(db: Database) -> sqlite3.Connection:
+    """The connection ``db`` gave another thread, which has ended since."""
     seen: list[sqlite3.Connection] = []
     thread = threading.Thread(target=lambda: seen.append(db.connection()))
     thread.start()
     thread.join()
+    return seen[0]
+
+
+def test_database_keeps_one_connection_per_thread(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite3")
+    theirs = connection_of_a_finished_thread(db)
     try:
         mine = db.connection()
         assert db.connection() is mine
-        assert seen[0] is not mine
+        assert theirs is not mine
         assert mine.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
     finally:
         db.close()
     with pytest.raises(sqlite3.ProgrammingError):
         mine.execute("SELECT 1")
     with pytest.raises(sqlite3.ProgrammingError):
-        seen[0].execute("SELECT 1")
+        theirs.execute("SELECT 1")
 
 
 def test_database_closes_connections_of_finished_threads(tmp_path: Path) -> None:
     db = Database(tmp_path / "db.sqlite3")
-    seen: list[sqlite3.Connection] = []
-    thread = threading.Thread(target=lambda: seen.append(db.connection()))
-    thread.start()
-    thread.join()
+    theirs = connection_of_a_finished_thread(db)
     try:
         db.connection()  # a new connection sweeps up the dead thread's one
         with pytest.raises(sqlite3.ProgrammingError):
-            seen[0].execute("SELECT 1")
+            theirs.execute("SELECT 1")
     finally:
         db.close()
 

@@ -393,6 +393,18 @@ class Differ:
         gunicorn, bridge = self.send(method, url, per_server, **kwargs)
         return self.compare(gunicorn, bridge, method)
 
+    def conditional_get(self, url: str, other_etag: str) -> str:
+        """The conditional-GET flow on ``url``: 200, then 304 by ETag and by date, then 200
+        for an ETag that does not match, then HEAD; returns the ETag."""
+        assert self.same("GET", url).status == 200
+        etag = self.last["gunicorn"].headers["etag"]
+        modified = self.last["gunicorn"].headers["last-modified"]
+        assert self.same("GET", url, headers={"if-none-match": etag}).status == 304
+        assert self.same("GET", url, headers={"if-modified-since": modified}).status == 304
+        assert self.same("GET", url, headers={"if-none-match": other_etag}).status == 200
+        self.same("HEAD", url)
+        return etag
+
     def compare(self, gunicorn: httpx.Response, bridge: httpx.Response, method: str) -> Seen:
         expected, expected_length = normalise(gunicorn, self.pair.gunicorn.port, method)
         actual, actual_length = normalise(bridge, self.pair.bridge.port, method)
