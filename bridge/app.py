@@ -14,7 +14,7 @@ from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .body import DEFAULT_HIGH_WATER, RequestBody
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
-from .legacy import Limits, serve_legacy
+from .gateway import Limits, serve_legacy
 from .lifespan import MountedLifespan
 from .metrics import Metrics
 from .requests import Request

@@ -1,5 +1,7 @@
 """The exceptions bridge raises into application code.
 
+    Exception
+    └── ResponseError ........ the application broke the WSGI response contract
     OSError
     └── BodyError ............ the request body cannot be read in full
         ├── ClientDisconnected  the client went away before the body (or response) was done
@@ -29,3 +31,7 @@ class BodyTooLarge(BodyError):
             "raise max_body_size if such bodies are expected."
         )
         self.limit = limit
+
+
+class ResponseError(Exception):
+    """The application broke the WSGI response contract (status, headers or body)."""

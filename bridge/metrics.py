@@ -19,14 +19,14 @@ import asyncio
 import logging
 import math
 import time
-import types
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ._types import Message, Receive, Scope, Send
+from .blocking import stepped
 from .routing import route_path
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class Metrics:
     async def route(self, route: Route, serving: Coroutine[Any, Any, int]) -> None:
         stats = self.route_stats(route)
         if route.is_async and route.wsgi is None and self.block_threshold is not None:
-            serving = _stepped(serving, self, stats)
+            serving = stepped(serving, self, stats)
         await self._measure(stats, serving)
 
     async def mount(self, mount: Mount, scope: Scope, receive: Receive, send: Send) -> None:
@@ -270,7 +270,7 @@ class Metrics:
 
         serving: Coroutine[Any, Any, int] = serve()
         if self.block_threshold is not None:
-            serving = _stepped(serving, self, stats)
+            serving = stepped(serving, self, stats)
         await self._measure(stats, serving)
 
     async def _measure(self, stats: RouteStats, serving: Awaitable[int]) -> None:
@@ -415,6 +415,8 @@ class Metrics:
 
     def prometheus(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
+        from .exposition import render_prometheus
+
         return render_prometheus(self)
 
 
@@ -426,127 +428,3 @@ def _observe_wait(seconds: float) -> None:
         wait.counts[bisect_left(BOUNDS, seconds)] += 1
         wait.count += 1
         wait.sum += seconds
-
-
-@types.coroutine
-def _stepped(
-    coro: Coroutine[Any, Any, int], metrics: Metrics, stats: RouteStats
-) -> Generator[Any, Any, int]:
-    """Drive ``coro`` like a task would, timing each step it takes on the loop."""
-    clock = time.perf_counter
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        threshold = metrics.block_threshold
-        start = clock()
-        try:
-            signal = coro.send(value) if error is None else coro.throw(error)
-        except StopIteration as stop:
-            if threshold is not None and clock() - start > threshold:
-                metrics.blocked(stats, clock() - start)
-            result: int = stop.value
-            return result
-        except BaseException:
-            if threshold is not None and clock() - start > threshold:
-                metrics.blocked(stats, clock() - start)
-            raise
-        elapsed = clock() - start
-        if threshold is not None and elapsed > threshold:
-            metrics.blocked(stats, elapsed)
-        error = None
-        try:
-            value = yield signal
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # a cancellation, thrown into the coroutine next
-            value, error = None, exc
-
-
-# -- the Prometheus text format ---------------------------------------------------------
-
-_HELP = {
-    "bridge_requests_total": ("counter", "Requests answered, by route and kind."),
-    "bridge_errors_total": ("counter", "Requests answered with a 5xx status or an exception."),
-    "bridge_loop_blocks_total": (
-        "counter",
-        "Steps of an async view or mounted app that held the event loop past the threshold.",
-    ),
-    "bridge_request_duration_seconds": (
-        "histogram",
-        "Time from dispatch to the end of the response.",
-    ),
-    "bridge_thread_wait_seconds": (
-        "histogram",
-        "Time a call waited for a pool thread to start it.",
-    ),
-    "bridge_pool_size": ("gauge", "The most threads the pool may run (max_threads)."),
-    "bridge_pool_threads": ("gauge", "Threads the pool has started so far."),
-    "bridge_pool_busy": ("gauge", "Threads running a call now."),
-    "bridge_pool_queue_depth": ("gauge", "Calls waiting for a free thread now."),
-    "bridge_event_loop_lag_seconds": (
-        "gauge",
-        "How late the latest 250 ms probe timer fired: time the loop was busy elsewhere.",
-    ),
-}
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def render_prometheus(metrics: Metrics) -> str:
-    """Every metric of ``metrics`` in the Prometheus text format 0.0.4."""
-    lines: list[str] = []
-    all_stats = sorted(metrics._stats.values(), key=lambda s: (s.kind, s.route))
-
-    def header(name: str) -> None:
-        kind, text = _HELP[name]
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    def labels(stats: RouteStats) -> str:
-        return f'route="{_escape(stats.route)}",kind="{stats.kind}"'
-
-    for name, attribute in (
-        ("bridge_requests_total", "requests"),
-        ("bridge_errors_total", "errors"),
-        ("bridge_loop_blocks_total", "blocks"),
-    ):
-        header(name)
-        for stats in all_stats:
-            lines.append(f"{name}{{{labels(stats)}}} {getattr(stats, attribute)}")
-    for name, attribute in (
-        ("bridge_request_duration_seconds", "latency"),
-        ("bridge_thread_wait_seconds", "wait"),
-    ):
-        header(name)
-        for stats in all_stats:
-            histogram: Histogram = getattr(stats, attribute)
-            if attribute == "wait" and not histogram.count and stats.kind in ("async", "mount"):
-                continue  # never uses a thread: no series
-            common = labels(stats)
-            for bound, count in histogram.cumulative():
-                lines.append(f'{name}_bucket{{{common},le="{_number(bound)}"}} {count}')
-            lines.append(f"{name}_sum{{{common}}} {_number(histogram.sum)}")
-            lines.append(f"{name}_count{{{common}}} {histogram.count}")
-    pool = metrics.pool
-    gauges = {
-        "bridge_pool_size": pool.max_threads if pool is not None else 0,
-        "bridge_pool_threads": len(pool.threads) if pool is not None else 0,
-        "bridge_pool_busy": pool.busy if pool is not None else 0,
-        "bridge_pool_queue_depth": pool.waiting if pool is not None else 0,
-        "bridge_event_loop_lag_seconds": metrics.loop_lag,
-    }
-    for name, value in gauges.items():
-        header(name)
-        lines.append(f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
-import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ._types import Headers, Message, OptExcInfo, RawHeaders, Send, Write
-from .errors import ClientDisconnected
+from .errors import ClientDisconnected, ResponseError
+from .filewrapper import FileWrapper
+from .headers import carries_body, encode_headers, parse_status
 
 logger = logging.getLogger("bridge")
 
@@ -28,137 +27,6 @@ logger = logging.getLogger("bridge")
 # 1 MiB covers nearly every HTML page and JSON document at a cost of at most
 # 1 MiB per in-flight response.
 DEFAULT_RESPONSE_BUFFER = 1024 * 1024
-
-# RFC 9110 7.6.1 hop-by-hop fields. PEP 3333: "Applications and middleware are
-# forbidden from using HTTP/1.1 'hop-by-hop' features or headers"; the ASGI server
-# frames the response itself, so these are dropped rather than passed on.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-
-# RFC 9110 5.1: a field name is a token.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_STATUS = re.compile(r"([1-9][0-9][0-9])(?: (.*))?\Z", re.DOTALL)
-
-
-def carries_body(head: bool, status: int) -> bool:
-    """Whether a response has body bytes: none for HEAD, 1xx, 204 and 304 (RFC 9110 6.4.1)."""
-    return not (head or status in (204, 304) or status < 200)
-
-
-class ResponseError(Exception):
-    """The application broke the WSGI response contract."""
-
-
-def parse_status(status: object) -> int:
-    """Return the status code of a WSGI status line such as ``"200 OK"``.
-
-    A missing reason phrase (``"200"``) is accepted, as gunicorn accepts it; anything
-    else that is not a three-digit code is refused.
-    """
-    if not isinstance(status, str):
-        raise ResponseError(f"The status must be a str such as '200 OK', not {status!r}.")
-    match = _STATUS.match(status)
-    if match is None or "\r" in status or "\n" in status:
-        raise ResponseError(f"The status {status!r} is not a three-digit code and a reason.")
-    return int(match.group(1))
-
-
-def encode_headers(headers: object) -> tuple[RawHeaders, int | None]:
-    """Validate WSGI response headers; return them as ASGI bytes and the Content-Length."""
-    if not isinstance(headers, list):
-        raise ResponseError(f"The response headers must be a list of tuples, not {headers!r}.")
-    raw: RawHeaders = []
-    content_length: int | None = None
-    for item in headers:
-        if not (isinstance(item, tuple) and len(item) == 2):
-            raise ResponseError(f"A response header must be a (name, value) tuple, not {item!r}.")
-        name, value = item
-        if not (isinstance(name, str) and isinstance(value, str)):
-            raise ResponseError(f"The response header {item!r} must have a str name and value.")
-        if not _TOKEN.match(name):
-            raise ResponseError(f"The response header name {name!r} is not a valid HTTP token.")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ResponseError(
-                f"The value of the response header {name!r} contains CR, LF or NUL, "
-                "which would split the response; remove them."
-            )
-        try:
-            raw_value = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ResponseError(
-                f"The value of the response header {name!r} is not latin-1; "
-                "encode it (for example RFC 8187 or percent-encoding) first."
-            ) from None
-        raw_name = name.lower().encode("latin-1")
-        if raw_name in HOP_BY_HOP:
-            continue
-        if raw_name == b"content-length":
-            if not value.strip().isdigit():
-                raise ResponseError(f"The Content-Length {value!r} is not a whole number.")
-            length = int(value)
-            if content_length is not None and content_length != length:
-                raise ResponseError("The response has two different Content-Length headers.")
-            if content_length is not None:
-                continue
-            content_length = length
-        raw.append((raw_name, raw_value))
-    return raw, content_length
-
-
-class FileWrapper:
-    """``wsgi.file_wrapper``: iterate a file in blocks, or let the server send it by path.
-
-    PEP 3333: "the file-like object must have a read() method that takes an optional
-    size argument"; ``close()`` closes the file, and is called by bridge like any
-    iterable's ``close()``.
-    """
-
-    # Reads smaller than this cost more in handoffs than they save in memory.
-    MIN_BLOCK = 64 * 1024
-
-    def __init__(self, filelike: IO[bytes], block_size: int = 8192) -> None:
-        self.filelike = filelike
-        self.block_size = max(block_size, self.MIN_BLOCK)
-
-    def __iter__(self) -> Iterator[bytes]:
-        read = self.filelike.read
-        while True:
-            block = read(self.block_size)
-            if not block:
-                return
-            yield block
-
-    def close(self) -> None:
-        close = getattr(self.filelike, "close", None)
-        if close is not None:
-            close()
-
-    def regular_file(self) -> tuple[str, int] | None:
-        """Return ``(path, size)`` when the wrapped object is a regular file at its start."""
-        name = getattr(self.filelike, "name", None)
-        fileno = getattr(self.filelike, "fileno", None)
-        tell = getattr(self.filelike, "tell", None)
-        if not isinstance(name, str) or fileno is None or tell is None:
-            return None
-        try:
-            info = os.fstat(fileno())
-            if not stat.S_ISREG(info.st_mode) or tell() != 0:
-                return None
-            return os.path.abspath(name), info.st_size
-        except (OSError, ValueError):
-            return None
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -448,18 +316,21 @@ def plain_response_messages(
 
 def iterate(responder: Responder, iterable: Iterable[bytes], extensions: dict[str, Any]) -> None:
     """Drive the application's iterable in the thread, stopping at Content-Length or disconnect."""
-    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
-        found = iterable.regular_file()
-        if found is not None and responder.status_code and not responder.written:
+    if (
+        type(iterable) is FileWrapper
+        and "http.response.pathsend" in extensions
+        and responder.status_code
+        and not responder.written
+    ):
+        found = iterable.pathsend_target(responder.content_length)
+        if found is not None:
             path, size = found
-            length = responder.content_length
-            if length is None or length == size:
-                if length is None:
-                    responder.raw_headers.append((b"content-length", str(size).encode("ascii")))
-                    responder.content_length = size
-                responder.written = size
-                responder.pathsend = path
-                return
+            if responder.content_length is None:
+                responder.raw_headers.append((b"content-length", str(size).encode("ascii")))
+                responder.content_length = size
+            responder.written = size
+            responder.pathsend = path
+            return
     # A list or tuple is already whole in memory: holding it costs nothing and
     # turns the response into a single handoff however many items it has.
     hold = type(iterable) in (list, tuple)

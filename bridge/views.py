@@ -25,9 +25,9 @@ from werkzeug.wsgi import ClosingIterator
 
 from ._types import Environ, Receive, Scope, Send, WSGIApp
 from .body import RequestBody
-from .legacy import Limits, disconnected, prepare, refuse, run_wsgi, send_plain
+from .gateway import Limits, disconnected, prepare, refuse, run_wsgi, send_plain
+from .headers import carries_body, encode_headers
 from .requests import Request
-from .response import carries_body, encode_headers
 from .routing import Route, View
 from .threads import ThreadPool
 

@@ -11,8 +11,9 @@ from typing import Any
 from ._types import Environ, Receive, Scope, Send, WSGIApp
 from .body import RequestBody
 from .environ import TooManyHeaders, build_environ
-from .errors import BodyTooLarge, ClientDisconnected
-from .response import FileWrapper, Responder, ResponseError, iterate, plain_response_messages
+from .errors import BodyTooLarge, ClientDisconnected, ResponseError
+from .filewrapper import FileWrapper
+from .response import Responder, iterate, plain_response_messages
 from .threads import ThreadPool
 
 logger = logging.getLogger("bridge")
