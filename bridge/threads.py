@@ -69,7 +69,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
 T = TypeVar("T")
 
@@ -206,6 +206,11 @@ class ThreadPool:
             del call, future, args, context, timing
             with lock:
                 self._idle += 1
+
+    def request_context(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The context an async view runs in, so that its thread-sensitive
+        ``sync_to_async`` calls share one thread of their own for the request."""
+        return ThreadSensitiveContext()
 
     def shutdown(self) -> None:
         """Let every worker finish its current call and exit; new calls start new workers."""

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext, async_to_sync
+from asgiref.sync import async_to_sync
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
@@ -92,7 +92,7 @@ async def serve_view(
     with request:  # closes the uploaded files spooled to disk
         try:
             if route.is_async:
-                async with ThreadSensitiveContext():
+                async with pool.request_context():
                     result = await route.view(request, **values)
             elif not pool.has_room():
                 return await refuse(send, 503, limits.retry_after)
