@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +47,12 @@ class Target:
 def parse_app_string(text: str) -> Target:
     """Split ``text`` into a ``Target`` without importing anything."""
     module, sep, rest = text.partition(":")
+    if module.endswith(".py"):
+        dotted = module[: -len(".py")].strip("./").replace("/", ".")
+        raise ImportFromStringError(
+            f'"{text}" names a file; an app string names a module and its attribute: '
+            f'try "{dotted}:{rest or "app"}".'
+        )
     if not _is_dotted_name(module) or (sep and not rest) or ":" in rest.partition("(")[0]:
         raise ImportFromStringError(
             f'Import string "{text}" must be in format "<module>:<attribute>".'
@@ -153,11 +160,22 @@ def load_app(text: str, *, threads: int | None = None) -> Loaded:
     return wrap_app(import_from_string(text), text, threads=threads)
 
 
-def wrap_app(obj: object, text: str, *, threads: int | None = None) -> Loaded:
-    """Make ``obj`` servable; ``text`` names it in messages."""
+def wrap_app(
+    obj: object,
+    text: str,
+    *,
+    threads: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Loaded:
+    """Make ``obj`` servable; ``text`` names it in messages.
+
+    ``options`` are more ``Bridge`` keyword options, used only when ``obj`` is WSGI.
+    """
     kind = classify(obj, text)
     if kind == "wsgi":
-        bridge = Bridge(_as_wsgi(obj), max_threads=threads or DEFAULT_MAX_THREADS)
+        bridge = Bridge(
+            _as_wsgi(obj), max_threads=threads or DEFAULT_MAX_THREADS, **dict(options or {})
+        )
         return Loaded(text, kind, bridge, bridge)
     if kind == "bridge":
         assert isinstance(obj, Bridge)

@@ -7,14 +7,17 @@ the app themselves; in a single process the factory hands back the app already l
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import importlib.util
 import inspect
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Option names a server may lack; ``check_supported`` refuses one that was asked for.
@@ -22,11 +25,18 @@ OPTIONAL = (
     "uds",
     "workers",
     "reload",
+    "timeout",
     "timeout_keep_alive",
     "graceful_timeout",
     "limit_concurrency",
     "max_requests",
+    "max_requests_jitter",
+    "backlog",
+    "http",
+    "config",
 )
+# How a refusal names an option on the command line, where that differs from its name.
+FLAG_NAMES = {"timeout_keep_alive": "--keep-alive", "config": "-c/--config"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,9 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     uds: str | None = None
+    # Every address to listen on, "HOST:PORT" or "unix:PATH"; empty means host and port
+    # (or uds). The first is the one host, port and uds describe.
+    binds: tuple[str, ...] = field(default_factory=tuple)
     workers: int = 1
     root_path: str = ""
     proxy_headers: bool = True
@@ -44,9 +57,25 @@ class ServerOptions:
     graceful_timeout: float | None = None
     limit_concurrency: int | None = None
     max_requests: int | None = None
+    max_requests_jitter: int | None = None
+    # gunicorn's --timeout: seconds before a silent worker is restarted.
+    timeout: float | None = None
+    backlog: int | None = None
+    http: str = "auto"
+    # A gunicorn.conf.py that gunicorn itself reads (--server gunicorn only).
+    config: str | None = None
     log_level: str = "info"
     access_log: bool = True
     reload: bool = False
+
+    def addresses(self) -> tuple[str, ...]:
+        """Every address to listen on, as ``HOST:PORT`` or ``unix:PATH``."""
+        if self.binds:
+            return self.binds
+        if self.uds:
+            return (f"unix:{self.uds}",)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (f"{host}:{self.port}",)
 
 
 class ServerError(Exception):
@@ -63,12 +92,19 @@ class Server:
     # Servers without their own X-Forwarded-* handling get uvicorn's middleware around the app.
     native_proxy_headers: bool
     sighup: bool
-    run: Callable[[str, ServerOptions], None]
+    # Runs the factory on sockets bridge has already bound, one per address.
+    run: Callable[[str, ServerOptions, list[socket.socket]], None]
+    # Whether the server can take sockets bound beforehand; otherwise bridge checks the
+    # address is free, closes its socket, and the server binds the one address itself.
+    takes_sockets: bool = True
+    # What to pip install when ``package`` is missing.
+    install: str = ""
 
     def check_installed(self) -> None:
         if importlib.util.find_spec(self.package) is None:
             raise ServerError(
-                f"--server {self.name} needs the {self.package} package: pip install {self.package}"
+                f"--server {self.name} needs the {self.package} package: "
+                f"pip install {self.install or self.package}"
             )
 
     def check_supported(self, options: ServerOptions) -> None:
@@ -76,18 +112,79 @@ class Server:
         for name in OPTIONAL:
             asked = getattr(options, name)
             if name not in self.supports and asked not in (getattr(defaults, name), None):
-                flag = "--" + name.replace("_", "-")
+                flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
                 others = ", ".join(s.name for s in SERVERS.values() if name in s.supports)
                 raise ServerError(
                     f"{self.name} does not support {flag}; drop it or choose --server {others}."
                 )
+        if len(options.addresses()) > 1 and not self.takes_sockets:
+            raise ServerError(
+                f"{self.name} listens on one address, and --bind was given "
+                f"{len(options.addresses())}; keep one, or choose --server uvicorn, "
+                "hypercorn or gunicorn."
+            )
 
 
-def _run_uvicorn(factory: str, o: ServerOptions) -> None:
+def bind_sockets(options: ServerOptions) -> list[socket.socket]:
+    """Bind every address now, so a mistake is one sentence before anything starts."""
+    sockets: list[socket.socket] = []
+    try:
+        for address in options.addresses():
+            sockets.append(_bind(address, options.backlog or 2048))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind(address: str, backlog: int) -> socket.socket:
+    if address.startswith("unix:"):
+        path = address[len("unix:") :]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            if not _is_socket(path):
+                sock.close()
+                raise ServerError(
+                    f'"{path}" exists and is not a socket; remove it or bind another path.'
+                )
+            os.remove(path)  # a socket left behind by a previous run, as gunicorn does
+        target: Any = path
+    else:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        target = (host, int(port))
+    try:
+        sock.bind(target)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServerError(
+                f'The address "{address}" is already in use; stop what listens there, '
+                "or choose another --port or --bind."
+            ) from None
+        raise ServerError(
+            f'Cannot listen on "{address}": {exc.strerror}; choose another --bind.'
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_socket(path: str) -> bool:
+    import stat
+
+    return stat.S_ISSOCK(os.stat(path).st_mode)
+
+
+def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -> None:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+    from uvicorn.supervisors import ChangeReload, Multiprocess
 
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "factory": True,
         "host": o.host,
         "port": o.port,
@@ -105,37 +202,58 @@ def _run_uvicorn(factory: str, o: ServerOptions) -> None:
         "limit_max_requests": o.max_requests,
         "log_level": o.log_level,
         "access_log": o.access_log,
+        "http": o.http,
     }
-    if o.workers > 1 or o.reload or o.max_requests is None:
-        # uvicorn's own supervisor runs when workers > 1, its reloader with reload.
-        uvicorn.run(factory, **kwargs)  # type: ignore[arg-type]
-        return
-    # One worker with --max-requests still gets uvicorn's supervisor, so a worker that
-    # retires after its quota is replaced, as gunicorn does, instead of ending the server.
-    config = uvicorn.Config(factory, **kwargs)  # type: ignore[arg-type]
-    sock = config.bind_socket()
+    if o.backlog is not None:
+        kwargs["backlog"] = o.backlog
+    parameters = inspect.signature(uvicorn.Config).parameters
+    if o.max_requests_jitter:
+        if "limit_max_requests_jitter" not in parameters:
+            raise ServerError(
+                "--max-requests-jitter needs uvicorn 0.36 or later: pip install -U uvicorn."
+            )
+        kwargs["limit_max_requests_jitter"] = o.max_requests_jitter
+    if o.timeout is not None and "timeout_worker_healthcheck" in parameters:
+        kwargs["timeout_worker_healthcheck"] = max(1, int(o.timeout))
+    config = uvicorn.Config(factory, **kwargs)
+    server = uvicorn.Server(config)
     try:
-        # Older uvicorn releases took the worker target; newer ones build it from config.
-        supervisor: Any = Multiprocess
-        if "target" in inspect.signature(Multiprocess).parameters:
-            supervisor(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        if o.reload:
+            ChangeReload(config, target=server.run, sockets=sockets).run()
+        elif o.workers > 1 or o.max_requests is not None:
+            # One worker with --max-requests still gets uvicorn's supervisor, so a worker
+            # that retires after its quota is replaced, as gunicorn does, instead of
+            # ending the server.
+            supervisor: Any = Multiprocess
+            if "target" in inspect.signature(Multiprocess).parameters:
+                supervisor(config, target=server.run, sockets=sockets).run()
+            else:
+                supervisor(config, sockets=sockets).run()
         else:
-            supervisor(config, sockets=[sock]).run()
+            server.run(sockets=sockets)
     finally:
+        _close(sockets, o)
+
+
+def _close(sockets: list[socket.socket], o: ServerOptions) -> None:
+    for sock in sockets:
         sock.close()
-        if o.uds and os.path.exists(o.uds):
-            os.remove(o.uds)
+    for address in o.addresses():
+        if address.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(address[len("unix:") :])
 
 
-def _run_hypercorn(factory: str, o: ServerOptions) -> None:
+def _run_hypercorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -> None:
     from hypercorn.config import Config
     from hypercorn.run import run
 
     config = Config()
     # The "asgi:" mode stops hypercorn from guessing; the call makes it use the factory.
     config.application_path = f"asgi:{factory}()"
-    host = f"[{o.host}]" if ":" in o.host else o.host
-    config.bind = [f"unix:{o.uds}"] if o.uds else [f"{host}:{o.port}"]
+    config.bind = [f"fd://{sock.fileno()}" for sock in sockets]
+    if o.backlog is not None:
+        config.backlog = o.backlog
     config.root_path = o.root_path
     config.loglevel = o.log_level.upper()
     config.accesslog = "-" if o.access_log else None
@@ -150,12 +268,15 @@ def _run_hypercorn(factory: str, o: ServerOptions) -> None:
     # SIGHUP and replaces workers that retire after --max-requests.
     single = o.workers == 1 and not o.reload and o.max_requests is None
     config.workers = 0 if single else o.workers
-    code = run(config)
+    try:
+        code = run(config)
+    finally:
+        _close(sockets, o)
     if code:
         raise SystemExit(code)
 
 
-def _run_granian(factory: str, o: ServerOptions) -> None:
+def _run_granian(factory: str, o: ServerOptions, sockets: list[socket.socket]) -> None:
     from pathlib import Path
 
     from granian import Granian
@@ -181,7 +302,7 @@ def _run_granian(factory: str, o: ServerOptions) -> None:
     ).serve()
 
 
-def _run_daphne(factory: str, o: ServerOptions) -> None:
+def _run_daphne(factory: str, o: ServerOptions, sockets: list[socket.socket]) -> None:
     module, _, attr = factory.partition(":")
     app = getattr(importlib.import_module(module), attr)()
     # Importing daphne.server installs the Twisted asyncio reactor, so it comes after the
@@ -207,21 +328,48 @@ def _run_daphne(factory: str, o: ServerOptions) -> None:
     ).run()
 
 
+def _run_gunicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -> None:
+    from .gunicorn import run_arbiter
+
+    try:
+        run_arbiter(factory, o, [sock.fileno() for sock in sockets])
+    finally:
+        _close(sockets, o)
+
+
 _COMMON = frozenset({"uds", "workers", "reload", "graceful_timeout"})
 
 SERVERS: dict[str, Server] = {
     "uvicorn": Server(
         "uvicorn",
         "uvicorn",
-        _COMMON | {"timeout_keep_alive", "limit_concurrency", "max_requests"},
+        _COMMON
+        | {
+            "timeout",
+            "timeout_keep_alive",
+            "limit_concurrency",
+            "max_requests",
+            "max_requests_jitter",
+            "backlog",
+            "http",
+        },
         native_proxy_headers=True,
         sighup=True,
         run=_run_uvicorn,
     ),
+    "gunicorn": Server(
+        "gunicorn",
+        "uvicorn_worker",
+        _COMMON | frozenset(OPTIONAL),
+        native_proxy_headers=True,
+        sighup=True,
+        run=_run_gunicorn,
+        install="'bridge[gunicorn]'",
+    ),
     "hypercorn": Server(
         "hypercorn",
         "hypercorn",
-        _COMMON | {"timeout_keep_alive", "max_requests"},
+        _COMMON | {"timeout_keep_alive", "max_requests", "backlog"},
         native_proxy_headers=False,
         sighup=True,
         run=_run_hypercorn,
@@ -233,6 +381,7 @@ SERVERS: dict[str, Server] = {
         native_proxy_headers=False,
         sighup=True,
         run=_run_granian,
+        takes_sockets=False,
     ),
     "daphne": Server(
         "daphne",
@@ -241,5 +390,6 @@ SERVERS: dict[str, Server] = {
         native_proxy_headers=False,
         sighup=False,
         run=_run_daphne,
+        takes_sockets=False,
     ),
 }

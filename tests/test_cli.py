@@ -45,9 +45,9 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unknown_server_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["serve", f"{APPS}:pid_app", "--server", "gunicorn"])
+        main(["serve", f"{APPS}:pid_app", "--server", "waitress"])
     assert info.value.code == 2
-    assert "argument --server: invalid choice: 'gunicorn'" in capsys.readouterr().err
+    assert "argument --server: invalid choice: 'waitress'" in capsys.readouterr().err
 
 
 def test_check_wsgi(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,10 +67,20 @@ def test_check_app_dir(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_check_bridge_keeps_its_pool(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", f"{APPS}:bridged", "--threads", "8"]) == 0
+    assert main(["check", f"{APPS}:bridged"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"app: {APPS}:bridged (Bridge)"
     assert out[2] == "threads: 4"
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_threads_for_an_app_with_its_own_bridge_is_refused(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    assert error_of(capsys, [command, f"{APPS}:bridged", "--threads", "8"]) == (
+        f'bridge: error: --threads 8 does not reach "{APPS}:bridged", which builds its own '
+        "Bridge (max_threads=4): set max_threads there, or drop --threads."
+    )
 
 
 def test_check_factory(capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,31 +209,31 @@ def test_missing_server_names_the_package(
             "daphne",
             ["--workers", "2"],
             "daphne does not support --workers; drop it or choose --server "
-            "uvicorn, hypercorn, granian.",
+            "uvicorn, gunicorn, hypercorn, granian.",
         ),
         (
             "granian",
             ["--max-requests", "10"],
             "granian does not support --max-requests; drop it or choose --server "
-            "uvicorn, hypercorn.",
+            "uvicorn, gunicorn, hypercorn.",
         ),
         (
             "hypercorn",
             ["--limit-concurrency", "10"],
             "hypercorn does not support --limit-concurrency; drop it or choose --server "
-            "uvicorn, granian.",
+            "uvicorn, gunicorn, granian.",
         ),
         (
             "granian",
             ["--timeout-keep-alive", "10"],
-            "granian does not support --timeout-keep-alive; drop it or choose --server "
-            "uvicorn, hypercorn.",
+            "granian does not support --keep-alive; drop it or choose --server "
+            "uvicorn, gunicorn, hypercorn.",
         ),
         (
             "daphne",
             ["--graceful-timeout", "10"],
             "daphne does not support --graceful-timeout; drop it or choose --server "
-            "uvicorn, hypercorn, granian.",
+            "uvicorn, gunicorn, hypercorn, granian.",
         ),
     ],
 )
@@ -349,12 +359,19 @@ def test_worker_app_needs_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"workers": 2}, {"reload": True}, {"max_requests": 10}, {"server": "granian"}],
+    [
+        {"workers": 2},
+        {"reload": True},
+        {"max_requests": 10},
+        {"server": "granian"},
+        {"server": "gunicorn"},
+    ],
 )
 def test_run_with_an_object_cannot_start_processes(options: dict[str, object]) -> None:
     with pytest.raises(cli.UsageError) as info:
         cli.run(cli_apps.pid_app, **options)  # type: ignore[arg-type]
     assert str(info.value) == (
-        "--workers, --reload, --max-requests and granian start processes that import "
-        'the application: pass it as an import string such as "myproject.wsgi:application".'
+        "--workers, --reload, --max-requests, granian and gunicorn start processes that "
+        "import the application: pass it as an import string such as "
+        '"myproject.wsgi:application".'
     )

@@ -36,7 +36,20 @@ def test_parse_app_string(text: str, target: Target) -> None:
     assert parse_app_string(text) == target
 
 
-@pytest.mark.parametrize("text", ["", "x:", ":y", "a:b:c", "a b:c", "a:b c", "a/b.py:app", "m:1()"])
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [("legacy.py", "legacy:app"), ("src/legacy.py:application", "src.legacy:application")],
+)
+def test_a_file_name_gets_the_app_string_suggested(text: str, suggestion: str) -> None:
+    with pytest.raises(ImportFromStringError) as info:
+        parse_app_string(text)
+    assert str(info.value) == (
+        f'"{text}" names a file; an app string names a module and its attribute: '
+        f'try "{suggestion}".'
+    )
+
+
+@pytest.mark.parametrize("text", ["", "x:", ":y", "a:b:c", "a b:c", "a:b c", "a/b:app", "m:1()"])
 def test_malformed_app_string(text: str) -> None:
     with pytest.raises(ImportFromStringError) as info:
         parse_app_string(text)
