@@ -100,7 +100,8 @@ class Worker(UvicornWorker):  # type: ignore[misc]
     def wrap(self, obj: object) -> ASGIApp:
         """The served ASGI app: ``obj`` in ``Bridge`` when it is WSGI, then gunicorn's limits."""
         cfg = self.cfg
-        text = cfg.wsgi_app or "the application"
+        # gunicorn keeps the app string from its command line on the application.
+        text = getattr(self.app, "app_uri", None) or cfg.wsgi_app or "the application"
         threads = cfg.threads if threads_given(cfg.threads) and cfg.threads >= 1 else None
         loaded = wrap_app(
             obj, text, threads=threads, options={"max_header_count": cfg.limit_request_fields}
@@ -170,8 +171,10 @@ class _Server(UvicornServer):
             self.worker.cfg.worker_int(self.worker)
         super().handle_exit(sig, frame)
         # gunicorn: SIGTERM drains within --graceful-timeout, SIGINT and SIGQUIT stop now.
+        # In-flight requests are cut rather than awaited, but the lifespan shutdown still
+        # runs, so the app's on_shutdown hooks can close what they opened.
         if sig in (signal.SIGINT, signal.SIGQUIT):
-            self.force_exit = True
+            self.config.timeout_graceful_shutdown = 0
 
 
 def threads_given(value: int) -> bool:

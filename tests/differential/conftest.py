@@ -221,6 +221,20 @@ def gunicorn_args(target: str) -> list[str]:
     ]  # fmt: skip
 
 
+def gunicorn_worker_args(target: str) -> list[str]:
+    """The one-flag migration: gunicorn's own command line with bridge's worker class."""
+    return [
+        sys.executable, "-m", "gunicorn", "--worker-class", "bridge.gunicorn.Worker",
+        "--workers", "2", "--bind", "127.0.0.1:{port}", "--timeout", "60",
+        "--graceful-timeout", "2", target,
+    ]  # fmt: skip
+
+
+# How bridge is run beside gunicorn: uvicorn serving the app's asgi module, or gunicorn
+# with bridge's worker serving the very WSGI app string gunicorn serves.
+BRIDGE_SERVERS = ("uvicorn", "gunicorn-worker")
+
+
 def uvicorn_args(target: str) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}",
@@ -240,12 +254,21 @@ class ServerPair:
 
 
 def serve_pair(
-    targets: tuple[str, str], env: Mapping[str, str], cwd: Path, logs: Path, ready: str
+    targets: tuple[str, str],
+    env: Mapping[str, str],
+    cwd: Path,
+    logs: Path,
+    ready: str,
+    bridge_server: str = "uvicorn",
 ) -> Iterator[ServerPair]:
     servers: list[Server] = []
+    if bridge_server == "gunicorn-worker":
+        bridge = gunicorn_worker_args(targets[0])
+    else:
+        bridge = uvicorn_args(targets[1])
     try:
         servers.append(start("gunicorn", gunicorn_args(targets[0]), env, cwd, logs))
-        servers.append(start("bridge", uvicorn_args(targets[1]), env, cwd, logs))
+        servers.append(start("bridge", bridge, env, cwd, logs))
         for server in servers:
             wait_ready(server, ready)
         yield ServerPair(servers[0], servers[1])
@@ -264,16 +287,21 @@ def write_data_files(directory: Path) -> None:
         os.utime(directory / name, (past, past))
 
 
-@pytest.fixture(scope="session")
-def flask_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPair]:
+@pytest.fixture(scope="session", params=BRIDGE_SERVERS)
+def flask_servers(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerPair]:
     data = tmp_path_factory.mktemp("flask-data")
     write_data_files(data)
     env = {**FIXED_HASH_SEED, "PYTHONPATH": str(HERE), "DIFFERENTIAL_DATA_DIR": str(data)}
-    yield from serve_pair(("flask_app:app", "flask_app:application"), env, data, data, "/")
+    targets = ("flask_app:app", "flask_app:application")
+    yield from serve_pair(targets, env, data, data, "/", request.param)
 
 
-@pytest.fixture(scope="session")
-def django_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPair]:
+@pytest.fixture(scope="session", params=BRIDGE_SERVERS)
+def django_servers(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerPair]:
     data = tmp_path_factory.mktemp("django-data")
     write_data_files(data)
     env = {
@@ -299,7 +327,7 @@ def django_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
             output = done.stdout.decode() + done.stderr.decode()
             raise RuntimeError(f"manage.py {' '.join(command)} failed:\n{output}")
     targets = ("djangoproject.wsgi:application", "djangoproject.bridge_asgi:application")
-    yield from serve_pair(targets, env, DJANGO_DIR, data, "/admin/login/")
+    yield from serve_pair(targets, env, DJANGO_DIR, data, "/admin/login/", request.param)
 
 
 # -- comparing -----------------------------------------------------------------------

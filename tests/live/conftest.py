@@ -43,6 +43,7 @@ class ServerSpec:
     lifespan: bool  # the server runs the ASGI lifespan protocol
     # daphne (Twisted) receives the whole request body before it calls the application.
     whole_body_first: bool = False
+    processes: int = 1  # worker processes, each with its own lifespan
 
     def command(self, port: int, root_path: str | None) -> list[str]:
         args = [arg.format(port=port) for arg in self.args]
@@ -74,6 +75,27 @@ SPECS = {
                 lifespan=True,
             )
             for parser in ("httptools", "h11")
+        ),
+        # gunicorn's arbiter with bridge's worker, two processes: the one-flag migration.
+        ServerSpec(
+            "gunicorn-worker",
+            (
+                "gunicorn",
+                "-k",
+                "bridge.gunicorn.Worker",
+                "-w",
+                "2",
+                "-b",
+                "127.0.0.1:{port}",
+                "--graceful-timeout",
+                "5",
+                "--log-level",
+                "warning",
+            ),
+            ("--root-path", "{root_path}"),
+            root_path_in_url=False,
+            lifespan=True,
+            processes=2,
         ),
         ServerSpec(
             "hypercorn",

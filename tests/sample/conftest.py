@@ -25,7 +25,7 @@ INIT_TIMEOUT = 60.0  # seconds; three cold imports at once on a busy 2-core mach
 # How each server is started, after "python -m"; {port} is filled in.
 # gunicorn serves the WSGI callable itself: the legacy deployment, unchanged.
 # uvicorn serves sample_wsgi_app/asgi.py, the one-line swap `application = Bridge(app)`.
-# bridge serve wraps the same WSGI callable itself.
+# bridge serve wraps the same WSGI callable itself, and so does bridge's gunicorn worker.
 SERVERS: dict[str, tuple[str, ...]] = {
     "gunicorn": (
         "gunicorn", "--bind", "127.0.0.1:{port}", "--workers", "1", "--worker-class", "sync",
@@ -39,6 +39,12 @@ SERVERS: dict[str, tuple[str, ...]] = {
     "bridge serve": (
         "bridge", "serve", "sample_wsgi_app:app", "--host", "127.0.0.1", "--port", "{port}",
         "--no-access-log", "--log-level", "warning", "--graceful-timeout", "2",
+    ),
+    # The one-flag migration: gunicorn's command line, bridge's worker, two processes.
+    "gunicorn -k bridge.gunicorn.Worker": (
+        "gunicorn", "--bind", "127.0.0.1:{port}", "--workers", "2",
+        "--worker-class", "bridge.gunicorn.Worker", "--graceful-timeout", "2",
+        "sample_wsgi_app:app",
     ),
 }  # fmt: skip
 
