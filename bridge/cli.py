@@ -215,7 +215,7 @@ def run(
         ("--limit-request-field_size", limit_request_field_size),
     ):
         if value is not None and value < 0:
-            raise UsageError(f"{flag} {value} must be 0 or more.")
+            raise UsageError(f"{flag} {value:g} must be 0 or more.")
     if reload and workers > 1:
         raise UsageError("--reload runs one process for development; drop --workers or --reload.")
     adapter = SERVERS[server]

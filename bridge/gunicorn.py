@@ -275,9 +275,10 @@ def run_arbiter(factory: str, o: ServerOptions, fds: list[int]) -> None:
         "reload": o.reload,
         "root_path": o.root_path,
     }
+    # gunicorn's settings take whole seconds.
     optional = {
-        "timeout": o.timeout,
-        "graceful_timeout": o.graceful_timeout,
+        "timeout": None if o.timeout is None else int(o.timeout),
+        "graceful_timeout": None if o.graceful_timeout is None else int(o.graceful_timeout),
         "max_requests": o.max_requests,
         "max_requests_jitter": o.max_requests_jitter,
         "worker_connections": o.limit_concurrency,

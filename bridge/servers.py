@@ -332,7 +332,8 @@ def _run_gunicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) 
     from .gunicorn import run_arbiter
 
     try:
-        run_arbiter(factory, o, [sock.fileno() for sock in sockets])
+        # gunicorn closes the sockets it was given; it gets its own copies.
+        run_arbiter(factory, o, [os.dup(sock.fileno()) for sock in sockets])
     finally:
         _close(sockets, o)
 

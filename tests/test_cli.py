@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bridge import Bridge, __version__, cli
+from bridge import Bridge, __version__, cli, gunicorn_flags
 from bridge.cli import Recipe, build, load_env_file, main, parse_mount, startup_line
 from bridge.servers import ServerOptions
 from tests.apps import cli_apps
@@ -375,3 +376,155 @@ def test_run_with_an_object_cannot_start_processes(options: dict[str, object]) -
         "import the application: pass it as an import string such as "
         '"myproject.wsgi:application".'
     )
+
+
+# -- gunicorn's command line, as gunicorn means it ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in gunicorn_flags.ALL_FLAGS if e.status == "refused"], ids=lambda e: e.setting
+)
+def test_each_refused_gunicorn_flag_names_what_to_use(
+    capsys: pytest.CaptureFixture[str], entry: gunicorn_flags.Flag
+) -> None:
+    for flag in entry.flags:
+        assert error_of(capsys, ["serve", f"{APPS}:pid_app", flag, "x"]) == (
+            f"bridge: error: {flag} is a gunicorn flag that bridge serve does not take: "
+            f"{entry.note}."
+        )
+
+
+def test_every_gunicorn_flag_is_in_the_table() -> None:
+    from gunicorn.config import Config
+
+    known = {flag for entry in gunicorn_flags.ALL_FLAGS for flag in entry.flags}
+    flags = {flag for s in Config().settings.values() for flag in (s.cli or [])}
+    assert flags - known == set()
+
+
+def test_the_deployment_guide_shows_the_flag_table() -> None:
+    guide = (Path(__file__).parent.parent / "docs" / "deployment.md").read_text()
+    assert gunicorn_flags.flag_table() in guide
+
+
+@pytest.mark.parametrize(
+    ("argv", "sentence"),
+    [
+        (["--threads", "0"], "--threads 0 must be 1 or more (threads for the legacy app)."),
+        (["--threads", "-3"], "--threads -3 must be 1 or more (threads for the legacy app)."),
+        (["--max-requests", "-1"], "--max-requests -1 must be 0 or more."),
+        (["--limit-request-line", "-1"], "--limit-request-line -1 must be 0 or more."),
+        (["--limit-request-fields", "-2"], "--limit-request-fields -2 must be 0 or more."),
+        (["--limit-request-field_size", "-4"], "--limit-request-field_size -4 must be 0 or more."),
+        (["--keep-alive", "-1"], "--keep-alive -1 must be 0 or more."),
+        (["--timeout", "-30"], "--timeout -30 must be 0 or more."),
+        (["--backlog", "-5"], "--backlog -5 must be 0 or more."),
+        (
+            ["-b", "localhost:http"],
+            '--bind "localhost:http" must be in format "HOST:PORT" or "unix:PATH", '
+            'for example "0.0.0.0:8000".',
+        ),
+        (
+            ["-b", "fd://3"],
+            '--bind "fd://3": bridge serve binds its own sockets; give HOST:PORT or unix:PATH.',
+        ),
+        (
+            ["-b", "127.0.0.1:8000", "--port", "9000"],
+            "--bind and --host/--port/--uds both name the address; use one or the other.",
+        ),
+        (
+            ["--server", "hypercorn", "--timeout", "30"],
+            "hypercorn does not support --timeout; drop it or choose --server uvicorn, gunicorn.",
+        ),
+        (
+            ["--server", "granian", "--http", "h11"],
+            "granian does not support --http; drop it or choose --server uvicorn, gunicorn.",
+        ),
+        (
+            ["--server", "granian", "-b", "127.0.0.1:8001", "-b", "127.0.0.1:8002"],
+            "granian listens on one address, and --bind was given 2; keep one, or choose "
+            "--server uvicorn, hypercorn or gunicorn.",
+        ),
+        (
+            ["--server", "daphne", "--max-requests-jitter", "5"],
+            "daphne does not support --max-requests-jitter; drop it or choose --server "
+            "uvicorn, gunicorn.",
+        ),
+    ],
+)
+def test_command_line_mistakes(
+    capsys: pytest.CaptureFixture[str], argv: list[str], sentence: str
+) -> None:
+    assert error_of(capsys, ["serve", f"{APPS}:pid_app", *argv]) == f"bridge: error: {sentence}"
+
+
+@pytest.mark.parametrize("argv", [["--timeout-keep", "5"], ["--work", "2"], ["--time", "3"]])
+def test_no_prefix_abbreviations(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", f"{APPS}:pid_app", *argv])
+    assert info.value.code == 2
+    assert f"unrecognized arguments: {' '.join(argv)}" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_sentence_before_any_startup_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv in (["-b", f"127.0.0.1:{port}"], ["--port", str(port)]):
+            assert error_of(capsys, ["serve", f"{APPS}:pid_app", *argv]) == (
+                f'bridge: error: The address "127.0.0.1:{port}" is already in use; stop what '
+                "listens there, or choose another --port or --bind."
+            )
+
+
+def test_check_a_file_name_suggests_the_app_string(capsys: pytest.CaptureFixture[str]) -> None:
+    assert error_of(capsys, ["check", "legacy.py"]) == (
+        'bridge: error: "legacy.py" names a file; an app string names a module and its '
+        'attribute: try "legacy:app".'
+    )
+
+
+def test_a_config_file_with_hooks_needs_gunicorn(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 2\ndef on_starting(server):\n    pass\nhelper = 1\n")
+    assert error_of(capsys, ["serve", f"{APPS}:pid_app", "-c", str(conf)]) == (
+        f'bridge: error: Config file "{conf}" sets on_starting, which bridge serve does not '
+        "read on this server; use --server gunicorn (gunicorn reads the whole file, hooks "
+        f"included) or gunicorn -k bridge.gunicorn.Worker -c {conf}."
+    )
+    missing = tmp_path / "nope.py"
+    assert error_of(capsys, ["serve", f"{APPS}:pid_app", "-c", str(missing)]) == (
+        f'bridge: error: Config file "{missing}" does not exist; check the -c path.'
+    )
+
+
+def test_a_config_file_fills_what_the_command_line_left(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        f'wsgi_app = "{APPS}:pid_app"\nbind = "0.0.0.0:9000"\nworkers = 3\n'
+        "threads = 4\ntimeout = 60\nkeepalive = 7\nloglevel = 'WARNING'\n"
+    )
+    args = cli.build_parser().parse_args(["serve", "-c", str(conf), "-w", "2"])
+    cli.apply_config(args)
+    assert (args.app, args.bind, args.workers, args.threads) == (
+        f"{APPS}:pid_app", ["0.0.0.0:9000"], 2, 4,
+    )  # fmt: skip
+    assert (args.timeout, args.timeout_keep_alive, args.log_level) == (60, 7, "warning")
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("0.0.0.0:8000", "0.0.0.0:8000"),
+        ("localhost", "localhost:8000"),
+        ("[::1]:9000", "[::1]:9000"),
+        ("unix:/run/app.sock", "unix:/run/app.sock"),
+    ],
+)
+def test_bind_addresses(text: str, address: str) -> None:
+    assert cli.parse_bind(text) == address

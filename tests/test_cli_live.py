@@ -119,7 +119,7 @@ def pids_seen(served: Served, want: int, attempts: int = 200) -> set[str]:
     return pids
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian", "daphne"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "hypercorn", "granian", "daphne"])
 def test_each_server_serves_with_root_path(tmp_path: Path, server: str) -> None:
     """--server and --root-path: the legacy app sees the prefix as SCRIPT_NAME."""
     with serve(tmp_path, f"{APPS}:where_app", "--server", server, "--root-path", "/api") as s:
@@ -134,7 +134,7 @@ def test_each_server_serves_with_root_path(tmp_path: Path, server: str) -> None:
         )
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "hypercorn", "granian"])
 def test_two_workers_serve_from_two_processes(tmp_path: Path, server: str) -> None:
     with serve(tmp_path, f"{APPS}:where_app", "--server", server, "--workers", "2") as s:
         assert len(pids_seen(s, 2)) == 2
@@ -307,7 +307,7 @@ def test_max_requests_replaces_the_worker(tmp_path: Path) -> None:
         assert s.process.poll() is None
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "hypercorn", "granian"])
 def test_sigterm_drains_in_flight_requests(tmp_path: Path, server: str) -> None:
     args = (f"{APPS}:slow_app", "--server", server, "--graceful-timeout", "10")
     with serve(tmp_path, *args) as s:
@@ -339,7 +339,7 @@ def test_graceful_timeout_bounds_the_drain(tmp_path: Path) -> None:
         assert "AttributeError" not in s.output()
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "hypercorn", "granian"])
 def test_sighup_replaces_the_workers(tmp_path: Path, server: str) -> None:
     with serve(tmp_path, f"{APPS}:where_app", "--server", server, "-w", "2") as s:
         before = pids_seen(s, 2)
@@ -367,20 +367,22 @@ def test_reload_serves(tmp_path: Path) -> None:
 
 
 def test_deployment_command_from_the_docs(tmp_path: Path) -> None:
-    """The gunicorn replacement in docs/deployment.md, flag for flag."""
+    """The gunicorn command line in docs/deployment.md, flag for flag, under bridge serve."""
     port = free_port()
     args = [
         f"{APPS}:where_app",
         "-w", "2",
         "--threads", "8",
-        "--host", "127.0.0.1",
-        "--timeout-keep-alive", "5",
+        "-b", f"127.0.0.1:{port}",
+        "--timeout", "30",
+        "--keep-alive", "5",
         "--graceful-timeout", "30",
         "--max-requests", "1000",
-        "--limit-concurrency", "1000",
+        "--max-requests-jitter", "50",
+        "--worker-connections", "1000",
         "--forwarded-allow-ips", "*",
     ]  # fmt: skip
-    with serve(tmp_path, *args, "--port", str(port), port=port, pass_port=False) as s:
+    with serve(tmp_path, *args, port=port, pass_port=False) as s:
         assert len(pids_seen(s, 2)) == 2
         fields = s.get("/", headers={"X-Forwarded-For": "10.1.2.3"}).text.split("|")
         assert fields[2] == "10.1.2.3"
@@ -388,6 +390,84 @@ def test_deployment_command_from_the_docs(tmp_path: Path) -> None:
             f"bridge: serving {APPS}:where_app (WSGI via bridge, 8 threads) with uvicorn on "
             f"http://127.0.0.1:{port}, 2 workers, 0 routes migrated"
         ) in s.output()
+
+
+GUNICORN_APP = "tests.gunicorn.app:app"
+
+
+def test_bind_twice_tcp_and_unix(tmp_path: Path) -> None:
+    port = free_port()
+    path = tmp_path / "app.sock"
+    args = (GUNICORN_APP, "-b", f"127.0.0.1:{port}", "-b", f"unix:{path}")
+    with serve(tmp_path, *args, port=port, pass_port=False, ready_path="/") as s:
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport, base_url="http://unix") as client:
+            assert client.get("/x").json()["path"] == "/x"
+        assert s.get("/y").json()["path"] == "/y"
+        assert f"on http://127.0.0.1:{port}, unix:{path}, 1 worker" in s.output()
+
+
+@pytest.mark.parametrize(("server", "workers"), [("uvicorn", 1), ("uvicorn", 2), ("gunicorn", 2)])
+def test_wsgi_multiprocess_follows_the_worker_count(
+    tmp_path: Path, server: str, workers: int
+) -> None:
+    args = (GUNICORN_APP, "--server", server, "-w", str(workers))
+    with serve(tmp_path, *args, ready_path="/") as s:
+        assert s.get("/").json()["multiprocess"] is (workers > 1)
+
+
+def test_timeout_on_one_uvicorn_process_says_what_it_does(tmp_path: Path) -> None:
+    with serve(tmp_path, GUNICORN_APP, "--timeout", "30", ready_path="/") as s:
+        assert (
+            "bridge: note: --timeout 30 is gunicorn's worker timeout; a single uvicorn process "
+            "has no supervisor to restart it, so it has no effect here (use --workers 2 or "
+            "more, or --server gunicorn)."
+        ) in s.output()
+
+
+def http10_stream(url: str) -> bytes:
+    host, _, port = url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /stream HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_http_h11_never_chunks_for_http_1_0(tmp_path: Path, server: str) -> None:
+    with serve(tmp_path, GUNICORN_APP, "--server", server, "--http", "h11", ready_path="/") as s:
+        head, _, body = http10_stream(s.url).partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower()
+        assert body == b"part 0\npart 1\npart 2\n"
+    with serve(tmp_path, GUNICORN_APP, "--http", "httptools", ready_path="/") as s:
+        # uvicorn's httptools protocol chunks even for HTTP/1.0 (issue 17): the flag is real.
+        assert b"transfer-encoding: chunked" in http10_stream(s.url).lower()
+
+
+def test_server_gunicorn_runs_the_config_file_hooks(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    conf = ROOT / "tests" / "gunicorn" / "hooks.conf.py"
+    args = (GUNICORN_APP, "--server", "gunicorn", "-c", str(conf), "-w", "2", "--threads", "4")
+    env = {"BRIDGE_GUNICORN_MARKERS": str(markers)}
+    with serve(tmp_path, *args, env=env, ready_path="/") as s:
+        assert len(pids_seen_json(s, 2)) == 2
+        assert "(WSGI via bridge, 4 threads) with gunicorn on" in s.output()
+        s.process.send_signal(signal.SIGTERM)
+        assert s.process.wait(timeout=20) == 0, s.output()
+    for hook in ("on_starting", "post_fork", "post_worker_init", "worker_exit", "on_exit"):
+        assert list(markers.glob(f"{hook}-*")), f"{hook} did not run:\n{s.output()}"
+
+
+def pids_seen_json(served: Served, want: int, attempts: int = 200) -> set[int]:
+    pids: set[int] = set()
+    for _ in range(attempts):
+        pids.add(served.get("/").json()["pid"])
+        if len(pids) >= want:
+            break
+    return pids
 
 
 @pytest.mark.parametrize(

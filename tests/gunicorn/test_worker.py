@@ -15,7 +15,6 @@ from bridge.gunicorn import AccessLog, H11Worker, Worker, access_environ
 from bridge.request_limits import RequestLimits
 from tests.apps import cli_apps
 
-
 _made: list[Worker] = []
 
 
