@@ -532,3 +532,15 @@ def test_run_serves_an_application_object(tmp_path: Path) -> None:
         assert "(WSGI via bridge, 2 threads) with uvicorn" in served.output()
     finally:
         stop(process)
+
+
+def test_gunicorn_request_limits_under_bridge_serve(tmp_path: Path) -> None:
+    args = (
+        GUNICORN_APP, "--limit-request-line", "100", "--limit-request-fields", "20",
+        "--limit-request-field_size", "200", "--backlog", "64",
+    )  # fmt: skip
+    with serve(tmp_path, *args, ready_path="/") as s:
+        assert s.get("/" + "a" * 50).status_code == 200
+        assert s.get("/" + "a" * 120).status_code == 414
+        assert s.get("/", headers={f"x-h{i}": "v" for i in range(25)}).status_code == 431
+        assert s.get("/", headers={"x-big": "v" * 300}).status_code == 431
