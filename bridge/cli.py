@@ -19,7 +19,6 @@ from types import TracebackType
 from . import __version__, importer
 from ._types import ASGIApp
 from .app import Bridge
-from .environ import MULTIPROCESS_VARIABLE
 from .gunicorn_flags import read_config, refused_flag
 from .importer import (
     AppImportError,
@@ -29,6 +28,7 @@ from .importer import (
     wrap_app,
 )
 from .importer import import_from_string as _import
+from .processes import VARIABLE as MULTIPROCESS_VARIABLE
 from .request_limits import RequestLimits
 from .servers import SERVERS, ServerError, ServerOptions, bind_sockets
 from .threads import DEFAULT_MAX_THREADS

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ._types import Environ, Scope
+from .processes import multiprocess
 
 # The default number of request header fields, duplicates included. gunicorn's
 # ``limit_request_fields`` is 100 by default; matching it means an app that worked
 # behind gunicorn keeps working, and thousands of duplicate headers are refused.
 DEFAULT_MAX_HEADER_COUNT = 100
-
-# "1" when more than one worker process serves the app: set by ``bridge serve --workers``
-# and by bridge's gunicorn worker before the workers start (PEP 3333 wsgi.multiprocess).
-MULTIPROCESS_VARIABLE = "BRIDGE_MULTIPROCESS"
 
 # Ports by scheme, for SERVER_PORT when the Host header names none.
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
@@ -111,7 +107,7 @@ def build_environ(
         "wsgi.input": body,
         "wsgi.errors": ERRORS,
         "wsgi.multithread": True,
-        "wsgi.multiprocess": os.environ.get(MULTIPROCESS_VARIABLE) == "1",
+        "wsgi.multiprocess": multiprocess(),
         "wsgi.run_once": False,
         # The server delivers exactly the body the client sent, chunked or not, and
         # signals its end; frameworks such as Flask read chunked bodies only when

@@ -35,8 +35,8 @@ from uvicorn.server import Server as UvicornServer
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from ._types import ASGIApp, Receive, Scope, Send
-from .environ import MULTIPROCESS_VARIABLE
 from .importer import wrap_app
+from .processes import VARIABLE as MULTIPROCESS_VARIABLE
 from .request_limits import RequestLimits
 from .threads import DEFAULT_MAX_THREADS
 

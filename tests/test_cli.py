@@ -11,12 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge import Bridge, __version__, cli, gunicorn_flags
+from bridge import Bridge, __version__, cli, gunicorn_flags, processes
 from bridge.cli import Recipe, build, load_env_file, main, parse_mount, startup_line
 from bridge.servers import ServerOptions
 from tests.apps import cli_apps
 
 APPS = "tests.apps.cli_apps"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bridge serve sets BRIDGE_MULTIPROCESS for its workers; keep it out of later tests."""
+    monkeypatch.setenv(processes.VARIABLE, "")
 
 
 def error_of(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

@@ -97,7 +97,6 @@ def test_every_server_hook_runs(tmp_path: Path) -> None:
             server.process, lambda: len(server.marked("post_worker_init")) == 2, "workers"
         )
         # SIGINT: gunicorn's quick stop; each worker gets SIGQUIT and runs worker_int.
-        os.killpg(server.process.pid, 0)
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(20) == 0, server.output()
     for hook in HOOKS:
@@ -194,3 +193,14 @@ def test_gunicorn_request_limits(tmp_path: Path) -> None:
         assert server.get("/", headers=many).status_code == 431
         assert server.get("/", headers={"x-big": "v" * 300}).status_code == 431
         assert server.get("/", headers={"x-big": "v" * 100}).status_code == 200
+
+
+def test_sigttin_and_sigttou_change_the_worker_count(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, "-w", "1", "-c", str(HERE / "hooks.conf.py")) as server:
+        poll_until_ready(server.process, lambda: len(server.marked("post_worker_init")) == 1, "1")
+        server.process.send_signal(signal.SIGTTIN)
+        poll_until_ready(server.process, lambda: len(server.marked("post_worker_init")) == 2, "2")
+        assert len(worker_pids(server, 2)) == 2
+        server.process.send_signal(signal.SIGTTOU)
+        poll_until_ready(server.process, lambda: len(server.marked("worker_exit")) == 1, "exit")
+        assert server.get("/").status_code == 200

@@ -1,0 +1,69 @@
+"""Whether more than one worker process serves the app: PEP 3333's ``wsgi.multiprocess``.
+
+PEP 3333: ``wsgi.multiprocess`` is true "if an equivalent application object may be
+simultaneously invoked by another process". ``bridge serve`` and bridge's gunicorn
+worker know the worker count and say so in ``BRIDGE_MULTIPROCESS`` ("1" or "0")
+before any worker starts. Under a server run directly (``uvicorn --workers 4``,
+``hypercorn -w 4``, ``granian --workers 4``, ``gunicorn -w 4 -k ...``) the worker reads
+the count from its parent's command line or ``WEB_CONCURRENCY``, the variable those
+servers read. A worker count set only in a config file is not seen there; set
+``BRIDGE_MULTIPROCESS=1`` then. Decided once per process, at the first request.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+VARIABLE = "BRIDGE_MULTIPROCESS"
+# The servers whose worker processes are counted from their command line.
+SUPERVISORS = ("uvicorn", "hypercorn", "granian", "gunicorn")
+
+
+@functools.cache
+def multiprocess() -> bool:
+    """True when more than one worker process serves this app."""
+    told = os.environ.get(VARIABLE)
+    if told in ("0", "1"):
+        return told == "1"
+    argv = parent_argv()
+    if not any(_names_a_server(word) for word in argv[:3]):
+        return False
+    count = workers_in(argv)
+    if count is None:
+        count = _int(os.environ.get("WEB_CONCURRENCY")) or 1
+    return count > 1
+
+
+def _names_a_server(word: str) -> bool:
+    name = Path(word).name
+    return any(server in name for server in SUPERVISORS)
+
+
+def parent_argv() -> list[str]:
+    """The parent process's command line (Linux), or an empty list where it is unknown."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def workers_in(argv: list[str]) -> int | None:
+    """The value of ``-w N``, ``-wN``, ``--workers N`` or ``--workers=N`` in ``argv``."""
+    for index, word in enumerate(argv):
+        if word in ("-w", "--workers") and index + 1 < len(argv):
+            return _int(argv[index + 1])
+        if word.startswith("--workers="):
+            return _int(word.partition("=")[2])
+        if word.startswith("-w") and word[2:].isdigit():
+            return int(word[2:])
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
