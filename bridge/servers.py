@@ -231,13 +231,16 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
                 supervisor(config, sockets=sockets).run()
         else:
             server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass  # as uvicorn.run: SIGINT ends the server, not the process with a traceback
     finally:
         _close(sockets, o)
 
 
 def _close(sockets: list[socket.socket], o: ServerOptions) -> None:
     for sock in sockets:
-        sock.close()
+        with contextlib.suppress(OSError):  # a server may have closed it already
+            sock.close()
     for address in o.addresses():
         if address.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
@@ -251,7 +254,8 @@ def _run_hypercorn(factory: str, o: ServerOptions, sockets: list[socket.socket])
     config = Config()
     # The "asgi:" mode stops hypercorn from guessing; the call makes it use the factory.
     config.application_path = f"asgi:{factory}()"
-    config.bind = [f"fd://{sock.fileno()}" for sock in sockets]
+    # hypercorn closes the sockets it was given; it gets its own copies.
+    config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in sockets]
     if o.backlog is not None:
         config.backlog = o.backlog
     config.root_path = o.root_path

@@ -250,14 +250,14 @@ def test_access_log_and_log_level(tmp_path: Path) -> None:
         s.get("/logged")
         time.sleep(0.2)
         assert '"GET /logged HTTP/1.1" 200' in s.output()
-        assert "Uvicorn running on" in s.output()
+        assert "Application startup complete" in s.output()
     quiet = tmp_path / "quiet"
     quiet.mkdir()
     with serve(quiet, f"{APPS}:where_app", "--no-access-log", "--log-level", "warning") as s:
         s.get("/unlogged")
         time.sleep(0.2)
         assert "/unlogged" not in s.output()
-        assert "Uvicorn running on" not in s.output()
+        assert "Application startup complete" not in s.output()
         assert "bridge: serving" in s.output()
 
 
