@@ -7,7 +7,7 @@ before any worker starts. Under a server run directly (``uvicorn --workers 4``,
 ``hypercorn -w 4``, ``granian --workers 4``, ``gunicorn -w 4 -k ...``) the worker reads
 the count from its parent's command line or ``WEB_CONCURRENCY``, the variable those
 servers read. A worker count set only in a config file is not seen there; set
-``BRIDGE_MULTIPROCESS=1`` then. Decided once per process, at the first request.
+``BRIDGE_MULTIPROCESS=1`` then. The parent's command line is read once per process.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ VARIABLE = "BRIDGE_MULTIPROCESS"
 SUPERVISORS = ("uvicorn", "hypercorn", "granian", "gunicorn")
 
 
-@functools.cache
 def multiprocess() -> bool:
     """True when more than one worker process serves this app."""
     told = os.environ.get(VARIABLE)
     if told in ("0", "1"):
         return told == "1"
+    return _from_the_parent()
+
+
+@functools.cache
+def _from_the_parent() -> bool:
     argv = parent_argv()
     if not any(_names_a_server(word) for word in argv[:3]):
         return False
