@@ -13,16 +13,17 @@ from asgiref.sync import sync_to_async
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .body import DEFAULT_HIGH_WATER, RequestBody
 from .dashboard import Endpoints
-from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
+from .environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ
 from .gateway import Limits, serve_legacy
-from .lifespan import MountedLifespan
+from .lifespan import MountedLifespan, unsupported_event_loop
 from .metrics import Metrics
+from .options import check_options
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
-from .websockets import WebSocket, WebSocketDisconnect
+from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
 
 logger = logging.getLogger("bridge")
 
@@ -99,6 +100,22 @@ class Bridge:
                 f"Bridge() needs a WSGI application, a callable (environ, start_response); "
                 f"got {wsgi_app!r}."
             )
+        check_options(
+            max_threads=max_threads,
+            max_pending=max_pending,
+            max_body_size=max_body_size,
+            max_header_count=max_header_count,
+            request_buffer_size=request_buffer_size,
+            response_buffer_size=response_buffer_size,
+            retry_after=retry_after,
+            on_startup=on_startup,
+            on_shutdown=on_shutdown,
+            request_class=request_class,
+            metrics=metrics,
+            metrics_path=metrics_path,
+            dashboard_path=dashboard_path,
+            dashboard_token=dashboard_token,
+        )
         self.wsgi_app = wsgi_app
         self.pool = ThreadPool(max_threads, max_pending)
         self.limits = Limits(
@@ -108,6 +125,8 @@ class Bridge:
             response_buffer_size=response_buffer_size,
             retry_after=retry_after,
         )
+        # The lifespan state: the server's, once lifespan has started (see _lifespan).
+        self.state: dict[str, Any] = {}
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.request_class = request_class
@@ -204,7 +223,7 @@ class Bridge:
                     return
                 mount = router.match_mount(path)
                 if mount is not None:
-                    child = _mounted_scope(scope, mount.prefix, path)
+                    child = _mounted_scope(scope, mount.prefix, path, self.state)
                     if meter is None:
                         await mount.app(child, receive, send)
                     else:
@@ -215,7 +234,7 @@ class Bridge:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
@@ -237,7 +256,8 @@ class Bridge:
         if found is None:
             mount = self.router.match_mount(path)
             if mount is not None:
-                await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                child = _mounted_scope(scope, mount.prefix, path, self.state)
+                await mount.app(child, receive, send)
                 return
             # No websocket here, and a WSGI app cannot speak it: refuse the handshake
             # (the server answers 403).
@@ -246,7 +266,16 @@ class Bridge:
                 await send({"type": "websocket.close", "code": 1000})
             return
         route, values = found
-        environ = build_environ({**scope, "method": "GET"}, RequestBody())
+        try:
+            environ = build_environ(
+                {**scope, "method": "GET"},
+                RequestBody(),
+                max_header_count=self.limits.max_header_count,
+            )
+        except TooManyHeaders as exc:
+            logger.info("Refused a websocket handshake: %s", exc)
+            await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
+            return
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
         socket.request.path_params = values
@@ -264,16 +293,28 @@ class Bridge:
         if not socket.closed:
             await socket.close(1000)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ASGI lifespan: "state" is a namespace the server copies into every request's
+        # scope. A server that offers none gets bridge's own dict, which mounted apps
+        # then receive in their request scopes from bridge (see _mounted_scope).
+        state = scope.get("state")
+        if state is None:
+            state = self.state
+        self.state = state
         mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                refusal = unsupported_event_loop()
+                if refusal is not None:
+                    logger.error("%s", refusal)
+                    await send({"type": "lifespan.startup.failed", "message": refusal})
+                    return
                 try:
                     for hook in self.on_startup:
-                        await _call_hook(hook)
+                        await _call_hook(hook, state)
                     for app in mounted:
-                        await app.startup()
+                        await app.startup(state)
                 except Exception as exc:
                     logger.exception("A startup hook failed.")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
@@ -289,7 +330,7 @@ class Bridge:
                     await app.shutdown()
                 try:
                     for hook in self.on_shutdown:
-                        await _call_hook(hook)
+                        await _call_hook(hook, state)
                 except Exception as exc:
                     logger.exception("A shutdown hook failed.")
                     self.pool.shutdown()
@@ -322,20 +363,45 @@ class Bridge:
             )
 
 
-def _mounted_scope(scope: Scope, prefix: str, path: str) -> Scope:
+def _mounted_scope(
+    scope: Scope, prefix: str, path: str, state: dict[str, Any] | None = None
+) -> Scope:
     """The scope a mounted app sees: ``root_path`` grows by the prefix, and ``path``
-    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way)."""
+    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way).
+
+    ``path`` is ``route_path(scope)``, so the mounted app (a nested ``Bridge`` too)
+    sees what the legacy app would have seen below the prefix. ``raw_path`` stays
+    the bytes the client sent: the mounted app uses it only where it agrees with
+    ``path`` (see ``bridge.environ.request_path``). ``state`` is bridge's own lifespan
+    state, for a server that keeps none (ASGI: "the server will copy it").
+    """
     root_path = scope.get("root_path", "").rstrip("/") + prefix
     child = dict(scope)
     child["root_path"] = root_path
     child["path"] = root_path + path[len(prefix) :]
+    if state is not None and "state" not in scope:
+        child["state"] = dict(state)
     return child
 
 
-async def _call_hook(hook: Hook) -> None:
+async def _call_hook(hook: Hook, state: dict[str, Any]) -> None:
+    """Run a lifespan hook; one that takes an argument receives the lifespan state."""
+    args = (state,) if _takes_argument(hook) else ()
     if inspect.iscoroutinefunction(hook):
-        await hook()
+        await hook(*args)
         return
-    result = await sync_to_async(hook)()
+    result = await sync_to_async(hook)(*args)
     if isinstance(result, Awaitable):
         await result
+
+
+def _takes_argument(hook: Hook) -> bool:
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        and p.default is p.empty
+        for p in parameters
+    )

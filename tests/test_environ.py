@@ -91,7 +91,7 @@ def test_non_ascii_path_is_utf8_bytes_as_latin1() -> None:
 
 
 def test_invalid_utf8_escape_keeps_the_byte() -> None:
-    scope = http_scope("/\ufffd", raw_path=b"/%FF%2Fx")
+    scope = http_scope("/\ufffd/x", raw_path=b"/%FF%2Fx")
     assert build(scope)["PATH_INFO"] == "/\xff/x"
 
 
