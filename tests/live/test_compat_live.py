@@ -92,10 +92,10 @@ def test_granian_a_mounted_starlette_app_reads_its_lifespan_state(granian: LiveS
 def test_hypercorn_trio_worker_is_refused_at_startup(tmp_path: Path) -> None:
     pytest.importorskip("trio")
     log = tmp_path / "hypercorn.log"
+    address = f"127.0.0.1:{free_port()}"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", f"127.0.0.1:{free_port()}"]
-            + [APP],
+            [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", address, APP],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=output,
