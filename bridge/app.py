@@ -62,7 +62,9 @@ class Bridge:
     * ``response_buffer_size=1 MiB``: a response up to this size is handed to the server
       whole, so slow downloads do not hold threads.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
-    * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan.
+    * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan; one
+      that takes an argument gets the lifespan state, a dict that views read as
+      ``request.state`` and mounted apps share.
     * ``request_class=bridge.Request``: the werkzeug ``Request`` subclass views receive.
     * ``metrics=True``: count requests, latency and thread waits per route (cheap enough
       to leave on; see docs/metrics.md). ``False`` turns it off; a ``bridge.metrics.Metrics``
