@@ -70,9 +70,11 @@ def route_path(scope: Scope) -> str:
     It is ``PATH_INFO`` read back as UTF-8, by ``bridge.environ.request_path``'s rule,
     so a route, a mount and the legacy app always see the same path.
     """
-    if "raw_path" not in scope and not scope.get("root_path"):
-        path: str = scope["path"]
-        return path or "/"
+    path: str = scope["path"]
+    if not scope.get("root_path"):
+        raw_path = scope.get("raw_path")
+        if not raw_path or raw_path == path.encode("utf-8"):
+            return path or "/"  # the common case, on the legacy path of every request
     path_info = request_path(scope)[1]
     return path_info.encode("latin-1").decode("utf-8", "replace") or "/"
 
