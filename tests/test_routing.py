@@ -121,14 +121,14 @@ def test_route_path_strips_root_path(path: str, root_path: str, expected: str) -
 # One path rule for routes, mounts and nested bridges, whatever the server's scope style.
 
 # How each server fills path, raw_path and root_path for GET /app/v2/x served under
-# the root path /app (read from their sources: uvicorn adds its --root-path in front
-# of both; hypercorn, daphne and granian take the URL as it came, root path included),
-# and a scope from an older server whose path leaves the root path out.
+# the root path /app (uvicorn adds its --root-path in front of both, read from its
+# source; hypercorn, daphne and granian take the URL as it came, root path included,
+# as observed), and a scope from an older server whose path leaves the root path out.
 SERVER_STYLES = {
     "uvicorn": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
     "hypercorn": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
     "daphne": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
-    "granian": {"path": "/app/v2/x", "raw_path": b"/app/v2/x?q=1", "root_path": "/app"},
+    "granian": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
     "path without root_path": {"path": "/v2/x", "raw_path": b"/v2/x", "root_path": "/app"},
     "no root_path": {"path": "/v2/x", "raw_path": b"/v2/x", "root_path": ""},
     "prefix-stripping middleware": {
