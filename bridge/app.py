@@ -299,10 +299,9 @@ class Bridge:
         # ASGI lifespan: "state" is a namespace the server copies into every request's
         # scope. A server that offers none gets bridge's own dict, which mounted apps
         # then receive in their request scopes from bridge (see _mounted_scope).
-        state = scope.get("state")
-        if state is None:
-            state = self.state
-        self.state = state
+        if scope.get("state") is not None:
+            self.state = scope["state"]
+        state = self.state
         mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]
         while True:
             message = await receive()

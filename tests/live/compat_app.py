@@ -22,7 +22,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bridge import Bridge
+from bridge import Bridge, WebSocket
 from bridge.filewrapper import FileWrapper
 
 if TYPE_CHECKING:
@@ -91,3 +91,9 @@ inner = Bridge(validator(show_path))
 application = Bridge(legacy)
 application.mount("/v2", inner)
 application.mount("/star", Starlette(routes=[Route("/", starlette_home)], lifespan=lifespan))
+
+
+@application.websocket("/ws")
+async def count_headers(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.send_text(str(len(ws.request.headers)))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from tests.servers import ROOT, free_port
 
@@ -87,6 +89,19 @@ def test_granian_a_bridge_in_a_bridge_sees_the_path_below_its_mount(granian: Liv
 def test_granian_a_mounted_starlette_app_reads_its_lifespan_state(granian: LiveServer) -> None:
     response = get(granian, "/star/")
     assert (response.status_code, response.text) == (200, "starlette sees pool-live")
+
+
+def test_granian_refuses_a_websocket_handshake_past_max_header_count_with_431(
+    granian: LiveServer,
+) -> None:
+    """granian offers websocket.http.response, so the client hears 431, not a bare 403."""
+    url = granian.url.replace("http://", "ws://") + ROOT_PATH + "/ws"
+    with ws_connect(url, open_timeout=10) as socket:  # within the default of 100
+        assert int(socket.recv(timeout=10)) < 10
+    many = [(f"x-trace-{n}", str(n)) for n in range(150)]
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, additional_headers=many, open_timeout=10)
+    assert refused.value.response.status_code == 431
 
 
 def test_hypercorn_trio_worker_is_refused_at_startup(tmp_path: Path) -> None:
