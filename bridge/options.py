@@ -65,12 +65,12 @@ class Hooks:
     """A list of callables (sync or async) run on lifespan startup or shutdown."""
 
     def check(self, name: str, value: object) -> None:
-        if isinstance(value, (str, bytes)) or callable(value) or not _iterable(value):
+        if not isinstance(value, (list, tuple)):
             raise TypeError(
                 f"Bridge({name}={value!r}): {name} must be a list of functions, "
                 f"such as {name}=[open_pool]."
             )
-        for hook in value:  # type: ignore[attr-defined]
+        for hook in value:
             if not callable(hook):
                 raise TypeError(
                     f"Bridge({name}=...): {hook!r} is not a function; {name} takes a "
@@ -119,14 +119,6 @@ class MetricsOption:
             raise TypeError(
                 f"Bridge({name}={value!r}): {name} must be True, False or a bridge.metrics.Metrics."
             )
-
-
-def _iterable(value: object) -> bool:
-    try:
-        iter(value)  # type: ignore[call-overload]
-    except TypeError:
-        return False
-    return True
 
 
 def _request() -> type:

@@ -35,6 +35,7 @@ def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         ({"on_startup": print}, TypeError, "on_startup=<built-in function print>"),
         ({"on_startup": "open_pool"}, TypeError, "on_startup='open_pool'"),
         ({"on_shutdown": [1]}, TypeError, "1 is not a function"),
+        ({"on_startup": (h for h in [print])}, TypeError, "on_startup=<generator"),
         ({"request_class": dict}, TypeError, "request_class=<class 'dict'>"),
         ({"request_class": "Request"}, TypeError, "request_class='Request'"),
         ({"metrics": "yes"}, TypeError, "metrics='yes'"),

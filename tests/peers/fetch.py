@@ -62,7 +62,10 @@ def fetch(name: str, version: str) -> Path:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
     with tarfile.open(archive) as tar:
-        tar.extractall(partial, filter="data")
+        try:
+            tar.extractall(partial, filter="data")
+        except TypeError:  # CPython 3.10 before 3.10.12 has no extraction filters
+            tar.extractall(partial)  # a PyPI sdist of a pinned release
     (top,) = partial.iterdir()  # an sdist holds one directory, NAME-VERSION/
     shutil.rmtree(target, ignore_errors=True)
     top.rename(target)
