@@ -11,6 +11,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
+from .access import AccessPolicy
 from .body import DEFAULT_HIGH_WATER, RequestBody
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
@@ -70,6 +71,11 @@ class Bridge:
       in the Prometheus text format.
     * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
       dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
+    * ``metrics_token=None``: a Bearer token the metrics path then asks of every client.
+    * ``allowed_hosts=None``: the Host names bridge's own pages answer to (Django's
+      ``ALLOWED_HOSTS``); ``None`` means loopback names only.
+    * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
+      believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
@@ -93,6 +99,9 @@ class Bridge:
         metrics_path: str | None = None,
         dashboard_path: str | None = None,
         dashboard_token: str | None = None,
+        metrics_token: str | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -116,9 +125,13 @@ class Bridge:
         if metrics is not False:
             self.metrics = Metrics() if metrics is True else metrics
             self.metrics.bind(self.pool)
-        self._endpoints = Endpoints.configure(
-            self.metrics, metrics_path, dashboard_path, dashboard_token
+        access = AccessPolicy(
+            dashboard_token=dashboard_token,
+            metrics_token=metrics_token,
+            allowed_hosts=allowed_hosts,
+            trusted_proxies=trusted_proxies,
         )
+        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
 
