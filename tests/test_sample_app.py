@@ -14,9 +14,11 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest.mock import ANY
 from wsgiref.validate import InputWrapper, validator
 
 import pytest
@@ -166,7 +168,7 @@ def test_password_hash_verifies_only_the_right_password() -> None:
 
 
 def test_session_round_trip() -> None:
-    data = {"user_id": 7, "csrf_token": "abc", "note": "héllo"}
+    data = {"user_id": 7, "csrf_token": "abc", "note": "héllo", "issued_at": int(time.time())}
     cookie = dump_session(data, SECRET)
     assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", cookie)
     assert load_session(cookie, SECRET) == data
@@ -305,7 +307,7 @@ def test_login_page_sets_a_signed_session_cookie(browser: Browser) -> None:
     cookie = browser.client.get_cookie(SESSION_COOKIE)
     assert cookie is not None
     assert cookie.http_only
-    assert load_session(cookie.value, SECRET) == {"csrf_token": token}
+    assert load_session(cookie.value, SECRET) == {"csrf_token": token, "issued_at": ANY}
     assert load_session(cookie.value, "another-secret") == {}
 
 
@@ -571,7 +573,10 @@ def test_download_uses_the_servers_file_wrapper(admin: Browser, sample: SampleAp
         def close(self) -> None:
             self.file.close()
 
-    environ = EnvironBuilder("/attachments/1").get_environ()
+    cookie = admin.client.get_cookie(SESSION_COOKIE)
+    assert cookie is not None
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookie.value}"}
+    environ = EnvironBuilder("/attachments/1", headers=headers).get_environ()
     environ["wsgi.file_wrapper"] = ServerFileWrapper
     body = sample(environ, StartResponseRecorder())
     try:
