@@ -20,6 +20,7 @@ from bridge import Bridge, Request, access
 from bridge.metrics import Metrics
 
 from .asgi import Client, http_scope
+from .browser import fresh_page, launched, skip_without_chromium
 
 Environ = dict[str, Any]
 TOKEN = "s3cret-token-0123456789"
@@ -347,7 +348,9 @@ def served_dashboard() -> Iterator[str]:
     """The demo app under uvicorn in a thread, with some traffic of each kind."""
     uvicorn = pytest.importorskip("uvicorn")
     httpx = pytest.importorskip("httpx")
-    app, _ = make(dashboard_path="/_bridge/", metrics=Metrics(history_interval=0.25))
+    app, _ = make(
+        dashboard_path="/_bridge/", dashboard_token=TOKEN, metrics=Metrics(history_interval=0.25)
+    )
 
     @app.route("/orders", methods=["GET"])
     def orders(request: Request) -> str:
@@ -384,29 +387,27 @@ def served_dashboard() -> Iterator[str]:
 
 @pytest.mark.browser
 def test_the_dashboard_in_headless_chromium(served_dashboard: str, tmp_path: Path) -> None:
-    """Renders the page; with BRIDGE_SCREENSHOT=1 the screenshot replaces docs/dashboard.png."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = next(
-        (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None
-    )
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium).")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(served_dashboard + "/_bridge/")
-            page.wait_for_selector("body[data-loaded='1']", timeout=10_000)
-            assert errors == []
-            assert page.locator("#routes tr").count() == 5
-            share = page.locator("#share").inner_text()
-            assert share.endswith("%") and 0 < float(share.rstrip(" %")) < 100
-            assert page.locator("#share-chart polygon").count() == 2
-            keep = os.environ.get("BRIDGE_SCREENSHOT") == "1"
-            shot = DOCS / "dashboard.png" if keep else tmp_path / "dashboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-        finally:
-            browser.close()
+    """Opens the page through the token-to-cookie exchange and renders it; with
+    BRIDGE_SCREENSHOT=1 the screenshot replaces docs/dashboard.png."""
+    skip_without_chromium()
+    with (
+        launched() as browser,
+        fresh_page(browser, viewport={"width": 1280, "height": 900}) as page,
+    ):
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        polls: list[str] = []
+        page.on("request", lambda r: polls.append(r.url) if "data.json" in r.url else None)
+        page.goto(served_dashboard + f"/_bridge/?token={TOKEN}")
+        assert page.url == served_dashboard + "/_bridge/"  # the token left the URL
+        page.wait_for_selector("body[data-loaded='1']", timeout=10_000)
+        assert errors == []
+        assert polls and all("token" not in url for url in polls)
+        assert page.locator("#routes tr").count() == 5
+        share = page.locator("#share").inner_text()
+        assert share.endswith("%") and 0 < float(share.rstrip(" %")) < 100
+        assert page.locator("#share-chart polygon").count() == 2
+        keep = os.environ.get("BRIDGE_SCREENSHOT") == "1"
+        shot = DOCS / "dashboard.png" if keep else tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
