@@ -18,6 +18,7 @@ from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .gateway import Limits, serve_legacy
 from .lifespan import MountedLifespan
 from .metrics import Metrics
+from .mount_limits import within_limits
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
@@ -218,10 +219,11 @@ class Bridge:
                 mount = router.match_mount(path)
                 if mount is not None:
                     child = _mounted_scope(scope, mount.prefix, path)
+                    limited = Mount(mount.prefix, within_limits(mount.app, self.limits))
                     if meter is None:
-                        await mount.app(child, receive, send)
+                        await limited.app(child, receive, send)
                     else:
-                        await meter.mount(mount, child, receive, send)
+                        await meter.mount(limited, child, receive, send)
                     return
             legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
             await (legacy if meter is None else meter.legacy(scope, legacy))
@@ -250,7 +252,8 @@ class Bridge:
         if found is None:
             mount = self.router.match_mount(path)
             if mount is not None:
-                await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                limited = within_limits(mount.app, self.limits)
+                await limited(_mounted_scope(scope, mount.prefix, path), receive, send)
                 return
             # No websocket here, and a WSGI app cannot speak it: refuse the handshake
             # (the server answers 403).
