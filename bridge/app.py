@@ -80,6 +80,7 @@ class Bridge:
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
+    ``max_header_count`` and ``max_body_size`` hold for mounted apps too.
     """
 
     def __init__(
