@@ -94,6 +94,24 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Names:
+    """A list (or tuple) of ``str`` (host names, addresses); ``None`` too when ``optional``."""
+
+    what: str
+    example: str
+    optional: bool = False
+
+    def check(self, name: str, value: object) -> None:
+        if value is None and self.optional:
+            return
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise TypeError(
+                f"Bridge({name}={value!r}): {name} must be a list of {self.what} "
+                f"(str), such as {name}={self.example}."
+            )
+
+
+@dataclass(frozen=True)
 class Subclass:
     """A class that is (or derives from) the one ``base()`` returns."""
 
@@ -144,6 +162,9 @@ RULES: dict[str, Any] = {
     "metrics_path": Text('"/_bridge/metrics"'),
     "dashboard_path": Text('"/_bridge/"'),
     "dashboard_token": Text('"a-long-random-string"'),
+    "metrics_token": Text('"a-long-random-string"'),
+    "allowed_hosts": Names("names", '["example.com"]', optional=True),
+    "trusted_proxies": Names("addresses", '["127.0.0.1"]'),
 }
 
 

@@ -42,6 +42,10 @@ def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         ({"metrics_path": 5}, TypeError, "metrics_path=5"),
         ({"dashboard_path": b"/_bridge/"}, TypeError, "dashboard_path=b'/_bridge/'"),
         ({"dashboard_token": 1234}, TypeError, "dashboard_token=1234"),
+        ({"metrics_token": b"t"}, TypeError, "metrics_token=b't'"),
+        ({"allowed_hosts": "example.com"}, TypeError, "allowed_hosts='example.com'"),
+        ({"allowed_hosts": [5]}, TypeError, "allowed_hosts=[5]"),
+        ({"trusted_proxies": None}, TypeError, "trusted_proxies=None"),
     ],
 )
 def test_a_bad_option_is_refused_with_a_sentence(
