@@ -20,6 +20,7 @@ from .metrics import Metrics
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
+from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect
@@ -70,6 +71,8 @@ class Bridge:
       in the Prometheus text format.
     * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
       dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
+    * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
+      request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
@@ -93,6 +96,7 @@ class Bridge:
         metrics_path: str | None = None,
         dashboard_path: str | None = None,
         dashboard_token: str | None = None,
+        max_shadows: int = DEFAULT_MAX_SHADOWS,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -116,6 +120,14 @@ class Bridge:
         if metrics is not False:
             self.metrics = Metrics() if metrics is True else metrics
             self.metrics.bind(self.pool)
+        meter = self.metrics
+        self.shadows = Shadows(
+            self.pool,
+            max_shadows=max_shadows,
+            lag=None if meter is None else (lambda: meter.loop_lag),
+        )
+        if meter is not None:
+            meter.attach("shadow", self.shadows)
         self._endpoints = Endpoints.configure(
             self.metrics, metrics_path, dashboard_path, dashboard_token
         )
@@ -146,16 +158,20 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Callable[[View], View]:
         """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
 
         Other methods at the same path still go to the legacy app. With
         ``middleware`` (a function that wraps a WSGI app in the legacy middleware
         stack), the view runs inside that stack and sees what it puts in the environ.
+        With ``shadow`` (True, a sampling rate, or a ``bridge.shadow.Shadow``), the
+        legacy app still answers, and the view runs on the same requests afterwards,
+        its response compared with the legacy one and discarded (docs/migration.md).
         """
 
         def register(view: View) -> View:
-            self.add_route(rule, view, methods=methods, middleware=middleware)
+            self.add_route(rule, view, methods=methods, middleware=middleware, shadow=shadow)
             return view
 
         return register
@@ -167,10 +183,16 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Route:
-        route = self.router.add_route(rule, view, methods, middleware)
+        config = Shadow.of(shadow)
+        if config is not None:
+            config.check_methods(rule, methods)
+        route = self.router.add_route(rule, view, methods, middleware, config)
         if middleware is not None:
             route.wsgi = middleware(as_wsgi(view, self.request_class))
+        if config is not None:
+            self.shadows.add(route)
         return route
 
     def websocket(self, rule: str) -> Callable[[View], View]:
@@ -199,6 +221,11 @@ class Bridge:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
+                    if found[0].shadow is not None:  # the legacy app answers, the view shadows
+                        await self.shadows.serve(
+                            *found, scope, receive, send, self._legacy, self._serve_route
+                        )
+                        return
                     serving = self._serve_route(found[0], found[1], scope, receive, send)
                     await (serving if meter is None else meter.route(found[0], serving))
                     return
@@ -218,6 +245,12 @@ class Bridge:
             await self._lifespan(receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
+
+    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve and count one request with the legacy app (a shadow route's answer)."""
+        legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+        meter = self.metrics
+        await (legacy if meter is None else meter.legacy(scope, legacy))
 
     async def _serve_route(
         self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
@@ -283,6 +316,7 @@ class Bridge:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._drain()
+                await self.shadows.stop()
                 if self.metrics is not None:
                     await self.metrics.stop()
                 for app in reversed(mounted):

@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._types import Message, Receive, Scope, Send
 from .blocking import stepped
@@ -193,6 +193,7 @@ class Metrics:
         self._logged: dict[tuple[str, str], float] = {}
         self._probe: asyncio.Task[None] | None = None
         self._last_totals = (0, 0)
+        self._sources: dict[str, Source] = {}
         self.started = time.time()
 
     def bind(self, pool: ThreadPool) -> None:
@@ -203,6 +204,11 @@ class Metrics:
             )
         self.pool = pool
         pool.on_wait = _observe_wait
+
+    def attach(self, key: str, source: Source) -> None:
+        """Show ``source`` too: its snapshot under ``key`` of the dashboard's data, and its
+        lines after the others in the Prometheus text (the shadow routes' counters)."""
+        self._sources[key] = source
 
     # -- the stats of each kind of request -------------------------------------------
 
@@ -411,13 +417,22 @@ class Metrics:
             "history": list(self.history),
             "history_interval": self.history_interval,
             "block_threshold": self.block_threshold,
+            **{key: source.snapshot() for key, source in self._sources.items()},
         }
 
     def prometheus(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
         from .exposition import render_prometheus
 
-        return render_prometheus(self)
+        return render_prometheus(self) + "".join(s.prometheus() for s in self._sources.values())
+
+
+class Source(Protocol):
+    """Counters kept elsewhere that the dashboard and the Prometheus text show too."""
+
+    def snapshot(self) -> Any: ...
+
+    def prometheus(self) -> str: ...
 
 
 def _observe_wait(seconds: float) -> None:
