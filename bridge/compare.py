@@ -151,7 +151,8 @@ def _child(path: str, key: Any) -> str:
         return f"{path}[{key}]"
     if isinstance(key, str) and _IDENTIFIER.match(key):
         return f"{path}.{key}"
-    return f"{path}[{json.dumps(key, ensure_ascii=False) if isinstance(key, str) else key!r}]"
+    shown = json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)
+    return f"{path}[{shown}]"
 
 
 def _same(a: Any, b: Any) -> bool:

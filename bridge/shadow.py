@@ -367,7 +367,7 @@ class Shadows:
         tee = RequestTee(receive, config.max_body)
         capture = ResponseCapture(send, config.max_body)
         await legacy(scope, tee.receive, capture.send)
-        problem = capture.problem() or tee.problem() or self._busy()
+        problem = tee.problem() or capture.problem() or self._busy()
         if problem is not None:
             stats.skip(problem)
             return

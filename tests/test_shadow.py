@@ -1,0 +1,600 @@
+"""``bridge.shadow``: the legacy app answers, the view runs in its shadow and is compared."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import threading
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from typing import Any
+from wsgiref.validate import validator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.wrappers import Response
+
+from bridge import Bridge, Request
+from bridge.compare import REDACTED
+from bridge.shadow import Shadow
+
+from .asgi import Client, http_scope
+
+Environ = dict[str, Any]
+ITEMS = {
+    1: {"id": 1, "title": "Tea", "owner": "ada"},
+    2: {"id": 2, "title": "Milk", "owner": "bob"},
+}
+
+
+class Legacy:
+    """A legacy JSON app: /items/<id> as JSON (404 when missing), /big a large body,
+    /block waits for ``release``; it records every request it was given (unless
+    ``record`` is False). Every response has a Content-Length, so bridge frames it the
+    same way (whole) whatever the threads' timing."""
+
+    def __init__(self, record: bool = True) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.record = record
+        self.release = threading.Event()
+
+    def __call__(self, environ: Environ, start_response: Any) -> list[bytes]:
+        body = b"".join(iter(lambda: environ["wsgi.input"].read(65536), b""))
+        path = environ["PATH_INFO"]
+        if self.record:
+            self.seen.append({"path": path, "method": environ["REQUEST_METHOD"], "body": body})
+        if path == "/block":
+            self.release.wait(10)
+        status, headers = "200 OK", [("Content-Type", "application/json")]
+        if path == "/big":
+            data = b"x" * 100_000
+            headers = [("Content-Type", "text/plain")]
+        elif path.startswith("/items/") and path[7:].isdigit() and int(path[7:]) in ITEMS:
+            data = json.dumps(ITEMS[int(path[7:])]).encode()
+            headers.append(("Set-Cookie", "session=legacy-secret; HttpOnly"))
+        else:
+            status, data = "404 Not Found", b'{"error": "not found"}'
+        start_response(status, [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+
+def make(record: bool = True, **options: Any) -> tuple[Bridge, Legacy]:
+    legacy = Legacy(record)
+    return Bridge(validator(legacy), **options), legacy
+
+
+def json_view(change: Callable[[dict[str, Any]], dict[str, Any]] = dict) -> Any:
+    async def item(request: Request, item_id: int) -> Response:
+        if item_id not in ITEMS:
+            return Response('{"error":"not found"}', status=404, mimetype="application/json")
+        data = change(dict(ITEMS[item_id]))
+        return Response(json.dumps(data), mimetype="application/json")
+
+    return item
+
+
+async def request(app: Bridge, path: str, **scope: Any) -> Client:
+    body = scope.pop("body", b"")
+    client = Client([body])
+    await client.run(app, http_scope(path, **scope))
+    return client
+
+
+def run(coroutine: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def counts(app: Bridge, index: int = 0) -> dict[str, int]:
+    stats = app.shadows.routes[index]
+    return {
+        "matched": stats.matched,
+        "mismatched": stats.mismatched,
+        "failed": stats.failed,
+        "skipped": stats.skipped,
+    }
+
+
+# -- comparing -----------------------------------------------------------------------------
+
+
+def test_an_identical_view_matches_on_every_request() -> None:
+    app, legacy = make()
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(ready_after=5))(json_view())
+
+    async def go() -> None:
+        for item_id in (1, 2, 3, 1, 2):
+            await request(app, f"/items/{item_id}")
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app) == {"matched": 5, "mismatched": 0, "failed": 0, "skipped": 0}
+    stats = app.shadows.routes[0]
+    assert stats.streak == 5 and stats.ready
+    assert len(legacy.seen) == 5, "the legacy app ran once per request"
+
+
+def test_a_view_that_differs_in_one_field_reports_exactly_that_field() -> None:
+    app, _ = make()
+    upper = json_view(lambda item: {**item, "title": item["title"].upper()})
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(upper)
+
+    async def go() -> None:
+        for item_id in (1, 2, 3):
+            await request(app, f"/items/{item_id}")
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app) == {"matched": 1, "mismatched": 2, "failed": 0, "skipped": 0}
+    stats = app.shadows.routes[0]
+    assert [m["differences"] for m in stats.mismatches] == [
+        [{"where": "body $.title", "legacy": '"Tea"', "shadow": '"TEA"'}],
+        [{"where": "body $.title", "legacy": '"Milk"', "shadow": '"MILK"'}],
+    ]
+    assert [m["path"] for m in stats.mismatches] == ["/items/1", "/items/2"]
+    # The legacy Set-Cookie is kept in the report only as a redacted value.
+    report = json.dumps(stats.mismatches)
+    assert "legacy-secret" not in report and REDACTED in report
+    assert stats.streak == 1 and not stats.ready
+
+
+def test_a_mismatch_resets_the_streak_to_ready() -> None:
+    app, _ = make()
+    differs_for_2 = json_view(lambda item: item if item["id"] == 1 else {**item, "title": "?"})
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(ready_after=2))(differs_for_2)
+
+    async def go() -> list[bool]:
+        ready = []
+        for item_id in (1, 1, 2, 1):
+            await request(app, f"/items/{item_id}")
+            await app.shadows.idle()
+            ready.append(app.shadows.routes[0].ready)
+        return ready
+
+    assert run(go()) == [False, True, False, False]
+    assert app.shadows.routes[0].streak == 1
+
+
+# -- the client's response is the legacy one -----------------------------------------------
+
+
+def raising_view(request: Request, item_id: int) -> Response:
+    raise RuntimeError("the shadow view is broken")
+
+
+async def cookie_view(request: Request, item_id: int) -> Response:
+    response = Response("different", status=201, headers={"Set-Cookie": "shadow=1"})
+    response.set_cookie("other", "2")
+    return response
+
+
+@pytest.mark.parametrize("view", [json_view(), raising_view, cookie_view])
+def test_the_client_gets_byte_identical_responses_with_shadowing_on_and_off(view: Any) -> None:
+    requests: list[dict[str, Any]] = [
+        {"path": "/items/1"},
+        {"path": "/items/2", "query_string": b"fields=all"},
+        {"path": "/items/2", "method": "HEAD"},
+        {"path": "/items/9"},
+        {"path": "/items/1", "headers": [(b"cookie", b"session=abc")]},
+        {"path": "/items/1", "method": "POST", "body": b"title=x"},  # not shadowed: legacy
+        {"path": "/other"},
+    ]
+    off, _ = make()
+    on, _ = make()
+    on.route("/items/<int:item_id>", methods=["GET"], shadow=True)(view)
+
+    async def go(app: Bridge) -> list[list[Any]]:
+        sent = []
+        for spec in requests:
+            sent.append((await request(app, **spec)).sent)
+        await app.shadows.idle()
+        return sent
+
+    assert run(go(on)) == run(go(off))
+    stats = on.shadows.routes[0]
+    assert stats.matched + stats.mismatched + stats.failed == 5  # GET and HEAD only
+
+
+def test_a_raising_view_counts_as_failed_and_the_client_gets_the_legacy_answer() -> None:
+    app, _ = make()
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(raising_view)
+
+    async def go() -> Client:
+        client = await request(app, "/items/1")
+        await app.shadows.idle()
+        return client
+
+    client = run(go())
+    assert client.status == 200 and json.loads(client.body) == ITEMS[1]
+    assert counts(app) == {"matched": 0, "mismatched": 0, "failed": 1, "skipped": 0}
+    (failure,) = app.shadows.routes[0].failures
+    assert failure["path"] == "/items/1" and "500" in failure["error"]
+
+
+def test_the_client_response_completes_before_the_shadow_view_finishes() -> None:
+    app, _ = make()
+    gate = asyncio.Event()
+    started: list[float] = []
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=True)
+    async def slow(request: Request, item_id: int) -> Response:
+        started.append(item_id)
+        await gate.wait()
+        return Response(json.dumps(ITEMS[item_id]), mimetype="application/json")
+
+    async def go() -> None:
+        client = await request(app, "/items/1")
+        assert client.finished and client.status == 200
+        await asyncio.sleep(0)
+        # The client is done; the shadow run is still going, uncounted.
+        assert app.shadows.running == 1 and started == [1]
+        assert counts(app) == {"matched": 0, "mismatched": 0, "failed": 0, "skipped": 0}
+        gate.set()
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app)["matched"] == 1 and app.shadows.running == 0
+
+
+def test_a_view_past_its_timeout_is_a_failure() -> None:
+    app, _ = make()
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(timeout=0.05))
+    async def stuck(request: Request, item_id: int) -> Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def go() -> Client:
+        client = await request(app, "/items/1")
+        await app.shadows.idle()
+        return client
+
+    assert run(go()).status == 200
+    assert counts(app)["failed"] == 1
+    assert "did not answer within 0.05 s" in app.shadows.routes[0].failures[0]["error"]
+
+
+def test_the_view_sees_the_same_request_and_its_cookies_are_dropped() -> None:
+    app, legacy = make()
+    seen: list[dict[str, Any]] = []
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=True)
+    def item(request: Request, item_id: int) -> Response:
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "cookie": request.cookies.get("session"),
+                "agent": request.headers.get("User-Agent"),
+                "body": request.get_data(),
+            }
+        )
+        response = Response(json.dumps(ITEMS[item_id]), mimetype="application/json")
+        response.set_cookie("session", "from-the-shadow")
+        return response
+
+    headers = [(b"cookie", b"session=abc"), (b"user-agent", b"probe/1"),
+               (b"content-length", b"5")]  # fmt: skip
+
+    async def go() -> Client:
+        client = await request(app, "/items/1", query_string=b"a=1", headers=headers, body=b"hello")
+        await app.shadows.idle()
+        return client
+
+    client = run(go())
+    assert seen == [
+        {"method": "GET", "path": "/items/1", "query": b"a=1", "cookie": "abc",
+         "agent": "probe/1", "body": b"hello"},
+    ]  # fmt: skip
+    assert legacy.seen[0]["body"] == b"hello"
+    assert client.headers[b"set-cookie"] == b"session=legacy-secret; HttpOnly"
+    assert b"from-the-shadow" not in json.dumps([repr(m) for m in client.sent]).encode()
+
+
+def test_a_view_in_the_legacy_middleware_can_be_shadowed() -> None:
+    app, _ = make()
+
+    def middleware(inner: Any) -> Any:
+        def wrapped(environ: Environ, start_response: Any) -> Any:
+            environ["legacy.user"] = "ada"
+            return inner(environ, start_response)
+
+        return validator(wrapped)
+
+    @app.route("/items/<int:item_id>", methods=["GET"], middleware=middleware, shadow=True)
+    async def item(request: Request, item_id: int) -> Response:
+        data = {**ITEMS[item_id], "owner": request.environ["legacy.user"]}
+        return Response(json.dumps(data), mimetype="application/json")
+
+    async def go() -> None:
+        await request(app, "/items/1")
+        await request(app, "/items/2")
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app) == {"matched": 1, "mismatched": 1, "failed": 0, "skipped": 0}
+
+
+# -- safe methods only, unless opted in ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("methods", "named"), [(["GET", "POST"], "POST"), (None, "every method"), (["PUT"], "PUT")]
+)
+def test_an_unsafe_method_is_refused_without_the_opt_in(methods: Any, named: str) -> None:
+    app, _ = make()
+    with pytest.raises(ValueError, match=f"for {named} as well as the legacy") as error:
+        app.route("/items/<int:item_id>", methods=methods, shadow=True)(json_view())
+    assert "shadow=Shadow(unsafe=True)" in str(error.value)
+    assert app.routes == [] and app.shadows.routes == []
+
+
+def test_safe_methods_are_shadowed_and_other_methods_go_to_the_legacy_app_alone() -> None:
+    app, legacy = make()
+    calls: list[str] = []
+
+    @app.route("/items/<int:item_id>", methods=["GET", "OPTIONS"], shadow=True)
+    async def item(request: Request, item_id: int) -> Response:
+        calls.append(request.method)
+        return Response(json.dumps(ITEMS[item_id]), mimetype="application/json")
+
+    async def go() -> None:
+        for method in ("GET", "HEAD", "OPTIONS", "POST", "DELETE"):
+            await request(app, "/items/1", method=method)
+        await app.shadows.idle()
+
+    run(go())
+    assert calls == ["GET", "HEAD", "OPTIONS"]
+    assert [seen["method"] for seen in legacy.seen] == ["GET", "HEAD", "OPTIONS", "POST", "DELETE"]
+
+
+def test_with_the_opt_in_an_unsafe_method_is_shadowed_with_its_body() -> None:
+    app, legacy = make()
+    bodies: list[bytes] = []
+
+    @app.route("/items/<int:item_id>", methods=["POST"], shadow=Shadow(unsafe=True))
+    async def item(request: Request, item_id: int) -> Response:
+        bodies.append(request.get_data())  # a dry run: reads, never writes
+        return Response(json.dumps(ITEMS[item_id]), mimetype="application/json")
+
+    async def go() -> None:
+        for chunk in (b"a=1", b"b=" + b"2" * 5000):
+            client = Client([chunk[:100], chunk[100:]])
+            await client.run(app, http_scope("/items/1", method="POST"))
+        await app.shadows.idle()
+
+    run(go())
+    assert bodies == [b"a=1", b"b=" + b"2" * 5000]
+    assert [seen["body"] for seen in legacy.seen] == bodies
+    assert counts(app)["matched"] == 2
+
+
+# -- the budget ----------------------------------------------------------------------------
+
+
+def test_past_max_shadows_requests_are_answered_by_legacy_alone_and_counted() -> None:
+    app, legacy = make(max_shadows=2)
+    gate = asyncio.Event()
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=True)
+    async def slow(request: Request, item_id: int) -> Response:
+        await gate.wait()
+        return Response(json.dumps(ITEMS[item_id]), mimetype="application/json")
+
+    async def go() -> list[Client]:
+        clients = [await request(app, "/items/1") for _ in range(200)]
+        assert app.shadows.running == 2
+        gate.set()
+        await app.shadows.idle()
+        return list(clients)
+
+    clients = run(go())
+    assert all(c.status == 200 and c.finished for c in clients)
+    assert len(legacy.seen) == 200
+    assert counts(app) == {"matched": 2, "mismatched": 0, "failed": 0, "skipped": 198}
+    assert app.shadows.routes[0].skips == {"budget": 198}
+
+
+def test_no_shadow_starts_while_every_thread_is_busy() -> None:
+    app, legacy = make(max_threads=2)
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(json_view())
+
+    async def go() -> None:
+        blockers = [asyncio.ensure_future(request(app, "/block")) for _ in range(2)]
+        while app.pool.in_flight < 2:
+            await asyncio.sleep(0.001)
+        waiting = asyncio.ensure_future(request(app, "/items/1"))  # queued for a thread
+        await asyncio.sleep(0.01)
+        legacy.release.set()
+        await asyncio.gather(*blockers, waiting)
+        assert waiting.result().status == 200
+        await request(app, "/items/2")  # threads free again
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app) == {"matched": 1, "mismatched": 0, "failed": 0, "skipped": 1}
+    assert app.shadows.routes[0].skips == {"threads": 1}
+
+
+def test_no_shadow_starts_while_the_event_loop_lags() -> None:
+    app, _ = make()
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(json_view())
+    assert app.metrics is not None
+    app.metrics.loop_lag = 0.5  # what the probe would read on a loop that is stalling
+
+    async def go() -> None:
+        await request(app, "/items/1")
+        app.metrics.loop_lag = 0.0  # type: ignore[union-attr]
+        await request(app, "/items/1")
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app) == {"matched": 1, "mismatched": 0, "failed": 0, "skipped": 1}
+    assert app.shadows.routes[0].skips == {"loop": 1}
+
+
+def test_bodies_over_the_capture_limit_are_skipped_and_the_client_gets_all() -> None:
+    app, _ = make()
+    app.route("/big", methods=["GET"], shadow=Shadow(max_body=1000))(lambda request: "x")
+    app.route("/items/<int:item_id>", methods=["POST"], shadow=Shadow(unsafe=True, max_body=10))(
+        json_view()
+    )
+
+    async def go() -> list[Client]:
+        big = await request(app, "/big")
+        post = await request(app, "/items/1", method="POST", body=b"a" * 11)
+        await app.shadows.idle()
+        return [big, post]
+
+    big, post = run(go())
+    assert big.body == b"x" * 100_000 and post.status == 200
+    assert app.shadows.routes[0].skips == {"response_too_large": 1}
+    assert app.shadows.routes[1].skips == {"request_too_large": 1}
+
+
+def test_a_sampling_rate_shadows_that_share_of_requests() -> None:
+    app, legacy = make()
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=0.25)(json_view())
+    draws = iter([0.1, 0.3, 0.9, 0.24, 0.5, 0.26, 0.0, 0.99])
+    app.shadows.sample = lambda: next(draws)
+
+    async def go() -> None:
+        for _ in range(8):
+            await request(app, "/items/1")
+        await app.shadows.idle()
+
+    run(go())
+    assert counts(app)["matched"] == 3 and app.shadows.routes[0].unsampled == 5
+    assert len(legacy.seen) == 8
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "above 0 and at most 1"),
+        (1.5, "above 0 and at most 1"),
+        ("yes", "takes True, a sampling rate"),
+    ],
+)
+def test_bad_shadow_values_are_refused_with_a_sentence(value: Any, message: str) -> None:
+    app, _ = make()
+    with pytest.raises((ValueError, TypeError), match=message):
+        app.route("/items/<int:item_id>", methods=["GET"], shadow=value)(json_view())
+    with pytest.raises(TypeError, match=r"write headers=\('etag',\)"):
+        Shadow(headers="etag")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_shadows must be 0 or more"):
+        make(max_shadows=-1)
+
+
+def test_a_normaliser_that_raises_is_a_failure() -> None:
+    app, _ = make()
+
+    def broken(body: Any) -> Any:
+        raise KeyError("at")
+
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(normalise=broken))(json_view())
+
+    async def go() -> None:
+        await request(app, "/items/1")
+        await app.shadows.idle()
+
+    run(go())
+    assert "The normaliser raised KeyError" in app.shadows.routes[0].failures[0]["error"]
+
+
+def test_shutdown_cancels_the_shadow_runs_still_going() -> None:
+    app, _ = make()
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=True)
+    async def stuck(request: Request, item_id: int) -> Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def go() -> list[Any]:
+        await request(app, "/items/1")
+        assert app.shadows.running == 1
+        lifespan = Client()
+        lifespan.inbox = asyncio.Queue()
+        for kind in ("lifespan.startup", "lifespan.shutdown"):
+            lifespan.inbox.put_nowait({"type": kind})
+        await asyncio.wait_for(app({"type": "lifespan"}, lifespan.receive, lifespan.send), 10)
+        return lifespan.sent
+
+    sent = run(go())
+    assert sent[-1] == {"type": "lifespan.shutdown.complete"}
+    assert app.shadows.running == 0
+
+
+# -- what is shown -------------------------------------------------------------------------
+
+
+def test_the_counts_are_in_the_prometheus_text_and_the_dashboard_data() -> None:
+    app, _ = make(metrics_path="/_bridge/metrics", dashboard_path="/_bridge/")
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(ready_after=1))(
+        json_view(lambda item: {**item, "owner": "?"})
+    )
+    app.route("/orders/<int:order_id>", methods=["GET"], shadow=True)(lambda r, order_id: "x")
+
+    async def go() -> tuple[Client, Client]:
+        await request(app, "/items/1")
+        await request(app, "/items/7")  # both 404 with the same body: a match
+        await app.shadows.idle()
+        return await request(app, "/_bridge/metrics"), await request(app, "/_bridge/data.json")
+
+    metrics, data = run(go())
+    families = {f.name: f for f in text_string_to_metric_families(metrics.body.decode())}
+    outcomes = {
+        (s.labels["route"], s.labels["outcome"]): s.value
+        for s in families["bridge_shadow_comparisons"].samples
+    }
+    assert outcomes[("/items/<int:item_id>", "matched")] == 1
+    assert outcomes[("/items/<int:item_id>", "mismatched")] == 1
+    assert outcomes[("/orders/<int:order_id>", "matched")] == 0
+    ready = {s.labels["route"]: s.value for s in families["bridge_shadow_ready"].samples}
+    assert ready == {"/items/<int:item_id>": 1, "/orders/<int:order_id>": 0}
+    shown = {r["route"]: r for r in json.loads(data.body)["shadow"]}
+    assert shown["/items/<int:item_id>"]["mismatches"][0]["differences"] == [
+        {"where": "body $.owner", "legacy": '"ada"', "shadow": '"?"'}
+    ]
+    assert shown["/orders/<int:order_id>"]["matched"] == 0
+
+
+def test_without_shadow_routes_the_prometheus_text_has_no_shadow_series() -> None:
+    app, _ = make()
+    assert app.metrics is not None
+    assert "bridge_shadow" not in app.metrics.prometheus()
+    assert app.metrics.snapshot()["shadow"] == []
+
+
+def test_memory_stays_bounded_under_ten_thousand_mismatching_requests() -> None:
+    app, _ = make(record=False, metrics=False, max_shadows=8)
+    mismatching = json_view(lambda item: {**item, "title": "x" * 500, "n": list(range(50))})
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(mismatching)
+
+    async def burst(count: int) -> None:
+        for start in range(0, count, 8):  # eight at a time: within max_shadows, never skipped
+            await asyncio.gather(*(request(app, f"/items/{1 + (start + i) % 2}") for i in range(8)))
+            await app.shadows.idle()
+
+    async def go() -> tuple[int, int]:
+        # Untraced first (tracemalloc slows every allocation several times over): the
+        # kept reports fill up, caches warm. Then a traced thousand: anything kept per
+        # request, even a few dozen bytes, would show as tens of KiB.
+        await burst(9000)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await burst(1000)
+            gc.collect()
+            after, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return before, after
+
+    before, after = run(go())
+    stats = app.shadows.routes[0]
+    assert stats.mismatched == 10_000 and stats.skipped == 0
+    assert len(stats.mismatches) == stats.config.keep
+    assert after - before < 32 * 1024, f"grew by {after - before} bytes"
