@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import socket
 import threading
 import tracemalloc
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 from wsgiref.validate import validator
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.wrappers import Response
@@ -20,6 +23,10 @@ from bridge.compare import REDACTED
 from bridge.shadow import Shadow
 
 from .asgi import Client, http_scope
+from .browser import browser_fixture, page_fixture
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 Environ = dict[str, Any]
 ITEMS = {
@@ -29,7 +36,7 @@ ITEMS = {
 
 
 class Legacy:
-    """A legacy JSON app: /items/<id> as JSON (404 when missing), /big a large body,
+    """A legacy JSON app: /items/<id> as JSON (404 when missing), /orders/<id>, /big a large body,
     /block waits for ``release``; it records every request it was given (unless
     ``record`` is False). Every response has a Content-Length, so bridge frames it the
     same way (whole) whatever the threads' timing."""
@@ -52,6 +59,9 @@ class Legacy:
             headers = [("Content-Type", "text/plain")]
         elif path.startswith("/items/") and path[7:].isdigit() and int(path[7:]) in ITEMS:
             data = json.dumps(ITEMS[int(path[7:])]).encode()
+            headers.append(("Set-Cookie", "session=legacy-secret; HttpOnly"))
+        elif path.startswith("/orders/"):
+            data = json.dumps({"order": path[8:], "status": "open"}).encode()
             headers.append(("Set-Cookie", "session=legacy-secret; HttpOnly"))
         else:
             status, data = "404 Not Found", b'{"error": "not found"}'
@@ -598,3 +608,84 @@ def test_memory_stays_bounded_under_ten_thousand_mismatching_requests() -> None:
     assert stats.mismatched == 10_000 and stats.skipped == 0
     assert len(stats.mismatches) == stats.config.keep
     assert after - before < 32 * 1024, f"grew by {after - before} bytes"
+
+
+# -- the dashboard's panel, in a real browser ------------------------------------------------
+
+chromium = browser_fixture()
+page = page_fixture()
+
+
+@pytest.fixture
+def served_shadows() -> Iterator[str]:
+    """Two shadow routes under uvicorn in a thread: one that matches, one that does not."""
+    uvicorn = pytest.importorskip("uvicorn")
+    app, _ = make(dashboard_path="/_bridge/")
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(ready_after=3))(json_view())
+
+    @app.route("/orders/<int:order_id>", methods=["GET"], shadow=True)
+    async def order(request: Request, order_id: int) -> Response:
+        data = {"order": str(order_id), "status": "closed"}
+        return Response(json.dumps(data), mimetype="application/json")
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(500):
+            if server.started:
+                break
+            threading.Event().wait(0.02)
+        secrets = {"Cookie": "session=client-secret", "Authorization": "Bearer client-secret"}
+        with httpx.Client(base_url=base, timeout=10, headers=secrets) as http:
+            for path in ("/items/1", "/items/2", "/items/1", "/orders/7", "/orders/8"):
+                assert http.get(path).status_code == 200
+                for _ in range(200):  # one at a time, so none is skipped for the budget
+                    if app.shadows.running == 0:
+                        break
+                    threading.Event().wait(0.01)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.mark.browser
+def test_the_dashboard_shows_each_shadow_route_its_verdict_and_its_diffs(
+    served_shadows: str, page: Page
+) -> None:
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(served_shadows + "/_bridge/")
+    page.wait_for_selector("body[data-loaded='1']")
+    expect(page.locator("#shadow-panel")).to_be_visible()
+    items = page.locator("#shadow-routes tr[data-route='/items/<int:item_id>']")
+    orders = page.locator("#shadow-routes tr[data-route='/orders/<int:order_id>']")
+    expect(items.locator(".verdict")).to_have_text("ready to switch")
+    expect(items.locator(".matched")).to_have_text("3")
+    expect(items.locator(".streak")).to_have_text("3 / 3")
+    expect(orders.locator(".verdict")).to_have_text("differs")
+    expect(orders.locator(".mismatched")).to_have_text("2")
+    reports = page.locator("#shadow-mismatches details.mismatch")
+    expect(reports).to_have_count(2)
+    first = reports.first
+    expect(first.locator("summary")).to_have_text("GET /orders/7: 1 difference")
+    first.locator("summary").click()
+    cells = first.locator("tr.difference td")
+    expect(cells).to_have_text(["body $.status", '"open"', '"closed"'])
+    content = page.content()
+    assert "client-secret" not in content and "legacy-secret" not in content
+    assert errors == []
+    if os.environ.get("BRIDGE_SHADOW_SCREENSHOT"):
+        page.screenshot(path=os.environ["BRIDGE_SHADOW_SCREENSHOT"], full_page=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
