@@ -46,6 +46,7 @@ import contextlib
 import contextvars
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,11 @@ DEFAULT_READY_AFTER = 1000
 # Mismatches (and failures) kept per route, and characters of each body kept.
 DEFAULT_KEEP = 5
 DEFAULT_KEEP_BODY_CHARS = 1024
+
+# A broken shadow view on a busy route would log a traceback per request: one record
+# per route per minute says what is wrong (the counts say how often), as the
+# loop-blocking warnings of bridge.metrics do.
+DEFAULT_LOG_INTERVAL = 60.0
 
 Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
 ServeView = Callable[["Route", dict[str, Any], Scope, Receive, Send], Awaitable[int]]
@@ -178,6 +184,41 @@ class Shadow:
             'OPTIONS (methods=["GET"]), or, if the view never writes, pass '
             "shadow=Shadow(unsafe=True)."
         )
+
+
+# The stats of the route whose shadow run this context belongs to; None outside one.
+_shadow_route: contextvars.ContextVar[ShadowStats | None] = contextvars.ContextVar(
+    "bridge_shadow_route", default=None
+)
+
+
+class QuietShadows(logging.Filter):
+    """On the "bridge" logger: records logged by a shadow run (the view's exception,
+    logged where views are served) pass once per route per ``interval`` seconds, marked
+    as coming from a shadow run; every other record passes untouched."""
+
+    def __init__(self, interval: float = DEFAULT_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stats = _shadow_route.get()
+        if stats is None:
+            return True
+        now = time.monotonic()
+        last = stats.logged_at
+        if last is not None and now - last < self.interval:
+            return False
+        stats.logged_at = now
+        prefix = (
+            f"In the shadow run of {stats.rule} (the client got the legacy response; more such "
+            f"messages muted for {self.interval:g} s): "
+        )
+        record.msg = prefix.replace("%", "%%") + str(record.msg)
+        return True
+
+
+_QUIET = QuietShadows()
 
 
 class RequestTee:
@@ -312,6 +353,8 @@ class Shadows:
         self.lag = lag
         self.sample = sample
         self.running = 0  # shadow runs started and not finished; loop-only
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
         self._stats: dict[int, ShadowStats] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -411,6 +454,7 @@ class Shadows:
     ) -> None:
         config = route.shadow
         assert config is not None
+        _shadow_route.set(stats)  # this task's own context: for QuietShadows
         request = (scope["method"], _target(scope))
         sink = ResponseCapture(None, config.max_body)
         try:

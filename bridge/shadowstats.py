@@ -44,6 +44,7 @@ class ShadowStats:
         self.skipped = 0
         self.unsampled = 0  # requests the sampling rate left out (not a comparison)
         self.streak = 0  # comparisons in a row that matched
+        self.logged_at: float | None = None  # when a shadow run last logged (QuietShadows)
         self.skips: dict[str, int] = {}
         self.mismatches: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []

@@ -221,6 +221,28 @@ def test_a_raising_view_counts_as_failed_and_the_client_gets_the_legacy_answer()
     assert failure["path"] == "/items/1" and "500" in failure["error"]
 
 
+def test_a_broken_shadow_view_logs_once_not_once_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = make()
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(raising_view)
+
+    async def go() -> None:
+        for _ in range(20):
+            await request(app, "/items/1")
+            await app.shadows.idle()
+        await request(app, "/nowhere/%s")  # a legacy request: its logging is untouched
+
+    with caplog.at_level("INFO", logger="bridge"):
+        run(go())
+    assert app.shadows.routes[0].failed == 20
+    shadow_records = [r for r in caplog.records if "shadow run" in r.getMessage()]
+    assert len(shadow_records) == 1
+    message = shadow_records[0].getMessage()
+    assert "/items/<int:item_id>" in message and "the client got the legacy response" in message
+    assert shadow_records[0].exc_info is not None  # the traceback, once
+
+
 def test_the_client_response_completes_before_the_shadow_view_finishes() -> None:
     app, _ = make()
     gate = asyncio.Event()
@@ -641,10 +663,13 @@ def served_shadows() -> Iterator[str]:
             threading.Event().wait(0.02)
         secrets = {"Cookie": "session=client-secret", "Authorization": "Bearer client-secret"}
         with httpx.Client(base_url=base, timeout=10, headers=secrets) as http:
-            for path in ("/items/1", "/items/2", "/items/1", "/orders/7", "/orders/8"):
+            paths = ("/items/1", "/items/2", "/items/1", "/orders/7", "/orders/8")
+            for done, path in enumerate(paths, 1):
                 assert http.get(path).status_code == 200
-                for _ in range(200):  # one at a time, so none is skipped for the budget
-                    if app.shadows.running == 0:
+                # The client has its answer before the shadow run starts: wait for the
+                # comparison, so the runs go one at a time and report in order.
+                for _ in range(500):
+                    if sum(s.matched + s.mismatched for s in app.shadows.routes) == done:
                         break
                     threading.Event().wait(0.01)
         yield base
