@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 
 from bridge import Bridge, Request
 from bridge.compare import REDACTED
-from bridge.shadow import Shadow
+from bridge.shadow import RequestTee, ResponseCapture, Shadow, replay
 
 from .asgi import Client, http_scope
 from .browser import browser_fixture, page_fixture
@@ -556,6 +556,67 @@ def test_shutdown_cancels_the_shadow_runs_still_going() -> None:
     sent = run(go())
     assert sent[-1] == {"type": "lifespan.shutdown.complete"}
     assert app.shadows.running == 0
+
+
+# -- the capture wrappers -------------------------------------------------------------------
+
+
+def test_the_response_capture_passes_every_message_on_and_knows_when_not_to_compare() -> None:
+    async def go() -> None:
+        passed: list[Any] = []
+
+        async def send(message: Any) -> None:
+            passed.append(message)
+
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"a", b"1")]}
+        part = {"type": "http.response.body", "body": b"abc", "more_body": True}
+        end = {"type": "http.response.body", "body": b"def"}
+        whole = ResponseCapture(send, 6)
+        for message in (start, part, end):
+            await whole.send(message)
+        assert passed == [start, part, end] and passed[1] is part  # the same objects
+        assert whole.problem() is None and whole.captured().body == b"abcdef"
+
+        cut = ResponseCapture(None, 100)
+        await cut.send(start)
+        await cut.send(part)  # and then nothing: the response was cut
+        assert cut.problem() == "incomplete"
+
+        over = ResponseCapture(None, 5)
+        for message in (start, part, end):
+            await over.send(message)
+        assert over.problem() == "response_too_large" and over.chunks is None
+
+        sent_file = ResponseCapture(None, 100)
+        await sent_file.send(start)
+        await sent_file.send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+        assert sent_file.problem() == "file"
+
+    run(go())
+
+
+def test_the_request_tee_keeps_the_body_the_legacy_app_read() -> None:
+    async def go() -> None:
+        messages = [
+            {"type": "http.request", "body": b"ab", "more_body": True},
+            {"type": "http.request", "body": b"cd", "more_body": False},
+        ]
+        inbox = iter(messages)
+
+        async def receive() -> Any:
+            return next(inbox)
+
+        tee = RequestTee(receive, 4)
+        assert [await tee.receive(), await tee.receive()] == messages
+        assert tee.problem() is None and tee.body == b"abcd"
+        unread = RequestTee(receive, 4)
+        assert unread.problem() == "incomplete"
+        replayed = replay(b"abcd")
+        assert await replayed() == {"type": "http.request", "body": b"abcd", "more_body": False}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(replayed(), 0.01)  # the shadow's client never leaves
+
+    run(go())
 
 
 # -- what is shown -------------------------------------------------------------------------
