@@ -168,7 +168,7 @@ def workloads(plan: Plan) -> list[Workload]:
         Workload(  # bench/shadow.py
             "shadow", "Client p99 with a raising or sleeping shadow view (worst)", "shadow",
             "% of p99 without", higher_is_better=False, ceiling="",
-            expect_length=len(apps.HELLO), delay_ms=7,
+            expect_length=len(apps.HELLO), connections=16, delay_ms=20,
         ),
     ]  # fmt: skip
 

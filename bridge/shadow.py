@@ -396,7 +396,7 @@ class Shadows:
         assert config is not None
         stats = self._stats[id(route)]
         if config.rate < 1 and self.sample() >= config.rate:
-            stats.unsampled += 1
+            stats.sample_out()
             await legacy(scope, receive, send)
             return
         busy = self._busy()

@@ -54,6 +54,9 @@ class ShadowStats:
         """Whether the last ``ready_after`` comparisons all matched."""
         return self.streak >= self.config.ready_after
 
+    def sample_out(self) -> None:
+        self.unsampled += 1
+
     def match(self) -> None:
         self.matched += 1
         self.streak += 1
