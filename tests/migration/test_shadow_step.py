@@ -4,17 +4,24 @@ legacy one on the sample application, and bridge says whether it answers the sam
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 from typing import Any
 
+import httpx
 from asgiref.sync import sync_to_async
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
 from bridge import Bridge, Request
 from bridge.shadow import Shadow
-from sample_wsgi_app import SampleApp, queries
+from sample_wsgi_app import SampleApp, queries, templates
 from sample_wsgi_app.api import attachment_json, item_json, json_error, json_response
+from sample_wsgi_app.async_session import current_user, read_session
+from sample_wsgi_app.sessions import CSRF_SESSION_KEY
 from tests.asgi import Client, http_scope
+
+from .conftest import login
 
 ITEM_IDS = (1, 2, 3, 999)  # 999 does not exist: both answer 404
 
@@ -110,3 +117,74 @@ def test_step2_shadow_leaves_every_response_byte_identical(sample: SampleApp) ->
     assert on.shadows.routes[0].mismatched == 3
     on.pool.shutdown()
     off.pool.shutdown()
+
+
+def page_view(sample: SampleApp, fresh_token: bool = False) -> Any:
+    """The HTML item page as an async view reading the session cookie (step 3b), with
+    the page's CSRF token from the session, or (``fresh_token``) a new one each time."""
+    db, secret = sample.db, sample.settings.secret_key
+
+    async def item_page(request: Request, item_id: int) -> Response:
+        session = read_session(request, secret)
+        user = await current_user(session, db)
+        item = await sync_to_async(queries.get_item)(db, item_id)
+        assert item is not None
+        attachments = await sync_to_async(queries.list_attachments)(db, item_id)
+        token = session.get(CSRF_SESSION_KEY) if user is not None else None
+        if fresh_token and user is not None:
+            token = secrets.token_urlsafe(16)
+        body = templates.item_detail(item, attachments, user=user, csrf_token=token)
+        html = templates.page(title=item.title, body=body, user=user, csrf_token=token)
+        return Response(html, mimetype="text/html")
+
+    return item_page
+
+
+def mask_csrf(body: Any) -> Any:
+    return CSRF_IN_PAGE.sub(r"\1[token]\2", body) if isinstance(body, str) else body
+
+
+CSRF_IN_PAGE = re.compile(r'((?:name="csrf_token" value|name="csrf-token" content)=")[^"]*(")')
+
+
+async def browse_logged_in(bridge: Bridge) -> None:
+    transport = httpx.ASGITransport(app=bridge, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        assert (await http.get("/items/1")).status_code == 200  # anonymous
+        await login(http)
+        for item_id in (1, 2, 1):
+            page = await http.get(f"/items/{item_id}")
+            assert page.status_code == 200 and 'data-user="admin"' in page.text
+    await bridge.shadows.idle()
+
+
+def test_step2_shadow_a_page_view_sees_the_session_of_the_legacy_login(
+    sample: SampleApp,
+) -> None:
+    bridge = Bridge(sample.wrap(sample.dispatch, log_requests=False), max_threads=4)
+    bridge.route("/items/<int:item_id>", methods=["GET"], shadow=True)(page_view(sample))
+    asyncio.run(browse_logged_in(bridge))
+    (stats,) = bridge.shadows.routes
+    assert (stats.matched, stats.mismatched, stats.failed) == (4, 0, 0), stats.mismatches
+    bridge.pool.shutdown()
+
+
+def test_step2_shadow_a_normaliser_masks_the_csrf_token_of_a_page(sample: SampleApp) -> None:
+    bridge = Bridge(sample.wrap(sample.dispatch, log_requests=False), max_threads=4)
+    view = page_view(sample, fresh_token=True)
+    bridge.route("/items/<int:item_id>", methods=["GET"], shadow=True)(view)
+    masked = Bridge(sample.wrap(sample.dispatch, log_requests=False), max_threads=4)
+    masked.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(normalise=mask_csrf))(view)
+    asyncio.run(browse_logged_in(bridge))
+    asyncio.run(browse_logged_in(masked))
+    (plain,) = bridge.shadows.routes
+    # Unmasked, the logged-in pages differ where the token is, and only there.
+    assert (plain.matched, plain.mismatched) == (1, 3)
+    for report in plain.mismatches:
+        (difference,) = report["differences"]
+        assert difference["where"].startswith("body line ")
+        assert "csrf-token" in difference["legacy"]
+    (stats,) = masked.shadows.routes
+    assert (stats.matched, stats.mismatched) == (4, 0)
+    bridge.pool.shutdown()
+    masked.pool.shutdown()
