@@ -9,6 +9,7 @@ keys), and the first ``keep`` mismatches and failures, each a few KiB at most si
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .compare import Captured, Difference, kept, truncate
@@ -141,36 +142,36 @@ def _escape(value: str) -> str:
 
 
 def prometheus(all_stats: list[ShadowStats]) -> str:
-    """The shadow counters in the Prometheus text format 0.0.4; empty with no shadow route."""
+    """The shadow counters in the Prometheus text format 0.0.4; empty with no shadow route.
+
+    Series are labelled by rule; two shadow routes of one rule (for other methods) add
+    up into one series, ready only when both are."""
     if not all_stats:
         return ""
+    by_rule: dict[str, list[ShadowStats]] = {}
+    for stats in all_stats:
+        by_rule.setdefault(stats.rule, []).append(stats)
     lines: list[str] = []
 
-    def header(name: str) -> None:
+    def family(name: str, values: Callable[[list[ShadowStats]], list[tuple[str, int]]]) -> None:
         kind, text = _HELP[name]
         lines.append(f"# HELP {name} {text}")
         lines.append(f"# TYPE {name} {kind}")
+        for rule, group in sorted(by_rule.items()):
+            route = f'route="{_escape(rule)}"'
+            for extra, value in values(group):
+                lines.append(f"{name}{{{route}{extra}}} {value}")
 
-    ordered = sorted(all_stats, key=lambda s: s.rule)
-    header("bridge_shadow_comparisons_total")
-    for stats in ordered:
-        route = _escape(stats.rule)
-        for outcome in OUTCOMES:
-            value = getattr(stats, outcome)
-            lines.append(
-                f'bridge_shadow_comparisons_total{{route="{route}",outcome="{outcome}"}} {value}'
-            )
-    header("bridge_shadow_skipped_total")
-    for stats in ordered:
-        route = _escape(stats.rule)
-        for reason in SKIP_REASONS:
-            value = stats.skips.get(reason, 0)
-            labels = f'route="{route}",reason="{reason}"'
-            lines.append(f"bridge_shadow_skipped_total{{{labels}}} {value}")
-    header("bridge_shadow_match_streak")
-    for stats in ordered:
-        lines.append(f'bridge_shadow_match_streak{{route="{_escape(stats.rule)}"}} {stats.streak}')
-    header("bridge_shadow_ready")
-    for stats in ordered:
-        lines.append(f'bridge_shadow_ready{{route="{_escape(stats.rule)}"}} {int(stats.ready)}')
+    family(
+        "bridge_shadow_comparisons_total",
+        lambda group: [(f',outcome="{o}"', sum(getattr(s, o) for s in group)) for o in OUTCOMES],
+    )
+    family(
+        "bridge_shadow_skipped_total",
+        lambda group: [
+            (f',reason="{r}"', sum(s.skips.get(r, 0) for s in group)) for r in SKIP_REASONS
+        ],
+    )
+    family("bridge_shadow_match_streak", lambda group: [("", min(s.streak for s in group))])
+    family("bridge_shadow_ready", lambda group: [("", int(all(s.ready for s in group)))])
     return "\n".join(lines) + "\n"

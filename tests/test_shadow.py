@@ -653,6 +653,27 @@ def test_the_counts_are_in_the_prometheus_text_and_the_dashboard_data() -> None:
     assert shown["/orders/<int:order_id>"]["matched"] == 0
 
 
+def test_two_shadow_routes_of_one_rule_add_up_into_one_series() -> None:
+    app, _ = make()
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(json_view())
+    app.route("/items/<int:item_id>", methods=["OPTIONS"], shadow=True)(json_view())
+
+    async def go() -> None:
+        for method in ("GET", "OPTIONS", "GET"):
+            await request(app, "/items/1", method=method)
+        await app.shadows.idle()
+
+    run(go())
+    assert app.metrics is not None
+    families = {f.name: f for f in text_string_to_metric_families(app.metrics.prometheus())}
+    matched = [
+        s.value
+        for s in families["bridge_shadow_comparisons"].samples
+        if s.labels["outcome"] == "matched"
+    ]
+    assert matched == [3]
+
+
 def test_without_shadow_routes_the_prometheus_text_has_no_shadow_series() -> None:
     app, _ = make()
     assert app.metrics is not None
