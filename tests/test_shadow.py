@@ -428,6 +428,32 @@ def test_past_max_shadows_requests_are_answered_by_legacy_alone_and_counted() ->
     assert app.shadows.routes[0].skips == {"budget": 198}
 
 
+def test_under_a_concurrent_burst_shadow_runs_never_exceed_max_shadows() -> None:
+    # Threads enough for the whole burst: here the shadow budget is what holds them back
+    # (with fewer, every shadow is skipped for busy threads, as the next test shows).
+    app, _ = make(record=False, max_shadows=3, max_threads=64)
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=True)
+    async def slow(request: Request, item_id: int) -> Response:
+        seen.append(app.shadows.running)
+        await gate.wait()
+        return Response(json.dumps(ITEMS[item_id]), mimetype="application/json")
+
+    async def go() -> list[Client]:
+        clients = await asyncio.gather(*(request(app, f"/items/{1 + i % 2}") for i in range(60)))
+        gate.set()
+        await app.shadows.idle()
+        return list(clients)
+
+    clients = run(go())
+    assert all(c.status == 200 and c.finished for c in clients)
+    assert len(seen) == 3 and max(seen) <= 3  # three views ran, never more at once
+    assert counts(app) == {"matched": 3, "mismatched": 0, "failed": 0, "skipped": 57}
+    assert app.shadows.routes[0].skips == {"budget": 57}
+
+
 def test_no_shadow_starts_while_every_thread_is_busy() -> None:
     app, legacy = make(max_threads=2)
     app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(json_view())
