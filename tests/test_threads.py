@@ -401,3 +401,47 @@ def test_cancellation_reaches_a_coroutine_the_request_started_with_async_to_sync
 def test_a_coroutine_started_after_its_request_was_cancelled_is_cancelled_at_once() -> None:
     late = cancelled_coroutine_test(start_after_cancel=True)
     assert late < 1.0, f"the coroutine ran on for {late:.2f} s"
+
+
+def test_sync_to_async_inside_async_to_sync_comes_back_to_the_requests_thread() -> None:
+    seen: dict[str, int] = {}
+
+    async def lookup() -> int:
+        return await sync_to_async(threading.get_ident)()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen["app"] = threading.get_ident()
+        seen["inner"] = async_to_sync(lookup)()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    bridge = Bridge(validator(app), max_threads=2)
+    asyncio.run(Client().run(bridge, http_scope()))
+    assert seen["inner"] == seen["app"]
+    bridge.pool.shutdown()
+
+
+def test_an_async_views_nested_calls_stay_on_its_borrowed_thread() -> None:
+    bridge = Bridge(validator(ok_app), max_threads=2)
+
+    async def inner() -> int:
+        return await sync_to_async(threading.get_ident)()
+
+    def outer() -> list[int]:
+        return [threading.get_ident(), async_to_sync(inner)()]
+
+    @bridge.route("/nested")
+    async def view(request: Request) -> list[int]:
+        return [*await sync_to_async(outer)(), await sync_to_async(threading.get_ident)()]
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(6)]
+        await asyncio.gather(*(c.run(bridge, http_scope("/nested")) for c in clients))
+        return clients
+
+    clients = asyncio.run(main())
+    assert [c.status for c in clients] == [200] * 6
+    replies = [json.loads(c.body) for c in clients]
+    assert all(len(set(idents)) == 1 for idents in replies), replies
+    assert {r[0] for r in replies} <= {t.ident for t in bridge.pool.threads}
+    bridge.pool.shutdown()
