@@ -58,7 +58,9 @@ as a legacy request does, and that thread then stays with the request, running i
 calls one at a time, until the view returns. So successive calls of one request land
 on one thread (Django keeps its connection in a thread-local, as under the legacy
 app), and 200 concurrent async views under ``max_threads=4`` use 4 threads, not 200
-(asgiref's plain ``ThreadSensitiveContext`` starts a thread per request).
+(asgiref's plain ``ThreadSensitiveContext`` starts a thread per request). A
+thread-sensitive call made after its view returned, by a task the view left running,
+is refused with ``RuntimeError`` rather than given a thread outside the pool.
 Requests never wait behind each other while a thread is free (asgiref's
 ``WsgiToAsgi`` sends every request of the process through one thread).
 ``sync_to_async(thread_sensitive=False)`` runs in the loop's default executor, which
@@ -432,8 +434,9 @@ class RequestContext(ThreadSensitiveContext):
             if _EXECUTOR_ARGUMENT:
                 await super().__aexit__(exc, value, tb)  # type: ignore[no-untyped-call]
             elif self.token is not None:
-                # Taken out first: asgiref's own exit would join the executor.
-                SyncToAsync.context_to_thread_executor.pop(self, None)
+                # The lane stays filed under this context (a weak key: it goes with the
+                # context), so a task that outlives the request and calls again is
+                # refused by the lane rather than given a new thread by asgiref.
                 SyncToAsync.thread_sensitive_context.reset(self.token)
                 self.token = None
         finally:

@@ -9,6 +9,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from wsgiref.validate import validator
 
@@ -196,6 +197,14 @@ def test_an_exception_in_the_thread_reaches_the_loop_with_its_traceback() -> Non
     assert "fail" in frames
 
 
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Wait on the loop until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.005)
+
+
 def ok_app(environ: Environ, start_response: Any) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
@@ -230,6 +239,11 @@ def test_thread_sensitive_calls_of_200_async_views_run_on_max_threads_threads() 
     assert len(used) <= 4, f"{len(used)} threads ran the calls"
     assert used <= set(bridge.pool.threads)
     assert peak <= 4, f"{peak} threads were started"
+    # Every lane gave its thread back when its view returned.
+    deadline = time.monotonic() + 5
+    while bridge.pool.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bridge.pool.running == 0
     bridge.pool.shutdown()
 
 
@@ -277,13 +291,11 @@ def test_a_request_cancelled_while_queued_for_a_thread_never_runs() -> None:
     async def main() -> list[int]:
         slow = Client()
         first = asyncio.ensure_future(slow.run(bridge, http_scope("/slow")))
-        while not inside.is_set():
-            await asyncio.sleep(0.005)
+        await until(inside.is_set, "the first request is inside")
         charge = asyncio.ensure_future(
             Client().run(bridge, http_scope("/charge-card", method="POST"))
         )
-        while bridge.pool.waiting < 1:
-            await asyncio.sleep(0.005)
+        await until(lambda: bridge.pool.waiting >= 1, "a call waits for the thread")
         charge.cancel()
         await asyncio.gather(charge, return_exceptions=True)
         release.set()
@@ -327,13 +339,11 @@ def test_a_thread_sensitive_call_cancelled_while_queued_never_runs() -> None:
     async def main() -> int:
         holder = Client()
         first = asyncio.ensure_future(holder.run(bridge, http_scope("/hold")))
-        while not inside.is_set():
-            await asyncio.sleep(0.005)
+        await until(inside.is_set, "the first request is inside")
         charging = asyncio.ensure_future(
             Client().run(bridge, http_scope("/charge-card", method="POST"))
         )
-        while bridge.pool.waiting < 1:
-            await asyncio.sleep(0.005)
+        await until(lambda: bridge.pool.waiting >= 1, "a call waits for the thread")
         charging.cancel()
         await asyncio.gather(charging, return_exceptions=True)
         release.set()
@@ -375,8 +385,7 @@ def cancelled_coroutine_test(*, start_after_cancel: bool) -> float:
 
     async def main() -> float:
         task = asyncio.ensure_future(Client().run(bridge, http_scope()))
-        while not inside.is_set():
-            await asyncio.sleep(0.005)
+        await until(inside.is_set, "the first request is inside")
         if not start_after_cancel:
             await asyncio.sleep(0.1)  # the coroutine is running on this loop
         task.cancel()
@@ -444,4 +453,35 @@ def test_an_async_views_nested_calls_stay_on_its_borrowed_thread() -> None:
     replies = [json.loads(c.body) for c in clients]
     assert all(len(set(idents)) == 1 for idents in replies), replies
     assert {r[0] for r in replies} <= {t.ident for t in bridge.pool.threads}
+    bridge.pool.shutdown()
+
+
+def test_a_thread_sensitive_call_after_its_request_ended_gets_no_thread_of_its_own() -> None:
+    bridge = Bridge(validator(ok_app), max_threads=2)
+    tasks: list[asyncio.Task[None]] = []
+    outcomes: list[object] = []
+
+    @bridge.route("/leaves-a-task")
+    async def view(request: Request) -> str:
+        async def later() -> None:
+            await asyncio.sleep(0.05)  # the view has returned by now
+            try:
+                outcomes.append(await sync_to_async(threading.get_ident)())
+            except RuntimeError as exc:
+                outcomes.append(exc)
+
+        tasks.append(asyncio.ensure_future(later()))
+        return "ok"
+
+    async def main() -> set[threading.Thread]:
+        before = set(threading.enumerate())
+        client = Client()
+        await client.run(bridge, http_scope("/leaves-a-task"))
+        assert client.status == 200
+        await asyncio.gather(*tasks)
+        return set(threading.enumerate()) - before - set(bridge.pool.threads)
+
+    extra = asyncio.run(main())
+    assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError), outcomes
+    assert not extra, f"threads outside the pool: {extra}"
     bridge.pool.shutdown()
