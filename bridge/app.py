@@ -11,12 +11,14 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
+from .access import AccessPolicy
 from .body import DEFAULT_HIGH_WATER, RequestBody
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .gateway import Limits, serve_legacy
 from .lifespan import MountedLifespan
 from .metrics import Metrics
+from .mount_limits import within_limits
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
@@ -70,9 +72,15 @@ class Bridge:
       in the Prometheus text format.
     * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
       dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
+    * ``metrics_token=None``: a Bearer token the metrics path then asks of every client.
+    * ``allowed_hosts=None``: the Host names bridge's own pages answer to (Django's
+      ``ALLOWED_HOSTS``); ``None`` means loopback names only.
+    * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
+      believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
+    ``max_header_count`` and ``max_body_size`` hold for mounted apps too.
     """
 
     def __init__(
@@ -93,6 +101,9 @@ class Bridge:
         metrics_path: str | None = None,
         dashboard_path: str | None = None,
         dashboard_token: str | None = None,
+        metrics_token: str | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -116,9 +127,13 @@ class Bridge:
         if metrics is not False:
             self.metrics = Metrics() if metrics is True else metrics
             self.metrics.bind(self.pool)
-        self._endpoints = Endpoints.configure(
-            self.metrics, metrics_path, dashboard_path, dashboard_token
+        access = AccessPolicy(
+            dashboard_token=dashboard_token,
+            metrics_token=metrics_token,
+            allowed_hosts=allowed_hosts,
+            trusted_proxies=trusted_proxies,
         )
+        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
 
@@ -205,10 +220,11 @@ class Bridge:
                 mount = router.match_mount(path)
                 if mount is not None:
                     child = _mounted_scope(scope, mount.prefix, path)
+                    limited = Mount(mount.prefix, within_limits(mount.app, self.limits))
                     if meter is None:
-                        await mount.app(child, receive, send)
+                        await limited.app(child, receive, send)
                     else:
-                        await meter.mount(mount, child, receive, send)
+                        await meter.mount(limited, child, receive, send)
                     return
             legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
             await (legacy if meter is None else meter.legacy(scope, legacy))
@@ -237,7 +253,8 @@ class Bridge:
         if found is None:
             mount = self.router.match_mount(path)
             if mount is not None:
-                await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                limited = within_limits(mount.app, self.limits)
+                await limited(_mounted_scope(scope, mount.prefix, path), receive, send)
                 return
             # No websocket here, and a WSGI app cannot speak it: refuse the handshake
             # (the server answers 403).
