@@ -23,6 +23,7 @@ from .options import check_options
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
+from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
@@ -80,6 +81,8 @@ class Bridge:
       ``ALLOWED_HOSTS``); ``None`` means loopback names only.
     * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
       believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
+    * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
+      request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
@@ -107,6 +110,7 @@ class Bridge:
         metrics_token: str | None = None,
         allowed_hosts: Sequence[str] | None = None,
         trusted_proxies: Sequence[str] = (),
+        max_shadows: int = DEFAULT_MAX_SHADOWS,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -151,6 +155,14 @@ class Bridge:
         if metrics is not False:
             self.metrics = Metrics() if metrics is True else metrics
             self.metrics.bind(self.pool)
+        meter = self.metrics
+        self.shadows = Shadows(
+            self.pool,
+            max_shadows=max_shadows,
+            lag=None if meter is None else (lambda: meter.loop_lag),
+        )
+        if meter is not None:
+            meter.attach("shadow", self.shadows)
         access = AccessPolicy(
             dashboard_token=dashboard_token,
             metrics_token=metrics_token,
@@ -185,16 +197,20 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Callable[[View], View]:
         """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
 
         Other methods at the same path still go to the legacy app. With
         ``middleware`` (a function that wraps a WSGI app in the legacy middleware
         stack), the view runs inside that stack and sees what it puts in the environ.
+        With ``shadow`` (True, a sampling rate, or a ``bridge.shadow.Shadow``), the
+        legacy app still answers, and the view runs on the same requests afterwards,
+        its response compared with the legacy one and discarded (docs/migration.md).
         """
 
         def register(view: View) -> View:
-            self.add_route(rule, view, methods=methods, middleware=middleware)
+            self.add_route(rule, view, methods=methods, middleware=middleware, shadow=shadow)
             return view
 
         return register
@@ -206,10 +222,16 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Route:
-        route = self.router.add_route(rule, view, methods, middleware)
+        config = Shadow.of(shadow)
+        if config is not None:
+            config.check_methods(rule, methods)
+        route = self.router.add_route(rule, view, methods, middleware, config)
         if middleware is not None:
             route.wsgi = middleware(as_wsgi(view, self.request_class))
+        if config is not None:
+            self.shadows.add(route)
         return route
 
     def websocket(self, rule: str) -> Callable[[View], View]:
@@ -238,6 +260,11 @@ class Bridge:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
+                    if found[0].shadow is not None:  # the legacy app answers, the view shadows
+                        await self.shadows.serve(
+                            *found, scope, receive, send, self._legacy, self._serve_route
+                        )
+                        return
                     serving = self._serve_route(found[0], found[1], scope, receive, send)
                     await (serving if meter is None else meter.route(found[0], serving))
                     return
@@ -258,6 +285,12 @@ class Bridge:
             await self._lifespan(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
+
+    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve and count one request with the legacy app (a shadow route's answer)."""
+        legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+        meter = self.metrics
+        await (legacy if meter is None else meter.legacy(scope, legacy))
 
     async def _serve_route(
         self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
@@ -344,6 +377,7 @@ class Bridge:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._drain()
+                await self.shadows.stop()
                 if self.metrics is not None:
                     await self.metrics.stop()
                 for app in reversed(mounted):

@@ -217,6 +217,77 @@ svg text { font-size: 11px; fill: var(--mute); }
     <table><thead><tr><th>route</th><th>code</th><th>requests</th><th>errors</th>
       <th>p50</th><th>p90</th><th>p99</th><th>p99, to scale</th><th>thread wait p99</th>
       <th>loop blocks</th></tr></thead><tbody id="routes"></tbody></table></section>
+  <!-- Shadow routes (bridge.shadow): the panel, its style and its script, in one block. -->
+  <style>
+  .tag.bad { background: var(--bad); }
+  #shadow-mismatches details { margin-top: 10px; font-size: 13px; }
+  #shadow-mismatches summary { cursor: pointer; font-family: ui-monospace, monospace; }
+  #shadow-mismatches th, #shadow-mismatches td { text-align: left; }
+  #shadow-mismatches td { font-family: ui-monospace, monospace; white-space: pre-wrap;
+                          word-break: break-all; }
+  </style>
+  <section class="card wide" id="shadow-panel" hidden>
+    <h2>Shadow routes: the migrated view on the same requests, compared with legacy</h2>
+    <table><thead><tr><th>route</th><th>verdict</th><th>matched</th><th>mismatched</th>
+      <th>failed</th><th>skipped</th><th>matches in a row</th></tr></thead>
+      <tbody id="shadow-routes"></tbody></table>
+    <div id="shadow-mismatches"></div></section>
+  <script>
+  "use strict";
+  function shadowPanel(data) {
+    const routes = data.shadow || [];
+    const panel = document.getElementById("shadow-panel");
+    panel.hidden = routes.length === 0;
+    const rows = document.getElementById("shadow-routes");
+    const reports = document.getElementById("shadow-mismatches");
+    rows.replaceChildren();
+    reports.replaceChildren();
+    const add = (parent, name, value, cls) => {
+      const node = document.createElement(name);
+      if (cls) node.className = cls;
+      if (value !== undefined) node.textContent = value;
+      parent.appendChild(node);
+      return node;
+    };
+    for (const r of routes) {
+      const tr = add(rows, "tr");
+      tr.dataset.route = r.route;
+      const methods = r.methods ? r.methods.join(", ") : "every method";
+      const rate = r.rate < 1 ? ", " + Math.round(r.rate * 100) + " % sampled" : "";
+      add(tr, "td", r.route + "  (" + methods + rate + ")");
+      const verdict = add(tr, "td");
+      const bad = r.streak === 0 && r.mismatched + r.failed > 0;
+      add(verdict, "span", r.ready ? "ready to switch" : bad ? "differs" : "not yet",
+          "tag verdict " + (r.ready ? "new" : bad ? "bad" : "old"));
+      add(tr, "td", r.matched.toLocaleString(), "matched");
+      add(tr, "td", r.mismatched.toLocaleString(), "mismatched" + (r.mismatched ? " err" : ""));
+      add(tr, "td", r.failed.toLocaleString(), "failed" + (r.failed ? " err" : ""));
+      const skipped = add(tr, "td", r.skipped.toLocaleString(), "skipped");
+      skipped.title = Object.entries(r.skips).map(([why, n]) => n + ": " + why).join("\\n");
+      add(tr, "td", r.streak.toLocaleString() + " / " + r.ready_after.toLocaleString(), "streak");
+      for (const m of r.mismatches) {
+        const details = add(reports, "details", undefined, "mismatch");
+        details.dataset.route = r.route;
+        add(details, "summary", m.method + " " + m.path + ": " + m.differences.length +
+            (m.differences.length === 1 ? " difference" : " differences"));
+        const table = add(details, "table");
+        const head = add(add(table, "thead"), "tr");
+        for (const title of ["where", "legacy", "shadow"]) add(head, "th", title);
+        const body = add(table, "tbody");
+        for (const d of m.differences) {
+          const row = add(body, "tr", undefined, "difference");
+          add(row, "td", d.where); add(row, "td", d.legacy); add(row, "td", d.shadow);
+        }
+      }
+      for (const f of r.failures) {
+        const details = add(reports, "details", undefined, "failure");
+        details.dataset.route = r.route;
+        add(details, "summary", f.method + " " + f.path + ": the shadow view failed");
+        add(details, "p", f.error, "err");
+      }
+    }
+  }
+  </script>
 </main>
 <script>
 "use strict";
@@ -339,7 +410,7 @@ async function refresh() {
     const response = await fetch(DATA_URL, {cache: "no-store", credentials: "same-origin"});
     if (!response.ok) throw new Error(response.status + " " + (await response.text()));
     const data = await response.json();
-    tiles(data); shareChart(data); poolChart(data); table(data);
+    tiles(data); shareChart(data); poolChart(data); table(data); shadowPanel(data);
     $("status").textContent = "updated " + new Date(data.time * 1000).toLocaleTimeString();
     document.body.dataset.loaded = "1";
   } catch (error) {

@@ -13,13 +13,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 
 from ._types import ASGIApp, Scope, WSGIApp
 from .environ import request_path
+
+if TYPE_CHECKING:
+    from .shadow import Shadow
 
 View = Callable[..., Any]
 Middleware = Callable[[WSGIApp], WSGIApp]
@@ -36,6 +39,7 @@ class Route:
     is_async: bool
     middleware: Middleware | None = None
     wsgi: WSGIApp | None = field(default=None, repr=False)  # the view inside the middleware
+    shadow: Shadow | None = None  # set: the legacy app answers, the view runs in its shadow
 
     @property
     def kind(self) -> str:
@@ -112,6 +116,7 @@ class Router:
         view: View,
         methods: Iterable[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: Shadow | None = None,
     ) -> Route:
         if not rule.startswith("/"):
             raise ValueError(f'The route rule "{rule}" must start with "/".')
@@ -142,6 +147,7 @@ class Router:
             endpoint=endpoint,
             is_async=inspect.iscoroutinefunction(view),
             middleware=middleware,
+            shadow=shadow,
         )
         self._http.add(Rule(rule, endpoint=endpoint, methods=wanted))
         self.routes.append(route)
