@@ -135,6 +135,7 @@ class Bridge:
             metrics_token=metrics_token,
             allowed_hosts=allowed_hosts,
             trusted_proxies=trusted_proxies,
+            max_shadows=max_shadows,
         )
         self.wsgi_app = wsgi_app
         self.pool = ThreadPool(max_threads, max_pending)

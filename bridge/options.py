@@ -32,9 +32,9 @@ class Whole:
                 f"such as {name}={self.example}."
             )
         if value < self.minimum:
+            least = "0 or more" if self.minimum == 0 else f"at least {self.minimum}"
             raise ValueError(
-                f"Bridge({name}={value!r}): {name} must be at least {self.minimum}, "
-                f"such as {name}={self.example}."
+                f"Bridge({name}={value!r}): {name} must be {least}, such as {name}={self.example}."
             )
 
 
@@ -155,6 +155,7 @@ RULES: dict[str, Any] = {
     "response_buffer_size": Whole(0, "1024 * 1024"),
     "retry_after": Whole(0, "1"),
     "body_timeout": Seconds("30"),
+    "max_shadows": Whole(0, "4"),
     "on_startup": Hooks(),
     "on_shutdown": Hooks(),
     "request_class": Subclass(_request),

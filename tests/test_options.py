@@ -46,6 +46,8 @@ def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         ({"allowed_hosts": "example.com"}, TypeError, "allowed_hosts='example.com'"),
         ({"allowed_hosts": [5]}, TypeError, "allowed_hosts=[5]"),
         ({"trusted_proxies": None}, TypeError, "trusted_proxies=None"),
+        ({"max_shadows": "4"}, TypeError, "max_shadows='4'"),
+        ({"max_shadows": -1}, ValueError, "max_shadows=-1"),
     ],
 )
 def test_a_bad_option_is_refused_with_a_sentence(
