@@ -66,6 +66,9 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         config.timeout_graceful_shutdown = max(1, int(cfg.graceful_timeout))
         # gunicorn's worker_connections: the most clients an async worker serves at once.
         config.limit_concurrency = cfg.worker_connections
+        ws_max_size = getattr(cfg, "websocket_max_message_size", None)  # gunicorn 24+
+        if ws_max_size:
+            config.ws_max_size = ws_max_size
         root_path = getattr(cfg, "root_path", "")  # a gunicorn 24+ setting
         if root_path:
             config.root_path = root_path.rstrip("/")

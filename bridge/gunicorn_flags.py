@@ -206,6 +206,26 @@ WORKER: dict[str, str] = {
     "limit_request_field_size": "checked by bridge, answered 431",
     "worker_connections": "uvicorn's `limit_concurrency`: past it, 503",
     "access_log_format": "bridge writes each access line through gunicorn's logger",
+    "keepalive": "uvicorn's `timeout_keep_alive`",
+    "graceful_timeout": "uvicorn's `timeout_graceful_shutdown` too",
+    "root_path": "uvicorn's `root_path`",
+    "websocket_max_message_size": "uvicorn's `ws_max_size`",
+    "http_protocols": "no effect: uvicorn serves HTTP/1.1 (HTTP/2 belongs in the proxy)",
+    "http_parser": "no effect: use bridge.gunicorn.H11Worker for h11",
+    "sendfile": "no effect: bridge sends files through the server",
+    "asgi_disconnect_grace_period": "no effect: an option of gunicorn's own -k asgi",
+    "asgi_lifespan": "no effect: bridge runs the lifespan (`Bridge(on_startup=...)`)",
+    "asgi_loop": "no effect: uvloop when installed, as uvicorn chooses",
+    **{
+        name: "no effect: uvicorn serves HTTP/1.1"
+        for name in (
+            "http2_cleartext",
+            "http2_initial_window_size",
+            "http2_max_concurrent_streams",
+            "http2_max_frame_size",
+            "http2_max_header_list_size",
+        )
+    },
 }
 
 _BY_FLAG = {flag: entry for entry in ALL_FLAGS for flag in entry.flags}
@@ -265,6 +285,6 @@ def flag_table() -> str:
     rows.append("|---|---|---|---|")
     for entry in ALL_FLAGS:
         flags = " ".join(f"`{flag}`" for flag in entry.flags)
-        worker = WORKER.get(entry.setting, "gunicorn's own")
+        worker = WORKER.get(entry.setting, "as gunicorn")
         rows.append(f"| {flags} | {entry.status} | {entry.note} | {worker} |")
     return "\n".join(rows)

@@ -66,7 +66,8 @@ def test_limits_and_timeouts_are_mapped() -> None:
         "--limit-request-fields", "50", "--limit-request-line", "300",
         "--limit-request-field_size", "400", "--keep-alive", "7", "--graceful-timeout", "9",
         "--max-requests", "100", "--max-requests-jitter", "10", "--worker-connections", "77",
-        "--forwarded-allow-ips", "10.0.0.1",
+        "--forwarded-allow-ips", "10.0.0.1", "--websocket-max-message-size", "4096",
+        "--root-path", "/api/",
     )  # fmt: skip
     app = worker.wrap(cli_apps.pid_app)
     assert bridge_of(app).limits.max_header_count == 50
@@ -79,6 +80,8 @@ def test_limits_and_timeouts_are_mapped() -> None:
     assert 100 <= config.limit_max_requests <= 110
     assert config.limit_concurrency == 77
     assert config.forwarded_allow_ips == ["10.0.0.1"]
+    assert config.ws_max_size == 4096
+    assert config.root_path == "/api"
     assert config.access_log is False  # bridge writes gunicorn's access lines instead
     assert config.http == "auto"
     assert make_worker(worker_class=H11Worker).config.http == "h11"
