@@ -67,9 +67,12 @@ import threading
 import time
 from collections.abc import Callable
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+if TYPE_CHECKING:
+    from .sizing import Gate
 
 T = TypeVar("T")
 
@@ -118,6 +121,8 @@ class ThreadPool:
         # Called on the loop after each call with the seconds it waited for a thread
         # (bridge.metrics sets it); None skips the two clock reads.
         self.on_wait: Callable[[float], None] | None = None
+        # How many calls may run at once, below max_threads (bridge.sizing); None: all.
+        self.gate: Gate | None = None
 
     def has_room(self) -> bool:
         return self.in_flight < self.capacity
@@ -191,6 +196,9 @@ class ThreadPool:
             if call is None:
                 return
             loop, future, func, args, context, timing = call
+            gate = self.gate
+            if gate is not None:
+                gate.enter()  # a wait here is a wait for a thread, and timed as one
             if timing is not None:
                 timing.append(time.perf_counter())  # the call starts: its wait ends
             # What asgiref's SyncToAsync.thread_handler records, so async_to_sync
@@ -203,6 +211,8 @@ class ThreadPool:
                 _resolve(loop, _set_exception, future, exc)
             else:
                 _resolve(loop, _set_result, future, result)
+            if gate is not None:
+                gate.leave()
             del call, future, args, context, timing
             with lock:
                 self._idle += 1
