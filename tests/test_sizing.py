@@ -217,7 +217,12 @@ def test_a_call_that_waited_marks_the_window_saturated() -> None:
     controller = Recording(8, start=1)
     gate = Gate(controller, interval=0.5, clock=clock, cpu_clock=clock)
     gate.enter()
-    waiter = threading.Thread(target=lambda: (gate.enter(), gate.leave()))
+
+    def call() -> None:
+        gate.enter()
+        gate.leave()
+
+    waiter = threading.Thread(target=call)
     waiter.start()
     for _ in range(1000):
         if gate.waiting:
