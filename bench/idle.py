@@ -48,7 +48,7 @@ KINDS = [("SSE", "sse"), ("websocket", "ws")]
 
 
 def connections(plan: Plan) -> int:
-    """10,000, or 200 with ``--quick``; ``--idle-connections N`` (BENCH_IDLE_CONNECTIONS) sets it."""
+    """10,000, or 200 with ``--quick``; ``--idle-connections N`` sets it (through the env)."""
     chosen = os.environ.get("BENCH_IDLE_CONNECTIONS")
     if chosen:
         return int(chosen)
