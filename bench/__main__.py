@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             summary = profiling_run(out, args.duration)
             print(summary.read_text())
-            print(f"Profile written to {summary} (raw samples in {out / 'profile.txt'}).")
+            print(f"Profile written to {summary} (raw samples and flame graphs beside it).")
             return 0
         plan = workloads.Plan.make(args.quick, args.runs, args.duration)
         facts = {**report.machine(), "loop": runner.uvicorn_loop()}
