@@ -134,7 +134,9 @@ def wrk_cell(
             )
 
 
-def attempt(cell: Cell, progress: Progress, measure: Callable[[], None]) -> Cell:
+def attempt(
+    cell: Cell, progress: Progress, measure: Callable[[], None], quiet: bool = False
+) -> Cell:
     """Run one cell; a failure marks it INVALID with the reason instead of ending the run."""
     started = time.monotonic()
     try:
@@ -142,6 +144,8 @@ def attempt(cell: Cell, progress: Progress, measure: Callable[[], None]) -> Cell
     except (clients.CheckFailed, RuntimeError, OSError) as exc:
         cell.valid = False
         cell.notes.append(f"failed: {exc}")
+    if quiet and cell.valid:
+        return cell
     progress(
         f"{cell.row:24} {cell.contender:24} {cell.brief()}  ({time.monotonic() - started:.1f} s)"
     )
@@ -234,8 +238,9 @@ def servers(plan: Plan, out: Path, progress: Progress) -> Section:
 
 
 def _download(cell: Cell, plan: Plan, process: runner.Server, size: int) -> None:
-    clients.download_speed(process.port, size, "/file")  # warm-up: page cache, buffers
-    speeds = [clients.download_speed(process.port, size, "/file") for _ in range(3)]
+    if not plan.quick:
+        clients.download_speed(process.port, size, "/file")  # warm-up: page cache, buffers
+    speeds = [clients.download_speed(process.port, size, "/file") for _ in range(plan.runs)]
     cell.value = statistics.median(speeds)
 
 
@@ -358,6 +363,8 @@ def frameworks(plan: Plan, out: Path, progress: Progress) -> Section:
     cells: list[Cell] = []
     for framework, contenders in FRAMEWORK_CONTENDERS.items():
         app = framework.lower()
+        if plan.quick and framework != "Django":
+            contenders = contenders[:1]  # --quick checks the harness: Flask under bridge only
         for contender, server, wrapper, threads in contenders:
             row_cells = [Cell(f"{framework} {view}", contender, "req/s") for view, _ in VIEWS]
 
@@ -371,7 +378,7 @@ def frameworks(plan: Plan, out: Path, progress: Progress) -> Section:
                             c, plan, out, process.port, p))  # fmt: skip
 
             started = Cell(framework, contender, "")
-            attempt(started, progress, measure)
+            attempt(started, progress, measure, quiet=True)
             if not started.valid:
                 for cell in row_cells:
                     cell.valid = False
@@ -428,6 +435,8 @@ def thread_counts(plan: Plan, out: Path, progress: Progress) -> Section:
     cells: list[Cell] = []
     for row, target, path, settle, connections, fixed in THREAD_ROWS:
         ceiling = max(fixed)
+        if plan.quick:
+            fixed = fixed[1:2]  # --quick checks the harness: one fixed count per view
         contenders = [("adaptive", ceiling, "1"), *((f"fixed {n}", n, "0") for n in fixed)]
         for contender, threads, adaptive in contenders:
             cell = Cell(row, contender, "req/s")
