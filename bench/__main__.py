@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             summary = profiling_run(out, args.duration)
             print(summary.read_text())
+            if args.publish:
+                for path in report.publish_profile(summary):
+                    print(f"Published into {path}")
             print(f"Profile written to {summary} (raw samples and flame graphs beside it).")
             return 0
         plan = workloads.Plan.make(args.quick, args.runs, args.duration)

@@ -26,6 +26,13 @@ ASGIApp = Callable[..., Any]
 
 _ZEROS = bytes(CHUNK)
 
+# BENCH_SWITCH_INTERVAL (seconds) sets sys.setswitchinterval in the server, to measure
+# what the GIL's hand-off interval (5 ms by default) costs the threaded workloads.
+if os.environ.get("BENCH_SWITCH_INTERVAL"):
+    import sys
+
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+
 
 def _download(size: int) -> Iterator[bytes]:
     """A generator of 64 KiB chunks, so the adapter must stream (no Content-Length)."""

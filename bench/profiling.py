@@ -16,6 +16,7 @@ workers, by category (``CATEGORIES``), and the top frames.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,15 @@ def py_spy() -> str:
 
 def profile_hello(out: Path, seconds: int) -> Path:
     """Profile every scenario for ``seconds`` each; return the summary (profile.md)."""
-    parts = ["# bridge under py-spy", ""]
+    load = " ".join(f"{n:.2f}" for n in os.getloadavg())
+    parts = [
+        "# bridge under py-spy",
+        "",
+        f"`scripts/bench --profile --duration {seconds}`; {os.cpu_count()} cpus, load average "
+        f"{load} (1, 5, 15 min) at the start. The flame graphs are `profile-*.svg` beside "
+        "the summary in the results directory.",
+        "",
+    ]
     for scenario in SCENARIOS:
         raw, rate = _record(out, scenario, seconds)
         parts.append(summarize(raw.read_text(), rate, scenario))

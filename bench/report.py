@@ -380,3 +380,12 @@ def publish(
     )
     written.append(readme)
     return written
+
+
+def publish_profile(summary: Path, root: Path = ROOT) -> list[Path]:
+    """Copy ``--profile``'s summary into docs/benchmarks.md's ``profile`` block."""
+    body = summary.read_text().replace("\n### ", "\n#### ").replace("\n## ", "\n### ")
+    body = body.replace("# bridge under py-spy", "## The hot path under py-spy", 1)
+    docs = root / "docs" / "benchmarks.md"
+    docs.write_text(replace_blocks(docs.read_text(), {"profile": body}, append=True))
+    return [docs]
