@@ -165,7 +165,10 @@ class Gate:
         self.starvation = starvation
         self._clock = clock
         self._cpu_clock = cpu_clock
-        self._cond = threading.Condition(threading.Lock())
+        # The condition's own lock, entered directly: a Lock's ``with`` runs in C, a
+        # Condition's in Python, and the fast path takes only the lock.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self.running = 0
         self.waiting = 0
         self._completed = 0  # since the window opened
@@ -181,7 +184,7 @@ class Gate:
         return self.controller.limit
 
     def enter(self) -> None:
-        with self._cond:
+        with self._lock:
             if self.running < self.controller.limit:
                 self.running += 1
                 return
@@ -197,7 +200,7 @@ class Gate:
             self.running += 1
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self.running -= 1
             self._completed += 1
             self._total_completed += 1
