@@ -14,7 +14,9 @@ import logging
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.validate import validator
 
@@ -259,3 +261,33 @@ def test_a_reading_is_of_this_thread_and_moves_forward() -> None:
     sum(range(100_000))
     second = usage()
     assert second.wall > first.wall and second.thread_cpu >= first.thread_cpu
+
+
+# -- on a live server ---------------------------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.timeout(120)
+def test_thousands_of_connections_at_once_on_uvicorn_get_no_warning(tmp_path: Path) -> None:
+    from bench.idle import _client, raise_descriptor_limit
+
+    from .servers import free_port, running, wait_for_port
+
+    count = 2000
+    raise_descriptor_limit(count)
+    port = free_port()
+    log = tmp_path / "uvicorn.log"
+    args = ["uvicorn", "tests.apps.burst_app:app", "--port", str(port), "--log-level", "warning"]
+    with running(args, port, log=log) as process:
+        wait_for_port(port, process)
+        # Every stream opens (256 handshakes in flight at a time), gets its event, closes.
+        assert _client(port, "sse", count, hold=False) == {"alive": count}
+        assert "blocked the event loop" not in log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sleeps", timeout=10) as answer:
+            assert answer.read() == b"slept"
+        for _ in range(100):  # the warning is written as the step ends
+            if "blocked the event loop" in log.read_text():
+                break
+            time.sleep(0.05)
+    warnings = [line for line in log.read_text().splitlines() if "blocked the event loop" in line]
+    assert len(warnings) == 1 and '"/sleeps"' in warnings[0], warnings
