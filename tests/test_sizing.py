@@ -18,6 +18,7 @@ import pytest
 
 from bridge import Bridge
 from bridge.sizing import DEFAULT_START, Gate, HillClimb, Window
+from bridge.threads import ThreadPool
 
 from .asgi import Client, http_scope
 
@@ -292,3 +293,36 @@ def test_a_gated_bridge_serves_every_request() -> None:
             break
         threading.Event().wait(0.005)
     assert (gate.running, gate.waiting) == (0, 0)
+
+
+def test_a_call_cancelled_while_waiting_at_the_gate_never_starts() -> None:
+    pool = ThreadPool(4, 16)
+    pool.gate = Gate(HillClimb(4, start=1), starvation=60)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def call(name: str) -> None:
+        ran.append(name)
+        if name == "first":
+            release.wait(10)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(pool.run(call, "first"))
+        while not ran:
+            await asyncio.sleep(0.005)
+        second = asyncio.ensure_future(pool.run(call, "second"))
+        gate = pool.gate
+        assert gate is not None
+        while gate.waiting == 0:  # a worker took the second call and waits for a turn
+            await asyncio.sleep(0.005)
+        second.cancel()
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        while gate.running:
+            await asyncio.sleep(0.005)
+
+    asyncio.run(main())
+    assert ran == ["first"]
