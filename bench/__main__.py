@@ -66,6 +66,10 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.publish and args.quick:
+        print("--publish copies a run into the docs; a --quick run checks the harness only, "
+              "so run without --quick to publish.", file=sys.stderr)  # fmt: skip
+        return 2
     if shutil.which("wrk") is None:
         print("wrk is missing: install it with `apt-get install wrk`.", file=sys.stderr)
         return 2
