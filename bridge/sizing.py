@@ -18,8 +18,9 @@ plus starvation detection).
   had to wait at the gate (only then does ``limit`` bound the throughput).
 * The CPU seconds per second say whether the GIL has slack. A process that uses
   less than ``SLACK`` (0.7) of a core while calls queue at the gate is waiting,
-  not computing: more threads will help, so ``limit`` doubles. Near a full core
-  the GIL is the bottleneck and more threads can only add contention.
+  not computing: more threads will help, so ``limit`` grows (doubles below 0.35 of
+  a core, by a quarter above). Near a full core the GIL is the bottleneck and more
+  threads can only add contention.
 * The controller compares the throughput of this window with the last one at the
   previous ``limit`` (hill climbing): a move that helped by more than ``TOLERANCE``
   (5 %) is repeated, one that hurt is undone, and a flat result moves towards
@@ -34,7 +35,9 @@ plus starvation detection).
   queue does not move for 500 ms; 64 blocked calls all run within 0.3 s.
 
 The gate costs each call one lock round trip on entry and one on exit; the
-controller runs once per interval, in the thread that closes the window.
+controller runs once per interval, in the thread that closes the window. A lane
+(the thread an async view's thread-sensitive calls share for a whole request)
+passes the gate by: it holds its thread while the request awaits, not the GIL.
 ``Bridge(app, adaptive_threads=False)`` removes the gate: ``max_threads`` threads
 then run at once, as before.
 """
