@@ -169,9 +169,9 @@ def test_max_requests_recycles_the_worker(tmp_path: Path) -> None:
                 # retires; a client or proxy retries it (docs/deployment.md).
                 dropped += 1
                 assert dropped <= 3, server.output()
+    # The first worker retired and a fresh one took over. uvicorn checks the count ten
+    # times a second, so a worker may serve a request or two past it (docs/deployment.md).
     assert len(set(pids)) >= 2, pids
-    # Each worker serves at most three requests, then a fresh one takes over.
-    assert max(pids.count(pid) for pid in set(pids)) <= 3, pids
 
 
 def test_multiprocess_and_the_access_log_format(tmp_path: Path) -> None:
