@@ -43,6 +43,10 @@ from .threads import DEFAULT_MAX_THREADS
 if TYPE_CHECKING:
     from .servers import ServerOptions
 
+# Seconds a retiring worker keeps reading connections it has just accepted (see
+# _Server.shutdown); a request already sent arrives within milliseconds on loopback.
+ACCEPTED_GRACE = 0.1
+
 # gunicorn's own default for --threads; see ``threads_given``.
 GUNICORN_DEFAULT_THREADS = 1
 
@@ -167,6 +171,15 @@ class _Server(UvicornServer):
     def __init__(self, config: Any, worker: Worker) -> None:
         super().__init__(config)
         self.worker = worker
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        # Stop accepting first, then let connections accepted a moment ago read their
+        # request: uvicorn would close them unread, and their clients would see a reset
+        # on SIGHUP or --max-requests, where gunicorn's own workers answer them.
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(ACCEPTED_GRACE)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = not self.should_exit
