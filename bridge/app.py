@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .body import DEFAULT_HIGH_WATER, RequestBody
+from .broadcast import Broadcast
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .gateway import Limits, serve_legacy
@@ -70,6 +71,10 @@ class Bridge:
       in the Prometheus text format.
     * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
       dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
+    * ``broadcast=None``: live events, as ``app.broadcast``: a ``bridge.Broadcast`` or its
+      URL. None takes ``$BRIDGE_BROADCAST_URL`` (set by ``bridge serve --broadcast``),
+      else ``memory://``, which reaches only this process: give ``redis://`` for
+      more than one worker.
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
@@ -93,6 +98,7 @@ class Bridge:
         metrics_path: str | None = None,
         dashboard_path: str | None = None,
         dashboard_token: str | None = None,
+        broadcast: str | Broadcast | None = None,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -121,6 +127,7 @@ class Bridge:
         )
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
+        self.broadcast = Broadcast.configured(broadcast)
 
     @property
     def max_threads(self) -> int:
@@ -280,8 +287,10 @@ class Bridge:
                     return
                 if self.metrics is not None:
                     self.metrics.start()  # the loop-lag probe
+                await self.broadcast.start()  # never fails: Redis is retried in the background
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.broadcast.stop()  # ends the live streams, so the drain is short
                 await self._drain()
                 if self.metrics is not None:
                     await self.metrics.stop()

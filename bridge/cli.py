@@ -19,6 +19,7 @@ from types import TracebackType
 from . import __version__, importer
 from ._types import ASGIApp
 from .app import Bridge
+from .broadcast import BROADCAST_VARIABLE, Broadcast
 from .importer import (
     AppImportError,
     ImportFromStringError,
@@ -54,6 +55,8 @@ class Recipe:
     app_dir: str = "."
     # Trusted proxy addresses, when bridge must apply X-Forwarded-* itself.
     proxy_trusted: str | None = None
+    # The live events' Broadcast URL, set as $BRIDGE_BROADCAST_URL before the app loads.
+    broadcast: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,20 @@ def build(recipe: Recipe, obj: object = None) -> Built:
     app_dir = os.path.abspath(recipe.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
+    if recipe.broadcast:
+        os.environ[BROADCAST_VARIABLE] = recipe.broadcast
     if obj is None:
         loaded = load_app(recipe.app, threads=recipe.threads)
     else:
         loaded = wrap_app(obj, recipe.app, threads=recipe.threads)
     app: ASGIApp = loaded.app
+    given = getattr(getattr(loaded.bridge, "broadcast", None), "url", recipe.broadcast)
+    if recipe.broadcast and given != recipe.broadcast:
+        print(
+            f'bridge: warning: --broadcast "{recipe.broadcast}" is not used: the app passes '
+            f'its own Bridge(broadcast="{given}"); drop one of them.',
+            file=sys.stderr,
+        )
     if recipe.mounts:
         if loaded.bridge is None:
             raise UsageError(
@@ -146,6 +158,7 @@ def run(
     mounts: Sequence[tuple[str, str]] = (),
     server: str = "uvicorn",
     app_dir: str = ".",
+    broadcast: str | None = None,
 ) -> None:
     """Serve ``app``, an app string or the application itself, until a signal stops it.
 
@@ -184,7 +197,12 @@ def run(
                 'the application: pass it as an import string such as "myproject.wsgi:application".'
             )
         obj, app = app, _name_of(app)
-    recipe = Recipe(app, threads, list(mounts), app_dir, proxy)
+    if broadcast:
+        try:
+            Broadcast(broadcast)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"--broadcast: {exc}") from None
+    recipe = Recipe(app, threads, list(mounts), app_dir, proxy, broadcast or None)
     built = build(recipe, obj)
     os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
     _preloaded = built.app
@@ -351,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--access-log", action=argparse.BooleanOptionalAction, default=True)
     add("--reload", action="store_true", help="restart on code changes (development)")
+    add(
+        "--broadcast",
+        metavar="URL",
+        help="live events: memory:// (one process) or redis://host:port/db for many "
+        "workers and hosts (default $BRIDGE_BROADCAST_URL or memory://)",
+    )
     return parser
 
 
@@ -401,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mounts=mounts,
             server=args.server,
             app_dir=args.app_dir,
+            broadcast=args.broadcast or os.environ.get(BROADCAST_VARIABLE),
         )
     except (UsageError, ImportFromStringError, ServerError) as exc:
         print(f"bridge: error: {exc}", file=sys.stderr)
