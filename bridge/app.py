@@ -253,6 +253,15 @@ class Bridge:
                 await send({"type": "websocket.close", "code": 1000})
             return
         route, values = found
+        serving = self._serve_websocket(route, values, scope, receive, send)
+        # Counted as a "websocket" route of its own: one request per connection.
+        await (serving if self.metrics is None else self.metrics.websocket(route.rule, serving))
+
+    async def _serve_websocket(
+        self, route: WebSocketRoute, values: dict[str, Any], scope: Scope, receive: Receive,
+        send: Send,
+    ) -> int:  # fmt: skip
+        """Run the view; the "status" is 101 (switched protocols), or 500 if it raised."""
         environ = build_environ({**scope, "method": "GET"}, RequestBody())
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
@@ -260,16 +269,17 @@ class Bridge:
         try:
             await route.view(socket, **values)
         except WebSocketDisconnect:
-            return
+            return 101
         except Exception:
             logger.exception("Exception in websocket view %s", route.view.__qualname__)
             if not socket.closed:
                 # 1011: "the server is terminating the connection because it
                 # encountered an unexpected condition" (RFC 6455 7.4.1).
                 await socket.close(1011 if socket.accepted else 1000)
-            return
+            return 500
         if not socket.closed:
             await socket.close(1000)
+        return 101
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]

@@ -10,7 +10,9 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +31,7 @@ from .importer import (
     wrap_app,
 )
 from .importer import import_from_string as _import
+from .multiprocess import DIRECTORY_VARIABLE as METRICS_VARIABLE
 from .servers import SERVERS, ServerError, ServerOptions
 from .threads import DEFAULT_MAX_THREADS
 
@@ -203,11 +206,21 @@ def run(
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"--broadcast: {exc}") from None
     recipe = Recipe(app, threads, list(mounts), app_dir, proxy, broadcast or None)
-    built = build(recipe, obj)
-    os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
-    _preloaded = built.app
-    print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
-    adapter.run(FACTORY, options)
+    # Several workers count into one directory, so /_bridge/metrics and the dashboard
+    # show the whole server whichever worker answers (bridge/multiprocess.py).
+    shared = None
+    if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
+        shared = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
+    try:
+        built = build(recipe, obj)
+        os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
+        _preloaded = built.app
+        print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
+        adapter.run(FACTORY, options)
+    finally:
+        if shared is not None:
+            os.environ.pop(METRICS_VARIABLE, None)
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 def _name_of(obj: object) -> str:

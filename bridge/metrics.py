@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._types import Message, Receive, Scope, Send
 from .blocking import stepped
+from .multiprocess import Shared, whole_server
 from .routing import route_path
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ LAG_INTERVAL = 0.25
 DEFAULT_HISTORY_INTERVAL = 5.0
 DEFAULT_HISTORY_LENGTH = 120
 
-MIGRATED_KINDS = frozenset({"async", "sync", "mount"})
+MIGRATED_KINDS = frozenset({"async", "sync", "mount", "websocket"})
 
 # Bucket upper bounds in seconds, 10 per decade from 10 us to 100 s (neighbours at
 # most a third apart, so an interpolated percentile is off by less than that).
@@ -194,6 +195,9 @@ class Metrics:
         self._probe: asyncio.Task[None] | None = None
         self._last_totals = (0, 0)
         self.started = time.time()
+        # With $PROMETHEUS_MULTIPROC_DIR (bridge serve --workers N), every count is also
+        # written where all workers' counts are summed: see multiprocess.py.
+        self.shared = Shared.from_env()
 
     def bind(self, pool: ThreadPool) -> None:
         """Attach to the ``Bridge``'s pool: read its gauges, and time its waits."""
@@ -202,7 +206,18 @@ class Metrics:
                 "This Metrics object already belongs to another Bridge; give each Bridge its own."
             )
         self.pool = pool
-        pool.on_wait = _observe_wait
+        shared = self.shared
+        if shared is None:
+            pool.on_wait = _observe_wait
+        else:
+
+            def observe_both(seconds: float) -> None:
+                _observe_wait(seconds)
+                stats = _get_current()
+                if stats is not None:
+                    shared.observe_wait(stats, seconds)
+
+            pool.on_wait = observe_both
 
     # -- the stats of each kind of request -------------------------------------------
 
@@ -273,28 +288,37 @@ class Metrics:
             serving = stepped(serving, self, stats)
         await self._measure(stats, serving)
 
+    async def websocket(self, rule: str, serving: Awaitable[int]) -> None:
+        """Count one websocket connection to ``rule``, kind "websocket", for its duration."""
+        await self._measure(self.stats(rule, "websocket"), serving)
+
     async def _measure(self, stats: RouteStats, serving: Awaitable[int]) -> None:
         probe = self._probe
         if probe is None or probe.done():
             self.start()
         token = _current.set(stats)
         start = time.perf_counter()
+        failed = False  # a cancellation (the client left) is not an error
         try:
             status = await serving
+            failed = status >= 500
         except Exception:
-            stats.errors += 1
+            failed = True
             raise
-        else:
-            if status >= 500:
-                stats.errors += 1
         finally:
             stats.requests += 1
-            stats.latency.observe(time.perf_counter() - start)
+            stats.errors += failed
+            elapsed = time.perf_counter() - start
+            stats.latency.observe(elapsed)
             _current.reset(token)
+            if self.shared is not None:
+                self.shared.observe(stats, elapsed, failed)
 
     def blocked(self, stats: RouteStats, seconds: float) -> None:
         """Count a step that held the loop for ``seconds``, and warn if not warned lately."""
         stats.blocks += 1
+        if self.shared is not None:
+            self.shared.blocked(stats)
         key = (stats.route, stats.kind)
         now = time.monotonic()
         last = self._logged.get(key)
@@ -319,6 +343,8 @@ class Metrics:
             self._probe = asyncio.get_running_loop().create_task(self._run_probe())
 
     async def stop(self) -> None:
+        if self.shared is not None:
+            self.shared.close()  # this worker's gauges leave the sum; its counts stay
         probe, self._probe = self._probe, None
         if probe is not None and not probe.done():
             probe.cancel()
@@ -336,6 +362,8 @@ class Metrics:
             self.loop_lag = lag
             self._interval_lag = max(self._interval_lag, lag)
             pool = self.pool
+            if self.shared is not None:
+                self.shared.sample(pool, lag)
             if pool is not None:
                 self._interval_busy = max(self._interval_busy, pool.busy)
                 self._interval_queue = max(self._interval_queue, pool.waiting)
@@ -344,6 +372,10 @@ class Metrics:
                 self.history.append(self._point())
 
     def _totals(self) -> tuple[int, int]:
+        if self.shared is not None:  # the whole server's, for the dashboard's history
+            merged: dict[str, Any] = {"loop": {"lag": 0.0}}
+            whole_server(merged, self.shared.merged())
+            return merged["totals"]["legacy"], merged["totals"]["migrated"]
         legacy = migrated = 0
         for stats in list(self._stats.values()):
             if stats.migrated:
@@ -396,7 +428,7 @@ class Metrics:
             )
         legacy, migrated = self._totals()
         pool = self.pool
-        return {
+        snapshot: dict[str, Any] = {
             "time": time.time(),
             "started": self.started,
             "routes": routes,
@@ -412,9 +444,14 @@ class Metrics:
             "history_interval": self.history_interval,
             "block_threshold": self.block_threshold,
         }
+        if self.shared is not None:
+            whole_server(snapshot, self.shared.merged())
+        return snapshot
 
     def prometheus(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
+        if self.shared is not None:
+            return self.shared.render()
         from .exposition import render_prometheus
 
         return render_prometheus(self)
