@@ -32,7 +32,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument(
         "--only", action="append", help="run only this workload (repeatable): "
-        + ", ".join(w.name for w in workloads.workloads(workloads.Plan.make(False, 1, 1))),
+        + ", ".join(w.name for w in workloads.workloads(workloads.Plan.make(False, 1, 1)))
+        + ", fanout",
     )  # fmt: skip
     parser.add_argument(
         "--contender", action="append", help="run only this contender (repeatable): "
@@ -69,11 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         facts = {**report.machine(), "loop": runner.uvicorn_loop()}
         load = facts["load average at start (1, 5, 15 min)"]
         print(f"Writing to {out}; {facts['cpus (nproc)']} cpus, load average {load}.")
+        only = set(args.only or ())
+        if not only or "fanout" in only:  # live events: bench/fanout.py
+            from . import fanout
+
+            fanned = fanout.run(out, plan.quick, lambda line: print(line, flush=True))
+            if only == {"fanout"}:
+                print(f"\n{fanned}\nWritten: {out / 'fanout.md'}, fanout.json, fanout.png")
+                return 0
         results = workloads.run_all(
             plan,
             out,
             lambda line: print(line, flush=True),
-            only=set(args.only or ()),
+            only=only - {"fanout"},
             contenders=set(args.contender or ()),
         )
         facts["load average at end (1, 5, 15 min)"] = " ".join(f"{n:.2f}" for n in os.getloadavg())
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.stop_all()
     print()
     print(text)
-    print(f"Written: {out / 'results.md'}, results.json, chart.png, benchmarks.md")
+    print(f"Written: {out / 'results.md'}, results.json, chart.png, benchmarks.md, fanout.md")
     return 0
 
 
