@@ -217,6 +217,7 @@ class Broadcast:
                 'unix:// or valkey://), such as "redis://127.0.0.1:6379/0".'
             )
         self._channels: dict[str, set[Subscription]] = {}
+        self._watching: dict[str, asyncio.Future[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
 
@@ -256,6 +257,7 @@ class Broadcast:
             for sub in subs:
                 sub.close()
         self._channels.clear()
+        self._watching.clear()
         if self._starting is not None:
             self._starting = None
             await self.backend.stop()
@@ -311,16 +313,15 @@ class Broadcast:
         subs = self._channels.get(channel)
         if subs is None:
             subs = self._channels[channel] = set()
-            first = True
-        else:
-            first = False
+            # Every subscriber that arrives while the backend starts reading the
+            # channel waits for it, so none returns before its events are being read.
+            self._watching[channel] = asyncio.ensure_future(self.backend.watch(channel))
         if last_id is not None:
             sub._held = []
             sub._floor = event_key(last_id)
         subs.add(sub)
         try:
-            if first:
-                await self.backend.watch(channel)
+            await asyncio.shield(self._watching[channel])
             if last_id is not None:
                 sub._replay(await self.backend.history(channel, last_id))
             yield sub
@@ -328,6 +329,7 @@ class Broadcast:
             subs.discard(sub)
             if not subs and self._channels.get(channel) is subs:
                 del self._channels[channel]
+                self._watching.pop(channel, None)
                 self.backend.unwatch(channel)
 
     def deliver(self, event: Event) -> None:
