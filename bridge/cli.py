@@ -208,11 +208,12 @@ def run(
     recipe = Recipe(app, threads, list(mounts), app_dir, proxy, broadcast or None)
     # Several workers count into one directory, so /_bridge/metrics and the dashboard
     # show the whole server whichever worker answers (bridge/multiprocess.py).
+    # Set after this process built the app: it only supervises, and counts nothing.
     shared = None
-    if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
-        shared = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
     try:
         built = build(recipe, obj)
+        if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
+            shared = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
         os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
         _preloaded = built.app
         print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -214,7 +213,17 @@ class Shared:
                     entry(labels)["wait"][float(labels["le"])] = value
                 elif name == "bridge_thread_wait_seconds_count":
                     entry(labels)["wait_count"] += int(value)
-        return {"routes": routes, "gauges": gauges, "time": time.time()}
+        return {"routes": routes, "gauges": gauges, "workers": self._live_workers()}
+
+    def _live_workers(self) -> int:
+        """Workers alive now: each one that has published its gauges."""
+        pids = set()
+        for name in _listdir(self.directory):
+            if name.startswith("gauge_livesum_") and name.endswith(".db"):
+                digits = name[len("gauge_livesum_") : -3]
+                if digits.isdigit() and _alive(int(digits)):
+                    pids.add(digits)
+        return len(pids)
 
 
 def percentile(buckets: dict[float, float], q: float) -> float | None:
@@ -290,4 +299,4 @@ def whole_server(snapshot: dict[str, Any], merged: dict[str, Any]) -> None:
         "queue": int(gauges.get("bridge_pool_queue_depth", 0)),
     }
     snapshot["loop"]["lag"] = gauges.get(LAG, snapshot["loop"]["lag"])
-    snapshot["workers"] = "all"
+    snapshot["workers"] = merged["workers"]

@@ -65,6 +65,7 @@ async def count(base: str) -> None:
         assert gauge(text, "bridge_pool_size") == 16
         assert snapshot["totals"] == {"legacy": REQUESTS, "migrated": 2}
         assert snapshot["pool"]["size"] == 16
+        assert snapshot["workers"] == 2
         routes = {(r["route"], r["kind"]): r for r in snapshot["routes"]}
         assert routes[("/items", "legacy")]["requests"] == REQUESTS
         assert routes[("/items", "legacy")]["p50"] is not None
