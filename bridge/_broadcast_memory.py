@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
 
 from .broadcast import Event, Hub, IdClock, event_key
@@ -24,7 +23,7 @@ class MemoryBackend:
         self._hub = None
 
     async def publish(self, channel: str, payload: str) -> str:
-        event = Event(self._ids.next(), channel, json.loads(payload))
+        event = Event.make(self._ids.next(), channel, payload)
         kept = self._kept.get(channel)
         if kept is None:
             kept = self._kept[channel] = deque(maxlen=self.max_len)
@@ -35,7 +34,7 @@ class MemoryBackend:
 
     async def history(self, channel: str, after: str) -> list[Event]:
         floor = event_key(after)
-        return [e for e in self._kept.get(channel, ()) if event_key(e.id) > floor]
+        return [e for e in self._kept.get(channel, ()) if e.key > floor]
 
     async def watch(self, channel: str) -> None:
         return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -171,7 +170,7 @@ class RedisBackend:
                 exc,
             )
             return []
-        return [Event(i, channel, json.loads(f[FIELD])) for i, f in entries]
+        return [Event.make(i, channel, f[FIELD]) for i, f in entries]
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -247,7 +246,7 @@ class RedisBackend:
                 for event_id, fields in entries:
                     if channel in positions:
                         positions[channel] = event_id
-                    hub.deliver(Event(event_id, channel, json.loads(fields[FIELD])))
+                    hub.deliver(Event.make(event_id, channel, fields[FIELD]))
 
     # -- outage bookkeeping -------------------------------------------------------------
 

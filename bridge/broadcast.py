@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -59,15 +59,26 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One published event: its ``id`` (increasing within the channel), channel and data."""
+    """One published event: its ``id`` (increasing within the channel), channel and data.
+
+    ``text`` is ``data`` as JSON, encoded once by the publisher: send it as it is
+    (``ws.send_text(event.text)``) rather than encoding it again for every client.
+    """
 
     id: str
     channel: str
     data: Any
+    text: str = ""
+    key: tuple[int, int] = field(default=(-1, -1), compare=False, repr=False)
+
+    @classmethod
+    def make(cls, event_id: str, channel: str, text: str) -> Event:
+        """The event with this id, on this channel, of this JSON ``text``."""
+        return cls(event_id, channel, json.loads(text), text, event_key(event_id))
 
     def sse(self, event: str = "message") -> str:
         """This event as one server-sent event, with ``id:`` for ``Last-Event-ID``."""
-        payload = json.dumps(self.data, separators=(",", ":"))
+        payload = self.text or json.dumps(self.data, separators=(",", ":"))
         return f"id: {self.id}\nevent: {event}\ndata: {payload}\n\n"
 
 
@@ -100,7 +111,7 @@ class Subscription:
         if self._held is not None:
             self._held.append(event)
             return
-        key = event_key(event.id)
+        key = event.key if event.key[0] >= 0 else event_key(event.id)
         if key <= self._floor:
             return  # already delivered by the replay
         self._floor = key

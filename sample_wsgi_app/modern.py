@@ -170,7 +170,7 @@ def create_application(
 
 async def _forward(events: Subscription, ws: WebSocket) -> None:
     async for event in events:
-        await ws.send_json(event.data)
+        await ws.send_text(event.text)  # the JSON the publisher encoded, once for all
     await ws.close(1001)  # "going away": the server is stopping (RFC 6455 7.4.1)
 
 
