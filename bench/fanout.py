@@ -5,7 +5,7 @@ The same job for each contender: websocket subscribers spread over 2 server proc
 (``time.monotonic()``, one clock for every process on the machine), so each client
 measures delivery latency itself. Two phases:
 
-* paced: ``PACED_RATE`` events a second; latency p50 and p99 over every delivery;
+* paced: ``Size.paced_rate`` events a second; latency p50 and p99 over every delivery;
 * burst: ``BURST`` events published back to back; deliveries per second, from the
   first publish to the last delivery, and how many of them arrived at all.
 
@@ -37,7 +37,6 @@ CHANNEL = "bench"
 SENTINEL = -1
 BURST_BASE = 1_000_000  # burst events are numbered from here
 QUIET_SECONDS = 5.0  # a client that hears nothing this long after the burst stops
-PACED_RATE = 20.0  # events per second in the paced phase
 
 
 @dataclass(frozen=True)
@@ -46,12 +45,17 @@ class Size:
     client_processes: int
     paced_events: int
     burst_events: int
+    # Events a second in the paced phase: low enough that every contender keeps up on
+    # 2 cores (1,000 subscribers x 2/s = 2,000 deliveries a second), so the latency
+    # measures delivery, not a queue that grows.
+    paced_rate: float = 2.0
 
     @classmethod
     def make(cls, quick: bool) -> Size:
         if quick:
-            return cls(subscribers=50, client_processes=1, paced_events=10, burst_events=20)
-        return cls(subscribers=1000, client_processes=2, paced_events=100, burst_events=300)
+            return cls(subscribers=50, client_processes=1, paced_events=10, burst_events=20,
+                       paced_rate=10.0)  # fmt: skip
+        return cls(subscribers=1000, client_processes=2, paced_events=30, burst_events=200)
 
 
 @dataclass
@@ -193,7 +197,7 @@ async def _publish_channels(url: str, layer: str) -> Publisher:
 
 async def _drive(publish: Callable[[str], Any], size: Size) -> tuple[float, float]:
     """Publish the paced phase, then the burst; returns the burst's start and end."""
-    interval = 1 / PACED_RATE
+    interval = 1 / size.paced_rate
     next_at = time.monotonic()
     for n in range(size.paced_events):
         await publish(f"{n} {time.monotonic():.6f}")
@@ -274,6 +278,12 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def _free_port() -> int:
@@ -360,8 +370,10 @@ def run_one(name: str, size: Size, url: str, out: Path, progress: Callable[[str]
                        f"ws://127.0.0.1:{port}/ws", str(count)]  # fmt: skip
             log = out / f"fanout-{slug}-client{index}.json"
             output = stack.enter_context(open(log, "w+b"))
-            clients.append((subprocess.Popen(command, cwd=ROOT, stdout=output,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}), log))  # fmt: skip
+            client = subprocess.Popen(command, cwd=ROOT, stdout=output,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+            stack.callback(_kill, client)
+            clients.append((client, log))
         _wait_for(
             lambda: all(b"READY" in log.read_bytes() for _, log in clients), 120, "the clients"
         )
@@ -378,7 +390,7 @@ def run_one(name: str, size: Size, url: str, out: Path, progress: Callable[[str]
         last = 0.0
         for process, log in clients:
             try:
-                process.wait(120)
+                process.wait(300)
             except subprocess.TimeoutExpired:
                 process.kill()
                 outcome.error = "a client did not finish"
@@ -412,7 +424,7 @@ def table(outcomes: list[Outcome]) -> str:
     rows = [
         f"{size.subscribers:,} websocket subscribers over {size.client_processes} client "
         f"processes, servers with 2 worker processes, one publisher, one Redis; paced phase "
-        f"{size.paced_events} events at {PACED_RATE:.0f}/s, burst {size.burst_events} events "
+        f"{size.paced_events} events at {size.paced_rate:g}/s, burst {size.burst_events} events "
         "back to back.",
         "",
         "| contender | latency p50 (paced) | latency p99 (paced) | deliveries/s (burst) "
@@ -496,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fanout")
     args = parser.parse_args(argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so every server and client is stopped on the way out
+
+    signal.signal(signal.SIGTERM, interrupt)
     if args.command == "client":
         url, count = args.rest
         report = asyncio.run(_client(url, int(count)))

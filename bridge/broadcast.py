@@ -257,10 +257,14 @@ class Broadcast:
         background, and the rest of the app keeps answering.
         """
         loop = asyncio.get_running_loop()
-        if self._starting is None or self._loop is not loop:
+        starting = self._starting
+        if starting is not None and self._loop is loop and starting.done():
+            starting.result()
+            return  # started: the fast path of every publish
+        if starting is None or self._loop is not loop:
             self._loop = loop
-            self._starting = loop.create_task(self.backend.start(self))
-        await asyncio.shield(self._starting)
+            starting = self._starting = loop.create_task(self.backend.start(self))
+        await asyncio.shield(starting)
 
     async def stop(self) -> None:
         """End every subscription and disconnect."""

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.live
 
 @pytest.mark.timeout(180)
 def test_every_contender_delivers_and_is_tabled(tmp_path: Path) -> None:
-    size = fanout.Size(subscribers=6, client_processes=2, paced_events=4, burst_events=5)
+    size = fanout.Size(subscribers=6, client_processes=2, paced_events=4, burst_events=5,
+                       paced_rate=10.0)  # fmt: skip
     lines: list[str] = []
     outcomes = []
     with fanout._redis(tmp_path) as url:
