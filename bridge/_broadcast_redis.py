@@ -195,11 +195,11 @@ class RedisBackend:
     async def _wake(self) -> None:
         """Unblock the reader's XREAD until it reads with the new set of channels."""
         for _ in range(200):
-            reader_id = self._reader_id
-            if self._reading_version >= self._version or reader_id is None:
+            reader_id, client = self._reader_id, self._client
+            if self._reading_version >= self._version or reader_id is None or client is None:
                 return
             with contextlib.suppress(*UNREACHABLE):
-                await self._client.client_unblock(reader_id)
+                await client.client_unblock(reader_id)
             await asyncio.sleep(0.005)
 
     async def _read_forever(self) -> None:

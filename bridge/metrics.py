@@ -206,18 +206,7 @@ class Metrics:
                 "This Metrics object already belongs to another Bridge; give each Bridge its own."
             )
         self.pool = pool
-        shared = self.shared
-        if shared is None:
-            pool.on_wait = _observe_wait
-        else:
-
-            def observe_both(seconds: float) -> None:
-                _observe_wait(seconds)
-                stats = _get_current()
-                if stats is not None:
-                    shared.observe_wait(stats, seconds)
-
-            pool.on_wait = observe_both
+        pool.on_wait = _observe_wait
 
     # -- the stats of each kind of request -------------------------------------------
 
@@ -298,27 +287,22 @@ class Metrics:
             self.start()
         token = _current.set(stats)
         start = time.perf_counter()
-        failed = False  # a cancellation (the client left) is not an error
         try:
             status = await serving
-            failed = status >= 500
         except Exception:
-            failed = True
+            stats.errors += 1
             raise
+        else:
+            if status >= 500:
+                stats.errors += 1
         finally:
             stats.requests += 1
-            stats.errors += failed
-            elapsed = time.perf_counter() - start
-            stats.latency.observe(elapsed)
+            stats.latency.observe(time.perf_counter() - start)
             _current.reset(token)
-            if self.shared is not None:
-                self.shared.observe(stats, elapsed, failed)
 
     def blocked(self, stats: RouteStats, seconds: float) -> None:
         """Count a step that held the loop for ``seconds``, and warn if not warned lately."""
         stats.blocks += 1
-        if self.shared is not None:
-            self.shared.blocked(stats)
         key = (stats.route, stats.kind)
         now = time.monotonic()
         last = self._logged.get(key)
@@ -344,6 +328,7 @@ class Metrics:
 
     async def stop(self) -> None:
         if self.shared is not None:
+            self.shared.sync(list(self._stats.values()))
             self.shared.close()  # this worker's gauges leave the sum; its counts stay
         probe, self._probe = self._probe, None
         if probe is not None and not probe.done():
@@ -364,6 +349,7 @@ class Metrics:
             pool = self.pool
             if self.shared is not None:
                 self.shared.sample(pool, lag)
+                self.shared.sync(list(self._stats.values()))
             if pool is not None:
                 self._interval_busy = max(self._interval_busy, pool.busy)
                 self._interval_queue = max(self._interval_queue, pool.waiting)
@@ -373,6 +359,7 @@ class Metrics:
 
     def _totals(self) -> tuple[int, int]:
         if self.shared is not None:  # the whole server's, for the dashboard's history
+            self.shared.sync(list(self._stats.values()))
             merged: dict[str, Any] = {"loop": {"lag": 0.0}}
             whole_server(merged, self.shared.merged())
             return merged["totals"]["legacy"], merged["totals"]["migrated"]
@@ -451,6 +438,7 @@ class Metrics:
     def prometheus(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
         if self.shared is not None:
+            self.shared.sync(list(self._stats.values()))
             return self.shared.render()
         from .exposition import render_prometheus
 

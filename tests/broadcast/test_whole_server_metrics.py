@@ -51,8 +51,14 @@ async def count(base: str) -> None:
     for _ in range(2):
         async with websockets.connect(ws_url, open_timeout=20) as ws:
             assert json.loads(await ws.recv()) == {"type": "ready"}
-    await asyncio.sleep(0.2)  # the servers finish counting the closed websockets
-
+    # Each worker adds its counts to the shared files four times a second: wait for
+    # the first scrape that has them all, then every scrape must agree.
+    for _ in range(100):
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            text = (await http.get("/_bridge/metrics")).text
+        if requests_by_kind(text) == {"legacy": REQUESTS, "websocket": 2}:
+            break
+        await asyncio.sleep(0.1)
     for _ in range(SCRAPES):
         async with httpx.AsyncClient(base_url=base, timeout=20) as http:
             text = (await http.get("/_bridge/metrics")).text
@@ -61,6 +67,12 @@ async def count(base: str) -> None:
         assert requests_by_kind(text) == {"legacy": REQUESTS, "websocket": 2}, text
         assert 'bridge_requests_total{kind="websocket",route="/ws/items"} 2.0' in text
         assert 'bridge_thread_wait_seconds_count{kind="websocket"' not in text
+        # The histograms are summed too: every request is in one bucket of one worker.
+        assert f'duration_seconds_count{{kind="legacy",route="/items"}} {REQUESTS}.0' in text
+        assert (
+            f'duration_seconds_bucket{{kind="legacy",le="+Inf",route="/items"}} {REQUESTS}.0'
+            in text
+        )
         # Both workers' pools (8 threads each) are in the sum.
         assert gauge(text, "bridge_pool_size") == 16
         assert snapshot["totals"] == {"legacy": REQUESTS, "migrated": 2}
