@@ -11,6 +11,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
+from .access import AccessPolicy
 from .body import DEFAULT_HIGH_WATER, RequestBody
 from .broadcast import Broadcast
 from .dashboard import Endpoints
@@ -18,9 +19,11 @@ from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
 from .gateway import Limits, serve_legacy
 from .lifespan import MountedLifespan
 from .metrics import Metrics
+from .mount_limits import within_limits
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
+from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect
@@ -71,6 +74,13 @@ class Bridge:
       in the Prometheus text format.
     * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
       dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
+    * ``metrics_token=None``: a Bearer token the metrics path then asks of every client.
+    * ``allowed_hosts=None``: the Host names bridge's own pages answer to (Django's
+      ``ALLOWED_HOSTS``); ``None`` means loopback names only.
+    * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
+      believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
+    * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
+      request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
     * ``broadcast=None``: live events, as ``app.broadcast``: a ``bridge.Broadcast`` or its
       URL. None takes ``$BRIDGE_BROADCAST_URL`` (set by ``bridge serve --broadcast``),
       else ``memory://``, which reaches only this process: give ``redis://`` for
@@ -78,6 +88,7 @@ class Bridge:
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
+    ``max_header_count`` and ``max_body_size`` hold for mounted apps too.
     """
 
     def __init__(
@@ -98,6 +109,10 @@ class Bridge:
         metrics_path: str | None = None,
         dashboard_path: str | None = None,
         dashboard_token: str | None = None,
+        metrics_token: str | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        trusted_proxies: Sequence[str] = (),
+        max_shadows: int = DEFAULT_MAX_SHADOWS,
         broadcast: str | Broadcast | None = None,
     ) -> None:
         if not callable(wsgi_app):
@@ -122,9 +137,21 @@ class Bridge:
         if metrics is not False:
             self.metrics = Metrics() if metrics is True else metrics
             self.metrics.bind(self.pool)
-        self._endpoints = Endpoints.configure(
-            self.metrics, metrics_path, dashboard_path, dashboard_token
+        meter = self.metrics
+        self.shadows = Shadows(
+            self.pool,
+            max_shadows=max_shadows,
+            lag=None if meter is None else (lambda: meter.loop_lag),
         )
+        if meter is not None:
+            meter.attach("shadow", self.shadows)
+        access = AccessPolicy(
+            dashboard_token=dashboard_token,
+            metrics_token=metrics_token,
+            allowed_hosts=allowed_hosts,
+            trusted_proxies=trusted_proxies,
+        )
+        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
         self.broadcast = Broadcast.configured(broadcast)
@@ -153,16 +180,20 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Callable[[View], View]:
         """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
 
         Other methods at the same path still go to the legacy app. With
         ``middleware`` (a function that wraps a WSGI app in the legacy middleware
         stack), the view runs inside that stack and sees what it puts in the environ.
+        With ``shadow`` (True, a sampling rate, or a ``bridge.shadow.Shadow``), the
+        legacy app still answers, and the view runs on the same requests afterwards,
+        its response compared with the legacy one and discarded (docs/migration.md).
         """
 
         def register(view: View) -> View:
-            self.add_route(rule, view, methods=methods, middleware=middleware)
+            self.add_route(rule, view, methods=methods, middleware=middleware, shadow=shadow)
             return view
 
         return register
@@ -174,10 +205,16 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Route:
-        route = self.router.add_route(rule, view, methods, middleware)
+        config = Shadow.of(shadow)
+        if config is not None:
+            config.check_methods(rule, methods)
+        route = self.router.add_route(rule, view, methods, middleware, config)
         if middleware is not None:
             route.wsgi = middleware(as_wsgi(view, self.request_class))
+        if config is not None:
+            self.shadows.add(route)
         return route
 
     def websocket(self, rule: str) -> Callable[[View], View]:
@@ -206,16 +243,22 @@ class Bridge:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
+                    if found[0].shadow is not None:  # the legacy app answers, the view shadows
+                        await self.shadows.serve(
+                            *found, scope, receive, send, self._legacy, self._serve_route
+                        )
+                        return
                     serving = self._serve_route(found[0], found[1], scope, receive, send)
                     await (serving if meter is None else meter.route(found[0], serving))
                     return
                 mount = router.match_mount(path)
                 if mount is not None:
                     child = _mounted_scope(scope, mount.prefix, path)
+                    limited = Mount(mount.prefix, within_limits(mount.app, self.limits))
                     if meter is None:
-                        await mount.app(child, receive, send)
+                        await limited.app(child, receive, send)
                     else:
-                        await meter.mount(mount, child, receive, send)
+                        await meter.mount(limited, child, receive, send)
                     return
             legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
             await (legacy if meter is None else meter.legacy(scope, legacy))
@@ -225,6 +268,12 @@ class Bridge:
             await self._lifespan(receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
+
+    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve and count one request with the legacy app (a shadow route's answer)."""
+        legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+        meter = self.metrics
+        await (legacy if meter is None else meter.legacy(scope, legacy))
 
     async def _serve_route(
         self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
@@ -244,7 +293,8 @@ class Bridge:
         if found is None:
             mount = self.router.match_mount(path)
             if mount is not None:
-                await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                limited = within_limits(mount.app, self.limits)
+                await limited(_mounted_scope(scope, mount.prefix, path), receive, send)
                 return
             # No websocket here, and a WSGI app cannot speak it: refuse the handshake
             # (the server answers 403).
@@ -302,6 +352,7 @@ class Bridge:
             elif message["type"] == "lifespan.shutdown":
                 await self.broadcast.stop()  # ends the live streams, so the drain is short
                 await self._drain()
+                await self.shadows.stop()
                 if self.metrics is not None:
                     await self.metrics.stop()
                 for app in reversed(mounted):

@@ -13,12 +13,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 
 from ._types import ASGIApp, Scope, WSGIApp
+
+if TYPE_CHECKING:
+    from .shadow import Shadow
 
 View = Callable[..., Any]
 Middleware = Callable[[WSGIApp], WSGIApp]
@@ -35,6 +38,7 @@ class Route:
     is_async: bool
     middleware: Middleware | None = None
     wsgi: WSGIApp | None = field(default=None, repr=False)  # the view inside the middleware
+    shadow: Shadow | None = None  # set: the legacy app answers, the view runs in its shadow
 
     @property
     def kind(self) -> str:
@@ -107,6 +111,7 @@ class Router:
         view: View,
         methods: Iterable[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: Shadow | None = None,
     ) -> Route:
         if not rule.startswith("/"):
             raise ValueError(f'The route rule "{rule}" must start with "/".')
@@ -137,6 +142,7 @@ class Router:
             endpoint=endpoint,
             is_async=inspect.iscoroutinefunction(view),
             middleware=middleware,
+            shadow=shadow,
         )
         self._http.add(Rule(rule, endpoint=endpoint, methods=wanted))
         self.routes.append(route)

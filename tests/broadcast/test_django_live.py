@@ -1,5 +1,6 @@
-"""docs/recipes/django-live.md, run as written: Django's post_save publishes through
-transaction.on_commit to app.broadcast on a real Redis; a rollback publishes nothing."""
+"""docs/recipes/django-live.md, pasted whole into a Django project: post_save publishes
+through transaction.on_commit to app.broadcast on a real Redis; a rollback publishes
+nothing; the recipe's event stream resumes from Last-Event-ID."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ def test_committed_saves_are_published_once_and_rolled_back_ones_never(
     )
     assert done.returncode == 0, done.stderr
     heard = json.loads(done.stdout.strip().splitlines()[-1])
+    assert heard["url"] == redis.url
     assert heard["created"] == 201 and heard["rolled_back"] == 409 and heard["again"] == 201
     assert heard["first"] == {"type": "created", "id": 1, "text": "ada"}
     assert heard["second"]["text"] == "cy"
     assert heard["more"] is False
-    assert heard["rows"] == ["ada", "cy"]
+    resumed = heard["resumed"]
+    assert resumed.startswith(f"id: {heard['second_id']}\nevent: item\ndata: "), resumed
+    assert '"text":"cy"' in resumed and "bob" not in resumed and "ada" not in resumed
