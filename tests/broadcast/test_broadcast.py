@@ -196,19 +196,22 @@ def test_events_are_server_sent_events_with_their_id() -> None:
 
 def test_a_stuck_subscriber_costs_bounded_memory_and_delays_no_one(make: Factory) -> None:
     async def main() -> None:
-        async with make(backlog=50) as broadcast:
-            async with broadcast.subscribe("items") as stuck, broadcast.subscribe("items") as ok:
-                got = 0
-                for n in range(1000):  # twenty times the backlog, never read by `stuck`
-                    await broadcast.publish("items", n)
-                    while not ok.empty():
-                        assert ok.get_nowait().data == got
-                        got += 1
-                    assert len(stuck._events) <= 50
-                while got < 1000:
-                    assert (await take(ok, 1))[0].data == got
+        async with (
+            make(backlog=50) as broadcast,
+            broadcast.subscribe("items") as stuck,
+            broadcast.subscribe("items") as ok,
+        ):
+            got = 0
+            for n in range(1000):  # twenty times the backlog, never read by `stuck`
+                await broadcast.publish("items", n)
+                while not ok.empty():
+                    assert ok.get_nowait().data == got
                     got += 1
-                assert stuck.dropped == 950
-                assert [e.data for e in await take(stuck, 50)] == list(range(950, 1000))
+                assert len(stuck._events) <= 50
+            while got < 1000:
+                assert (await take(ok, 1))[0].data == got
+                got += 1
+            assert stuck.dropped == 950
+            assert [e.data for e in await take(stuck, 50)] == list(range(950, 1000))
 
     asyncio.run(main())
