@@ -217,11 +217,29 @@ def run(
         os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
         _preloaded = built.app
         print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
+        warning = broadcast_warning(built, workers)
+        if warning:
+            print(f"bridge: warning: {warning}", file=sys.stderr, flush=True)
         adapter.run(FACTORY, options)
     finally:
         if shared is not None:
             os.environ.pop(METRICS_VARIABLE, None)
             shutil.rmtree(shared, ignore_errors=True)
+
+
+def broadcast_warning(built: Built, workers: int) -> str | None:
+    """What to say when several workers would each keep live events to themselves."""
+    bridge = built.loaded.bridge
+    broadcast = getattr(bridge, "broadcast", None)
+    if workers < 2 or broadcast is None or not broadcast.url.startswith("memory:"):
+        return None
+    if not getattr(bridge, "websocket_routes", None):
+        return None  # no websocket route: probably no live feature at all
+    return (
+        f"live events on {broadcast.url} reach only the clients of the worker that "
+        f"publishes them, and there are {workers} workers; give --broadcast "
+        "redis://HOST:6379/0 (docs/deployment.md, \"Live features on many workers\")."
+    )
 
 
 def _name_of(obj: object) -> str:

@@ -83,3 +83,21 @@ def test_lifespan_starts_and_stops_the_broadcast() -> None:
         return sent
 
     assert asyncio.run(main()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_several_workers_on_memory_with_websockets_are_warned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge.cli import broadcast_warning
+
+    monkeypatch.setenv("BRIDGE_BROADCAST_URL", "")
+    live = build(Recipe("sample_wsgi_app.modern:application"))
+    warning = broadcast_warning(live, 2)
+    assert warning is not None
+    assert warning.startswith("live events on memory:// reach only the clients of the worker")
+    assert "--broadcast redis://HOST:6379/0" in warning
+    assert broadcast_warning(live, 1) is None
+    on_redis = build(Recipe(f"{APPS}:pid_app", broadcast="redis://127.0.0.1:1/0"))
+    assert broadcast_warning(on_redis, 4) is None
+    plain = build(Recipe(f"{APPS}:pid_app"))  # no websocket route
+    assert broadcast_warning(plain, 4) is None
