@@ -9,8 +9,8 @@ measures delivery latency itself. Two phases:
 * burst: ``BURST`` events published back to back; deliveries per second, from the
   first publish to the last delivery, and how many of them arrived at all.
 
-``python -m bench.fanout`` runs it alone; ``scripts/bench`` runs it after the HTTP
-workloads. Clients, servers and Redis share the machine's cores.
+``python -m bench.fanout`` runs it alone; ``scripts/bench`` runs it as the group
+``fanout`` (``--only fanout``). Clients, servers and Redis share the machine's cores.
 """
 
 from __future__ import annotations
@@ -467,6 +467,10 @@ def chart(outcomes: list[Outcome], path: Path) -> None:
 
 def run(out: Path, quick: bool, progress: Callable[[str], None]) -> str:
     """Run every contender; write fanout.md, fanout.json and fanout.png to ``out``."""
+    return table(_outcomes(out, quick, progress))
+
+
+def _outcomes(out: Path, quick: bool, progress: Callable[[str], None]) -> list[Outcome]:
     _raise_open_files(8192)
     size = Size.make(quick)
     outcomes: list[Outcome] = []
@@ -478,8 +482,7 @@ def run(out: Path, quick: bool, progress: Callable[[str], None]) -> str:
                 failed = Outcome(name, CONTENDERS[name][0], size, error=f"failed: {exc}")
                 outcomes.append(failed)
                 progress(line(failed))
-    text = table(outcomes)
-    (out / "fanout.md").write_text(text)
+    (out / "fanout.md").write_text(table(outcomes))
     summary = [
         {"contender": o.contender, "p50_ms": o.p50, "p99_ms": o.p99,
          "deliveries_per_second": o.delivered_per_second, "paced": len(o.latencies_ms),
@@ -491,7 +494,35 @@ def run(out: Path, quick: bool, progress: Callable[[str], None]) -> str:
     (out / "fanout.json").write_text(json.dumps(summary, indent=2))
     with contextlib.suppress(Exception):
         chart(outcomes, out / "fanout.png")
-    return text
+    return outcomes
+
+
+METHOD = """
+Websocket subscribers over 2 server processes (`--workers 2`) and one publisher, on one
+Redis started for the run; every message carries its publish time (`time.monotonic()`,
+one clock for every process on the machine), so each client measures delivery latency
+itself. Paced phase: latency p50 and p99 over every delivery. Burst: events published
+back to back; deliveries per second from the first publish to the last delivery, and
+how many arrived at all. See bench/fanout.py.
+"""
+
+
+def fanout_group(plan: Any, out: Path, progress: Callable[[str], None]) -> Any:
+    """``scripts/bench``'s group "fanout": a ``bench.groups.Section`` of the run."""
+    from .groups import Cell, Section
+
+    outcomes = _outcomes(out, plan.quick, progress)
+    cells = []
+    for o in outcomes:
+        cell = Cell("fan-out", o.contender, "deliveries/s", o.delivered_per_second, o.p50, o.p99)
+        cell.valid = not o.error and o.got_burst == o.expected_burst
+        if o.error:
+            cell.notes.append(o.error)
+        elif o.got_burst != o.expected_burst:
+            cell.notes.append(f"{o.expected_burst - o.got_burst:,} burst events lost")
+        cells.append(cell)
+    title = f"Live events fan-out, {outcomes[0].size.subscribers:,} websocket subscribers"
+    return Section("fanout", title, table(outcomes), METHOD, cells)
 
 
 def _raise_open_files(wanted: int) -> None:

@@ -15,18 +15,20 @@ from .access import AccessPolicy
 from .body import DEFAULT_HIGH_WATER, RequestBody
 from .broadcast import Broadcast
 from .dashboard import Endpoints
-from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
+from .environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ
 from .gateway import Limits, serve_legacy
-from .lifespan import MountedLifespan
+from .lifespan import MountedLifespan, unsupported_event_loop
 from .metrics import Metrics
 from .mount_limits import within_limits
+from .options import check_options
 from .requests import Request
 from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
 from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
+from .sizing import adaptive_gate
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
-from .websockets import WebSocket, WebSocketDisconnect
+from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
 
 logger = logging.getLogger("bridge")
 
@@ -56,6 +58,9 @@ class Bridge:
 
     * ``max_threads=32``: threads running the legacy app at once. Raise it for apps
       that mostly wait on I/O (a database, an HTTP API); each thread costs a stack.
+    * ``adaptive_threads=True``: how many of ``max_threads`` run at once is decided from
+      measured throughput and CPU load (``bridge.sizing``), so CPU-bound views do not
+      fight over the GIL. ``False`` lets all ``max_threads`` run at once.
     * ``max_pending=2048``: requests that may wait for a thread; the next gets 503
       with ``Retry-After``. Lower it to shed load sooner.
     * ``max_body_size=1 GiB``: larger request bodies get 413. ``None`` for no limit.
@@ -65,7 +70,9 @@ class Bridge:
     * ``response_buffer_size=1 MiB``: a response up to this size is handed to the server
       whole, so slow downloads do not hold threads.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
-    * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan.
+    * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan; one
+      that takes an argument gets the lifespan state, a dict that views read as
+      ``request.state`` and mounted apps share.
     * ``request_class=bridge.Request``: the werkzeug ``Request`` subclass views receive.
     * ``metrics=True``: count requests, latency and thread waits per route (cheap enough
       to leave on; see docs/metrics.md). ``False`` turns it off; a ``bridge.metrics.Metrics``
@@ -97,6 +104,7 @@ class Bridge:
         *,
         max_threads: int = DEFAULT_MAX_THREADS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        adaptive_threads: bool = True,
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
         request_buffer_size: int = DEFAULT_HIGH_WATER,
@@ -120,8 +128,30 @@ class Bridge:
                 f"Bridge() needs a WSGI application, a callable (environ, start_response); "
                 f"got {wsgi_app!r}."
             )
+        check_options(
+            max_threads=max_threads,
+            max_pending=max_pending,
+            max_body_size=max_body_size,
+            max_header_count=max_header_count,
+            request_buffer_size=request_buffer_size,
+            response_buffer_size=response_buffer_size,
+            retry_after=retry_after,
+            on_startup=on_startup,
+            on_shutdown=on_shutdown,
+            request_class=request_class,
+            metrics=metrics,
+            metrics_path=metrics_path,
+            dashboard_path=dashboard_path,
+            dashboard_token=dashboard_token,
+            metrics_token=metrics_token,
+            allowed_hosts=allowed_hosts,
+            trusted_proxies=trusted_proxies,
+            max_shadows=max_shadows,
+        )
         self.wsgi_app = wsgi_app
         self.pool = ThreadPool(max_threads, max_pending)
+        if adaptive_threads:
+            self.pool.gate = adaptive_gate(max_threads)
         self.limits = Limits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
@@ -129,6 +159,8 @@ class Bridge:
             response_buffer_size=response_buffer_size,
             retry_after=retry_after,
         )
+        # The lifespan state: the server's, once lifespan has started (see _lifespan).
+        self.state: dict[str, Any] = {}
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.request_class = request_class
@@ -253,7 +285,7 @@ class Bridge:
                     return
                 mount = router.match_mount(path)
                 if mount is not None:
-                    child = _mounted_scope(scope, mount.prefix, path)
+                    child = _mounted_scope(scope, mount.prefix, path, self.state)
                     limited = Mount(mount.prefix, within_limits(mount.app, self.limits))
                     if meter is None:
                         await limited.app(child, receive, send)
@@ -265,7 +297,7 @@ class Bridge:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
@@ -293,8 +325,8 @@ class Bridge:
         if found is None:
             mount = self.router.match_mount(path)
             if mount is not None:
-                limited = within_limits(mount.app, self.limits)
-                await limited(_mounted_scope(scope, mount.prefix, path), receive, send)
+                child = _mounted_scope(scope, mount.prefix, path, self.state)
+                await within_limits(mount.app, self.limits)(child, receive, send)
                 return
             # No websocket here, and a WSGI app cannot speak it: refuse the handshake
             # (the server answers 403).
@@ -311,8 +343,18 @@ class Bridge:
         self, route: WebSocketRoute, values: dict[str, Any], scope: Scope, receive: Receive,
         send: Send,
     ) -> int:  # fmt: skip
-        """Run the view; the "status" is 101 (switched protocols), or 500 if it raised."""
-        environ = build_environ({**scope, "method": "GET"}, RequestBody())
+        """Run the view; the "status" is 101 (switched protocols), 431 or 500 if refused
+        or raised."""
+        try:
+            environ = build_environ(
+                {**scope, "method": "GET"},
+                RequestBody(),
+                max_header_count=self.limits.max_header_count,
+            )
+        except TooManyHeaders as exc:
+            logger.info("Refused a websocket handshake: %s", exc)
+            await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
+            return 431
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
         socket.request.path_params = values
@@ -331,16 +373,27 @@ class Bridge:
             await socket.close(1000)
         return 101
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ASGI lifespan: "state" is a namespace the server copies into every request's
+        # scope. A server that offers none gets bridge's own dict, which mounted apps
+        # then receive in their request scopes from bridge (see _mounted_scope).
+        if scope.get("state") is not None:
+            self.state = scope["state"]
+        state = self.state
         mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                refusal = unsupported_event_loop()
+                if refusal is not None:
+                    logger.error("%s", refusal)
+                    await send({"type": "lifespan.startup.failed", "message": refusal})
+                    return
                 try:
                     for hook in self.on_startup:
-                        await _call_hook(hook)
+                        await _call_hook(hook, state)
                     for app in mounted:
-                        await app.startup()
+                        await app.startup(state)
                 except Exception as exc:
                     logger.exception("A startup hook failed.")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
@@ -359,7 +412,7 @@ class Bridge:
                     await app.shutdown()
                 try:
                     for hook in self.on_shutdown:
-                        await _call_hook(hook)
+                        await _call_hook(hook, state)
                 except Exception as exc:
                     logger.exception("A shutdown hook failed.")
                     self.pool.shutdown()
@@ -392,20 +445,45 @@ class Bridge:
             )
 
 
-def _mounted_scope(scope: Scope, prefix: str, path: str) -> Scope:
+def _mounted_scope(
+    scope: Scope, prefix: str, path: str, state: dict[str, Any] | None = None
+) -> Scope:
     """The scope a mounted app sees: ``root_path`` grows by the prefix, and ``path``
-    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way)."""
+    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way).
+
+    ``path`` is ``route_path(scope)``, so the mounted app (a nested ``Bridge`` too)
+    sees what the legacy app would have seen below the prefix. ``raw_path`` stays
+    the bytes the client sent: the mounted app uses it only where it agrees with
+    ``path`` (see ``bridge.environ.request_path``). ``state`` is bridge's own lifespan
+    state, for a server that keeps none (ASGI: "the server will copy it").
+    """
     root_path = scope.get("root_path", "").rstrip("/") + prefix
     child = dict(scope)
     child["root_path"] = root_path
     child["path"] = root_path + path[len(prefix) :]
+    if state is not None and "state" not in scope:
+        child["state"] = dict(state)
     return child
 
 
-async def _call_hook(hook: Hook) -> None:
+async def _call_hook(hook: Hook, state: dict[str, Any]) -> None:
+    """Run a lifespan hook; one that takes an argument receives the lifespan state."""
+    args = (state,) if _takes_argument(hook) else ()
     if inspect.iscoroutinefunction(hook):
-        await hook()
+        await hook(*args)
         return
-    result = await sync_to_async(hook)()
+    result = await sync_to_async(hook)(*args)
     if isinstance(result, Awaitable):
         await result
+
+
+def _takes_argument(hook: Hook) -> bool:
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        and p.default is p.empty
+        for p in parameters
+    )

@@ -238,7 +238,7 @@ def broadcast_warning(built: Built, workers: int) -> str | None:
     return (
         f"live events on {broadcast.url} reach only the clients of the worker that "
         f"publishes them, and there are {workers} workers; give --broadcast "
-        "redis://HOST:6379/0 (docs/deployment.md, \"Live features on many workers\")."
+        'redis://HOST:6379/0 (docs/deployment.md, "Live features on many workers").'
     )
 
 

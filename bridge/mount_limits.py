@@ -8,14 +8,15 @@ with ``http.disconnect`` (what an ASGI app gets when the client goes; Starlette 
 ``ClientDisconnect``) and, when the app has not started its response yet, the client
 gets ``413`` with ``Connection: close``; whatever the app sends after that is dropped.
 If the response had already started, it goes on as the app sends it: a status cannot
-be taken back. A websocket handshake with too many headers is refused (the server
-answers 403).
+be taken back. A websocket handshake with too many headers is refused as bridge's own
+websocket routes refuse it (``bridge.websockets.refuse_handshake``).
 """
 
 from __future__ import annotations
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .gateway import Limits, refuse
+from .gateway import REFUSALS, Limits, refuse
+from .websockets import refuse_handshake
 
 
 def within_limits(app: ASGIApp, limits: Limits) -> ASGIApp:
@@ -29,8 +30,8 @@ def within_limits(app: ASGIApp, limits: Limits) -> ASGIApp:
         if len(scope.get("headers", ())) > limits.max_header_count:
             if kind == "http":
                 await refuse(send, 431)
-            elif (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1008})  # policy violation
+            else:  # 431 with websocket.http.response, else a close the server makes 403
+                await refuse_handshake(scope, receive, send, 431, REFUSALS[431])
             return
         maximum = limits.max_body_size
         if kind == "websocket" or maximum is None:

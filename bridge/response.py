@@ -322,7 +322,7 @@ def iterate(responder: Responder, iterable: Iterable[bytes], extensions: dict[st
         and responder.status_code
         and not responder.written
     ):
-        found = iterable.pathsend_target(responder.content_length)
+        found = iterable.pathsend_target(responder.status_code, responder.content_length)
         if found is not None:
             path, size = found
             if responder.content_length is None:

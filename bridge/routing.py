@@ -19,6 +19,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 
 from ._types import ASGIApp, Scope, WSGIApp
+from .environ import request_path
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -68,14 +69,18 @@ def literal_prefix(rule: str) -> str:
 
 
 def route_path(scope: Scope) -> str:
-    """The request path below ``root_path``, as text (the form werkzeug rules match)."""
+    """The request path below ``root_path``, as text (the form werkzeug rules match).
+
+    It is ``PATH_INFO`` read back as UTF-8, by ``bridge.environ.request_path``'s rule,
+    so a route, a mount and the legacy app always see the same path.
+    """
     path: str = scope["path"]
-    root = scope.get("root_path", "").rstrip("/")
-    if root and path.startswith(root):
-        rest = path[len(root) :]
-        if not rest or rest[0] == "/":
-            return rest or "/"
-    return path
+    if not scope.get("root_path"):
+        raw_path = scope.get("raw_path")
+        if not raw_path or raw_path == path.encode("utf-8"):
+            return path or "/"  # the common case, on the legacy path of every request
+    path_info = request_path(scope)[1]
+    return path_info.encode("latin-1").decode("utf-8", "replace") or "/"
 
 
 def _methods(methods: Iterable[str] | None) -> frozenset[str] | None:
