@@ -15,6 +15,7 @@ GROUPS: dict[str, str] = {
     "frameworks": "bench.groups:frameworks",
     "threads": "bench.groups:thread_counts",
     "idle": "bench.idle:idle",
+    "fanout": "bench.fanout:fanout_group",
 }
 
 

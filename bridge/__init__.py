@@ -4,6 +4,7 @@ one route at a time."""
 from __future__ import annotations
 
 from .app import Bridge
+from .broadcast import Broadcast
 from .errors import BodyError, BodyTooLarge, ClientDisconnected
 from .metrics import Metrics
 from .requests import Request
@@ -13,6 +14,7 @@ __all__ = [
     "BodyError",
     "BodyTooLarge",
     "Bridge",
+    "Broadcast",
     "ClientDisconnected",
     "Metrics",
     "Request",

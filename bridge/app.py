@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .access import AccessPolicy
 from .body import DEFAULT_HIGH_WATER, RequestBody
+from .broadcast import Broadcast
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ
 from .gateway import Limits, serve_legacy
@@ -87,6 +88,10 @@ class Bridge:
       believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
     * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
       request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
+    * ``broadcast=None``: live events, as ``app.broadcast``: a ``bridge.Broadcast`` or its
+      URL. None takes ``$BRIDGE_BROADCAST_URL`` (set by ``bridge serve --broadcast``),
+      else ``memory://``, which reaches only this process: give ``redis://`` for
+      more than one worker.
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
@@ -116,6 +121,7 @@ class Bridge:
         allowed_hosts: Sequence[str] | None = None,
         trusted_proxies: Sequence[str] = (),
         max_shadows: int = DEFAULT_MAX_SHADOWS,
+        broadcast: str | Broadcast | None = None,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
@@ -180,6 +186,7 @@ class Bridge:
         self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
+        self.broadcast = Broadcast.configured(broadcast)
 
     @property
     def max_threads(self) -> int:
@@ -328,6 +335,16 @@ class Bridge:
                 await send({"type": "websocket.close", "code": 1000})
             return
         route, values = found
+        serving = self._serve_websocket(route, values, scope, receive, send)
+        # Counted as a "websocket" route of its own: one request per connection.
+        await (serving if self.metrics is None else self.metrics.websocket(route.rule, serving))
+
+    async def _serve_websocket(
+        self, route: WebSocketRoute, values: dict[str, Any], scope: Scope, receive: Receive,
+        send: Send,
+    ) -> int:  # fmt: skip
+        """Run the view; the "status" is 101 (switched protocols), 431 or 500 if refused
+        or raised."""
         try:
             environ = build_environ(
                 {**scope, "method": "GET"},
@@ -337,23 +354,24 @@ class Bridge:
         except TooManyHeaders as exc:
             logger.info("Refused a websocket handshake: %s", exc)
             await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
-            return
+            return 431
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
         socket.request.path_params = values
         try:
             await route.view(socket, **values)
         except WebSocketDisconnect:
-            return
+            return 101
         except Exception:
             logger.exception("Exception in websocket view %s", route.view.__qualname__)
             if not socket.closed:
                 # 1011: "the server is terminating the connection because it
                 # encountered an unexpected condition" (RFC 6455 7.4.1).
                 await socket.close(1011 if socket.accepted else 1000)
-            return
+            return 500
         if not socket.closed:
             await socket.close(1000)
+        return 101
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ASGI lifespan: "state" is a namespace the server copies into every request's
@@ -382,8 +400,10 @@ class Bridge:
                     return
                 if self.metrics is not None:
                     self.metrics.start()  # the loop-lag probe
+                await self.broadcast.start()  # never fails: Redis is retried in the background
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.broadcast.stop()  # ends the live streams, so the drain is short
                 await self._drain()
                 await self.shadows.stop()
                 if self.metrics is not None:

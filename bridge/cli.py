@@ -10,7 +10,9 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +21,7 @@ from types import TracebackType
 from . import __version__, importer
 from ._types import ASGIApp
 from .app import Bridge
+from .broadcast import BROADCAST_VARIABLE, Broadcast
 from .gunicorn_flags import read_config, refused_flag
 from .importer import (
     AppImportError,
@@ -28,6 +31,7 @@ from .importer import (
     wrap_app,
 )
 from .importer import import_from_string as _import
+from .multiprocess import DIRECTORY_VARIABLE as METRICS_VARIABLE
 from .processes import VARIABLE as MULTIPROCESS_VARIABLE
 from .request_limits import RequestLimits
 from .servers import SERVERS, ServerError, ServerOptions, bind_sockets
@@ -61,6 +65,8 @@ class Recipe:
     limit_request_line: int | None = None
     limit_request_fields: int | None = None
     limit_request_field_size: int | None = None
+    # The live events' Broadcast URL, set as $BRIDGE_BROADCAST_URL before the app loads.
+    broadcast: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,8 @@ def build(recipe: Recipe, obj: object = None) -> Built:
     app_dir = os.path.abspath(recipe.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
+    if recipe.broadcast:
+        os.environ[BROADCAST_VARIABLE] = recipe.broadcast
     options = {}
     if recipe.limit_request_fields is not None:
         options["max_header_count"] = recipe.limit_request_fields
@@ -105,6 +113,13 @@ def build(recipe: Recipe, obj: object = None) -> Built:
     if recipe.threads is not None and loaded.kind != "wsgi":
         raise UsageError(_threads_unused(recipe.threads, loaded))
     app: ASGIApp = loaded.app
+    given = getattr(getattr(loaded.bridge, "broadcast", None), "url", recipe.broadcast)
+    if recipe.broadcast and given != recipe.broadcast:
+        print(
+            f'bridge: warning: --broadcast "{recipe.broadcast}" is not used: the app passes '
+            f'its own Bridge(broadcast="{given}"); drop one of them.',
+            file=sys.stderr,
+        )
     if recipe.mounts:
         if loaded.bridge is None:
             raise UsageError(
@@ -190,6 +205,7 @@ def run(
     mounts: Sequence[tuple[str, str]] = (),
     server: str = "uvicorn",
     app_dir: str = ".",
+    broadcast: str | None = None,
 ) -> None:
     """Serve ``app``, an app string or the application itself, until a signal stops it.
 
@@ -256,34 +272,69 @@ def run(
     # PEP 3333: wsgi.multiprocess is true when "an equivalent application object may be
     # simultaneously invoked by another process"; every worker inherits this variable.
     os.environ[MULTIPROCESS_VARIABLE] = "1" if workers > 1 else "0"
+    if broadcast:
+        try:
+            Broadcast(broadcast)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"--broadcast: {exc}") from None
     recipe = Recipe(
         app,
         threads,
         list(mounts),
         app_dir,
         proxy,
-        limit_request_line,
-        limit_request_fields,
-        limit_request_field_size,
+        limit_request_line=limit_request_line,
+        limit_request_fields=limit_request_fields,
+        limit_request_field_size=limit_request_field_size,
+        broadcast=broadcast or None,
     )
-    built = build(recipe, obj)
-    os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
-    _preloaded = built.app
-    sockets = bind_sockets(options)
-    if not adapter.takes_sockets:
-        # granian and daphne bind for themselves: the address was free a moment ago.
-        for sock in sockets:
-            sock.close()
-        sockets = []
-    if timeout is not None and server == "uvicorn" and workers == 1 and max_requests is None:
-        print(
-            f"bridge: note: --timeout {timeout:g} is gunicorn's worker timeout; a single uvicorn "
-            "process has no supervisor to restart it, so it has no effect here "
-            "(use --workers 2 or more, or --server gunicorn).",
-            file=sys.stderr,
-        )
-    print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
-    adapter.run(FACTORY, options, sockets)
+    # Several workers count into one directory, so /_bridge/metrics and the dashboard
+    # show the whole server whichever worker answers (bridge/multiprocess.py).
+    # Set after this process built the app: it only supervises, and counts nothing.
+    shared = None
+    try:
+        built = build(recipe, obj)
+        if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
+            shared = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
+        os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
+        _preloaded = built.app
+        sockets = bind_sockets(options)
+        if not adapter.takes_sockets:
+            # granian and daphne bind for themselves: the address was free a moment ago.
+            for sock in sockets:
+                sock.close()
+            sockets = []
+        if timeout is not None and server == "uvicorn" and workers == 1 and max_requests is None:
+            print(
+                f"bridge: note: --timeout {timeout:g} is gunicorn's worker timeout; a single "
+                "uvicorn process has no supervisor to restart it, so it has no effect here "
+                "(use --workers 2 or more, or --server gunicorn).",
+                file=sys.stderr,
+            )
+        print(startup_line(built, adapter.name, options), file=sys.stderr, flush=True)
+        warning = broadcast_warning(built, workers)
+        if warning:
+            print(f"bridge: warning: {warning}", file=sys.stderr, flush=True)
+        adapter.run(FACTORY, options, sockets)
+    finally:
+        if shared is not None:
+            os.environ.pop(METRICS_VARIABLE, None)
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def broadcast_warning(built: Built, workers: int) -> str | None:
+    """What to say when several workers would each keep live events to themselves."""
+    bridge = built.loaded.bridge
+    broadcast = getattr(bridge, "broadcast", None)
+    if workers < 2 or broadcast is None or not broadcast.url.startswith("memory:"):
+        return None
+    if not getattr(bridge, "websocket_routes", None):
+        return None  # no websocket route: probably no live feature at all
+    return (
+        f"live events on {broadcast.url} reach only the clients of the worker that "
+        f"publishes them, and there are {workers} workers; give --broadcast "
+        'redis://HOST:6379/0 (docs/deployment.md, "Live features on many workers").'
+    )
 
 
 def _name_of(obj: object) -> str:
@@ -483,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     add("--access-log", action=argparse.BooleanOptionalAction, default=True)
     add("--reload", action="store_true", default=None, help="restart on code changes")
+    add(
+        "--broadcast",
+        metavar="URL",
+        help="live events: memory:// (one process) or redis://host:port/db for many "
+        "workers and hosts (default $BRIDGE_BROADCAST_URL or memory://)",
+    )
     return parser
 
 
@@ -648,4 +705,5 @@ def serve(args: argparse.Namespace, mounts: list[tuple[str, str]]) -> None:
         mounts=mounts,
         server=server,
         app_dir=args.app_dir,
+        broadcast=args.broadcast or os.environ.get(BROADCAST_VARIABLE),
     )

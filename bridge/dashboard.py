@@ -411,7 +411,8 @@ async function refresh() {
     if (!response.ok) throw new Error(response.status + " " + (await response.text()));
     const data = await response.json();
     tiles(data); shareChart(data); poolChart(data); table(data); shadowPanel(data);
-    $("status").textContent = "updated " + new Date(data.time * 1000).toLocaleTimeString();
+    $("status").textContent = "updated " + new Date(data.time * 1000).toLocaleTimeString() +
+      (data.workers ? ", all " + data.workers + " workers" : "");
     document.body.dataset.loaded = "1";
   } catch (error) {
     $("status").textContent = "cannot refresh: " + error.message;

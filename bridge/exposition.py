@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from .metrics import Histogram, Metrics, RouteStats
+if TYPE_CHECKING:
+    from .metrics import Histogram, Metrics, RouteStats
 
 # -- the Prometheus text format ---------------------------------------------------------
 

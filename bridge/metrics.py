@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._types import Message, Receive, Scope, Send
 from .blocking import stepped
+from .multiprocess import Shared, whole_server
 from .routing import route_path
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ LAG_INTERVAL = 0.25
 DEFAULT_HISTORY_INTERVAL = 5.0
 DEFAULT_HISTORY_LENGTH = 120
 
-MIGRATED_KINDS = frozenset({"async", "sync", "mount"})
+MIGRATED_KINDS = frozenset({"async", "sync", "mount", "websocket"})
 
 # Bucket upper bounds in seconds, 10 per decade from 10 us to 100 s (neighbours at
 # most a third apart, so an interpolated percentile is off by less than that).
@@ -239,6 +240,9 @@ class Metrics:
         self._last_totals = (0, 0)
         self._sources: dict[str, Source] = {}
         self.started = time.time()
+        # With $PROMETHEUS_MULTIPROC_DIR (bridge serve --workers N), every count is also
+        # written where all workers' counts are summed: see multiprocess.py.
+        self.shared = Shared.from_env()
 
     def bind(self, pool: ThreadPool) -> None:
         """Attach to the ``Bridge``'s pool: read its gauges, and time its waits."""
@@ -342,6 +346,10 @@ class Metrics:
             serving = stepped(serving, self, stats)
         await self._measure(stats, serving)
 
+    async def websocket(self, rule: str, serving: Awaitable[int]) -> None:
+        """Count one websocket connection to ``rule``, kind "websocket", for its duration."""
+        await self._measure(self.stats(rule, "websocket"), serving)
+
     async def _measure(self, stats: RouteStats, serving: Awaitable[int]) -> None:
         probe = self._probe
         if probe is None or probe.done():
@@ -388,6 +396,9 @@ class Metrics:
             self._probe = asyncio.get_running_loop().create_task(self._run_probe())
 
     async def stop(self) -> None:
+        if self.shared is not None:
+            self.shared.sync(list(self._stats.values()))
+            self.shared.close()  # this worker's gauges leave the sum; its counts stay
         probe, self._probe = self._probe, None
         if probe is not None and not probe.done():
             probe.cancel()
@@ -405,6 +416,9 @@ class Metrics:
             self.loop_lag = lag
             self._interval_lag = max(self._interval_lag, lag)
             pool = self.pool
+            if self.shared is not None:
+                self.shared.sample(pool, lag)
+                self.shared.sync(list(self._stats.values()))
             if pool is not None:
                 self._interval_busy = max(self._interval_busy, pool.busy)
                 self._interval_queue = max(self._interval_queue, pool.waiting)
@@ -413,6 +427,11 @@ class Metrics:
                 self.history.append(self._point())
 
     def _totals(self) -> tuple[int, int]:
+        if self.shared is not None:  # the whole server's, for the dashboard's history
+            self.shared.sync(list(self._stats.values()))
+            merged: dict[str, Any] = {"loop": {"lag": 0.0}}
+            whole_server(merged, self.shared.merged())
+            return merged["totals"]["legacy"], merged["totals"]["migrated"]
         legacy = migrated = 0
         for stats in list(self._stats.values()):
             if stats.migrated:
@@ -465,7 +484,7 @@ class Metrics:
             )
         legacy, migrated = self._totals()
         pool = self.pool
-        return {
+        snapshot: dict[str, Any] = {
             "time": time.time(),
             "started": self.started,
             "routes": routes,
@@ -482,12 +501,19 @@ class Metrics:
             "block_threshold": self.block_threshold,
             **{key: source.snapshot() for key, source in self._sources.items()},
         }
+        if self.shared is not None:
+            whole_server(snapshot, self.shared.merged())
+        return snapshot
 
     def prometheus(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
+        attached = "".join(s.prometheus() for s in self._sources.values())
+        if self.shared is not None:  # every worker's routes; attached sources: this worker's
+            self.shared.sync(list(self._stats.values()))
+            return self.shared.render() + attached
         from .exposition import render_prometheus
 
-        return render_prometheus(self) + "".join(s.prometheus() for s in self._sources.values())
+        return render_prometheus(self) + attached
 
 
 class Source(Protocol):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 from collections.abc import AsyncIterator
 from html import escape
@@ -21,7 +20,8 @@ from asgiref.sync import sync_to_async
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from bridge import Bridge, Request, WebSocket
+from bridge import Bridge, Broadcast, Request, WebSocket
+from bridge.broadcast import Subscription, event_key
 from sample_wsgi_app import app as sample_app
 from sample_wsgi_app import queries, templates
 from sample_wsgi_app.access_log import RequestLog
@@ -34,7 +34,7 @@ from sample_wsgi_app.async_session import (
     read_session,
     save_session,
 )
-from sample_wsgi_app.live import ItemFeed, publish_created_items
+from sample_wsgi_app.live import CHANNEL, publish_created_items
 from sample_wsgi_app.queries import User
 from sample_wsgi_app.request import SESSION_KEY, USER_KEY
 from sample_wsgi_app.sessions import CSRF_SESSION_KEY, csrf_token
@@ -51,25 +51,28 @@ def create_application(
     sample: SampleApp,
     *,
     max_threads: int = MAX_THREADS,
-    feed: ItemFeed | None = None,
+    broadcast: Broadcast | str | None = None,
     dashboard_token: str | None = None,
 ) -> RequestLog:
     """Serve `sample` through bridge, with the migrated routes and the live feed beside it.
 
-    The result is the ASGI request log around the `Bridge` (its `app`). Without a
-    session key (see `settings`) the server's startup fails with the reason.
-    `dashboard_token` opens bridge's dashboard to whoever has it (default: loopback only).
+    `broadcast` carries the live feed: None takes `$BRIDGE_BROADCAST_URL` (what
+    `bridge serve --broadcast redis://...` sets), else `memory://`. The result is the
+    ASGI request log around the `Bridge` (its `app`). Without a session key (see
+    `settings`) the server's startup fails with the reason. `dashboard_token` opens
+    bridge's dashboard to whoever has it (default: loopback only).
     """
-    feed = feed if feed is not None else ItemFeed()
+    live = Broadcast.configured(broadcast)
     db = sample.db
     secret = sample.settings.secret_key
     # Step 5: the request log is ASGI middleware now, so the legacy stack leaves it out.
     legacy = sample.wrap(sample.dispatch, log_requests=False)
     # Step 4: legacy creates publish to the live feed.
-    legacy = publish_created_items(legacy, db, feed)
+    legacy = publish_created_items(legacy, db, live)
     bridge = Bridge(
         legacy,
         max_threads=max_threads,
+        broadcast=live,
         # Loopback clients only, unless dashboard_token is set.
         dashboard_path="/_bridge/",
         metrics_path="/_bridge/metrics",
@@ -123,13 +126,14 @@ def create_application(
             save_session(response, request, {}, secret)
         return response
 
-    # Step 4: the live feed. Each open connection is a coroutine waiting on a queue.
+    # Step 4: the live feed. Each open connection is a coroutine waiting on its
+    # subscription to app.broadcast.
     @bridge.websocket("/ws/items")
     async def item_socket(ws: WebSocket) -> None:
         await ws.accept()
-        async with feed.subscribe() as queue:
+        async with bridge.broadcast.subscribe(CHANNEL) as events:
             await ws.send_json({"type": "ready"})
-            forward = asyncio.ensure_future(_forward(queue, ws))
+            forward = asyncio.ensure_future(_forward(events, ws))
             try:
                 async for _message in ws:  # the client only listens; this ends when it leaves
                     pass
@@ -141,16 +145,22 @@ def create_application(
 
     @bridge.route("/events/items", methods=["GET"])
     async def item_events(request: Request) -> Response:
+        # A reconnecting EventSource sends the id of the last event it got: replay
+        # what it missed (within the broadcast's max_len), then go live.
+        last_id = _valid_event_id(request.headers.get("Last-Event-ID"))
+
         async def stream() -> AsyncIterator[str]:
-            async with feed.subscribe() as queue:
+            async with bridge.broadcast.subscribe(CHANNEL, last_id=last_id) as events:
                 yield "retry: 2000\nevent: ready\ndata: {}\n\n"
                 while True:
                     try:
-                        event = await asyncio.wait_for(queue.get(), SSE_HEARTBEAT_SECONDS)
+                        event = await asyncio.wait_for(events.get(), SSE_HEARTBEAT_SECONDS)
                     except asyncio.TimeoutError:
                         yield ": heartbeat\n\n"
                         continue
-                    yield f"event: item\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+                    except StopAsyncIteration:
+                        return  # the server is stopping
+                    yield event.sse("item")
 
         # werkzeug's types know only sync bodies; bridge sends an async one on the loop.
         return Response(
@@ -179,9 +189,21 @@ def _require_key(sample: SampleApp) -> None:
         raise RuntimeError(NO_KEY_MESSAGE)
 
 
-async def _forward(queue: asyncio.Queue[dict[str, object]], ws: WebSocket) -> None:
-    while True:
-        await ws.send_json(await queue.get())
+async def _forward(events: Subscription, ws: WebSocket) -> None:
+    async for event in events:
+        await ws.send_text(event.text)  # the JSON the publisher encoded, once for all
+    await ws.close(1001)  # "going away": the server is stopping (RFC 6455 7.4.1)
+
+
+def _valid_event_id(value: str | None) -> str | None:
+    """``value`` if it is an event id bridge made; a client's garbage is ignored."""
+    if not value:
+        return None
+    try:
+        event_key(value)
+    except ValueError:
+        return None
+    return value
 
 
 LIVE_SCRIPT = """

@@ -29,6 +29,7 @@ def test_public_names() -> None:
         "BodyError",
         "BodyTooLarge",
         "Bridge",
+        "Broadcast",
         "ClientDisconnected",
         "Metrics",
         "Request",

@@ -13,10 +13,9 @@ from wsgiref.validate import validator
 import httpx
 import pytest
 
-from bridge import Bridge
+from bridge import Bridge, Broadcast
 from sample_wsgi_app import SampleApp, create_app, init_db
 from sample_wsgi_app.access_log import RequestLog
-from sample_wsgi_app.live import ItemFeed
 from sample_wsgi_app.modern import create_application
 from tests.servers import free_port, running
 
@@ -47,13 +46,13 @@ def sample(tmp_path: Path) -> Iterator[SampleApp]:
 
 
 @pytest.fixture
-def feed() -> ItemFeed:
-    return ItemFeed()
+def feed() -> Broadcast:
+    return Broadcast("memory://")
 
 
 @pytest.fixture
-def modern(sample: SampleApp, feed: ItemFeed) -> Iterator[RequestLog]:
-    application = create_application(sample, feed=feed)
+def modern(sample: SampleApp, feed: Broadcast) -> Iterator[RequestLog]:
+    application = create_application(sample, broadcast=feed)
     try:
         yield application
     finally:

@@ -15,11 +15,10 @@ from unittest.mock import ANY
 import pytest
 from werkzeug.test import Client
 
-from bridge import Bridge, Request
+from bridge import Bridge, Broadcast, Request
 from sample_wsgi_app import SESSION_COOKIE, SampleApp, dump_session, load_session, queries
 from sample_wsgi_app.access_log import RequestLog
 from sample_wsgi_app.async_session import current_user, read_session
-from sample_wsgi_app.live import ItemFeed
 from tests.migration.conftest import SECRET, bridge, client, login
 
 
@@ -222,16 +221,16 @@ def test_step3_middleware_way_holds_a_thread_and_cookie_way_does_not(sample: Sam
 
 
 def test_step4_legacy_creates_reach_feed_subscribers_on_the_loop(
-    sample: SampleApp, modern: RequestLog, feed: ItemFeed
+    sample: SampleApp, modern: RequestLog, feed: Broadcast
 ) -> None:
     async def main() -> None:
-        async with client(modern) as http, feed.subscribe() as queue:
+        async with client(modern) as http, feed.subscribe("items") as queue:
             await login(http)
             token = load_session(http.cookies[SESSION_COOKIE], SECRET)["csrf_token"]
             form = {"title": "From the form", "body": "", "csrf_token": token}
             created = await http.post("/items/new", data=form)
             assert created.status_code == 303
-            event = await asyncio.wait_for(queue.get(), 5)
+            event = (await asyncio.wait_for(queue.get(), 5)).data
             assert event["type"] == "item"
             assert event["item"]["title"] == "From the form"
             assert created.headers["location"] == event["item"]["url"]
@@ -240,7 +239,7 @@ def test_step4_legacy_creates_reach_feed_subscribers_on_the_loop(
                 "/api/items", json={"title": "From the API"}, headers={"X-CSRF-Token": token}
             )
             assert api.status_code == 201
-            event = await asyncio.wait_for(queue.get(), 5)
+            event = (await asyncio.wait_for(queue.get(), 5)).data
             assert event["item"]["id"] == api.json()["id"]
 
             # A refused create publishes nothing.
@@ -251,7 +250,9 @@ def test_step4_legacy_creates_reach_feed_subscribers_on_the_loop(
     asyncio.run(main())
 
 
-def test_step4_websocket_sends_ready_then_each_new_item(modern: RequestLog, feed: ItemFeed) -> None:
+def test_step4_websocket_sends_ready_then_each_new_item(
+    modern: RequestLog, feed: Broadcast
+) -> None:
     async def main() -> None:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -272,7 +273,7 @@ def test_step4_websocket_sends_ready_then_each_new_item(modern: RequestLog, feed
         assert (await asyncio.wait_for(outbox.get(), 5))["type"] == "websocket.accept"
         assert json.loads((await outbox.get())["text"]) == {"type": "ready"}
         assert feed.subscribers == 1
-        await feed.publish({"type": "item", "item": {"id": 41}})
+        await feed.publish("items", {"type": "item", "item": {"id": 41}})
         message = await asyncio.wait_for(outbox.get(), 5)
         assert json.loads(message["text"]) == {"type": "item", "item": {"id": 41}}
         inbox.put_nowait({"type": "websocket.disconnect", "code": 1001})
@@ -284,11 +285,11 @@ def test_step4_websocket_sends_ready_then_each_new_item(modern: RequestLog, feed
 
 def test_step4_feed_drops_the_oldest_event_for_a_reader_that_lags() -> None:
     async def main() -> None:
-        feed = ItemFeed(backlog=3)
-        async with feed.subscribe() as queue:
+        feed = Broadcast(backlog=3)
+        async with feed.subscribe("items") as queue:
             for number in range(5):
-                assert await feed.publish({"n": number}) == 1
-            assert [queue.get_nowait()["n"] for _ in range(3)] == [2, 3, 4]
+                assert await feed.publish("items", {"n": number}) is not None
+            assert [queue.get_nowait().data["n"] for _ in range(3)] == [2, 3, 4]
 
     asyncio.run(main())
 
