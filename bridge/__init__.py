@@ -4,13 +4,14 @@ one route at a time."""
 from __future__ import annotations
 
 from .app import Bridge
-from .errors import BodyError, BodyTooLarge, ClientDisconnected
+from .errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from .metrics import Metrics
 from .requests import Request
 from .websockets import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "BodyError",
+    "BodyTimeout",
     "BodyTooLarge",
     "Bridge",
     "ClientDisconnected",

@@ -11,14 +11,16 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
-from .body import DEFAULT_HIGH_WATER, RequestBody
+from .admission import Admission
+from .body import DEFAULT_REQUEST_BUFFER, RequestBody
+from .cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
-from .gateway import Limits, serve_legacy
+from .framing import DEFAULT_RESPONSE_BUFFER
+from .gateway import serve_wsgi
 from .lifespan import MountedLifespan
 from .metrics import Metrics
 from .requests import Request
-from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
@@ -57,9 +59,12 @@ class Bridge:
     * ``max_body_size=1 GiB``: larger request bodies get 413. ``None`` for no limit.
     * ``max_header_count=100``: header fields per request (gunicorn's default); 431 past it.
     * ``request_buffer_size=1 MiB``: a body up to this size is received before a thread
-      is taken, so slow uploads do not hold threads.
+      is taken, so slow uploads do not hold threads; past it the body spools to a
+      temporary file. Raise it to keep larger bodies in memory.
     * ``response_buffer_size=1 MiB``: a response up to this size is handed to the server
       whole, so slow downloads do not hold threads.
+    * ``body_timeout=60``: seconds a request body may stall between two chunks before
+      the request fails with 408 (nginx's ``client_body_timeout``). ``None``: no limit.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
     * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan.
     * ``request_class=bridge.Request``: the werkzeug ``Request`` subclass views receive.
@@ -83,8 +88,9 @@ class Bridge:
         max_pending: int = DEFAULT_MAX_PENDING,
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
-        request_buffer_size: int = DEFAULT_HIGH_WATER,
+        request_buffer_size: int = DEFAULT_REQUEST_BUFFER,
         response_buffer_size: int = DEFAULT_RESPONSE_BUFFER,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         retry_after: int = DEFAULT_RETRY_AFTER,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
@@ -101,12 +107,15 @@ class Bridge:
             )
         self.wsgi_app = wsgi_app
         self.pool = ThreadPool(max_threads, max_pending)
+        # Requests holding or waiting for a thread, counted from their arrival.
+        self.admission = Admission(max_threads + max_pending)
         self.limits = Limits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
             request_buffer_size=request_buffer_size,
             response_buffer_size=response_buffer_size,
             retry_after=retry_after,
+            body_timeout=body_timeout,
         )
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
@@ -199,7 +208,8 @@ class Bridge:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
-                    serving = self._serve_route(found[0], found[1], scope, receive, send)
+                    cycle = RequestCycle(scope, receive, send, self.limits)
+                    serving = self._serve_route(found[0], found[1], cycle)
                     await (serving if meter is None else meter.route(found[0], serving))
                     return
                 mount = router.match_mount(path)
@@ -210,7 +220,8 @@ class Bridge:
                     else:
                         await meter.mount(mount, child, receive, send)
                     return
-            legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+            cycle = RequestCycle(scope, receive, send, self.limits)
+            legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
             await (legacy if meter is None else meter.legacy(scope, legacy))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -220,16 +231,12 @@ class Bridge:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
     async def _serve_route(
-        self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
-    ) -> int:
+        self, route: Route, values: dict[str, Any], cycle: RequestCycle
+    ) -> Outcome:
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
-            return await serve_legacy(
-                route.wsgi, self.pool, self.limits, scope, receive, send, extra
-            )
-        return await serve_view(
-            route, values, self.pool, self.limits, self.request_class, scope, receive, send
-        )
+            return await serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
+        return await serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope)
@@ -308,17 +315,18 @@ class Bridge:
         run, while the server's graceful timeout still bounds the whole shutdown.
         """
         pool = self.pool
+        admission = self.admission
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while pool.in_flight and loop.time() < deadline:
+        while admission.admitted and loop.time() < deadline:
             await asyncio.sleep(0.01)
         deadline = min(deadline, loop.time() + CANCELLED_GRACE)
         while pool.running and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        if pool.in_flight or pool.running:
+        if admission.admitted or pool.running:
             logger.warning(
                 "%d requests were still running in threads at shutdown; they are abandoned.",
-                max(pool.in_flight, pool.running),
+                max(admission.admitted, pool.running),
             )
 
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 import time
 import types
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .metrics import Metrics, RouteStats
 
+T = TypeVar("T")
+
 
 @types.coroutine
 def stepped(
-    coro: Coroutine[Any, Any, int], metrics: Metrics, stats: RouteStats
-) -> Generator[Any, Any, int]:
+    coro: Coroutine[Any, Any, T], metrics: Metrics, stats: RouteStats
+) -> Generator[Any, Any, T]:
     """Drive ``coro`` like a task would, timing each step it takes on the loop."""
     clock = time.perf_counter
     value: Any = None
@@ -32,7 +34,7 @@ def stepped(
         except StopIteration as stop:
             if threshold is not None and clock() - start > threshold:
                 metrics.blocked(stats, clock() - start)
-            result: int = stop.value
+            result: T = stop.value
             return result
         except BaseException:
             if threshold is not None and clock() - start > threshold:
