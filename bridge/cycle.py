@@ -253,9 +253,10 @@ class RequestCycle:
             assert timeout is not None
             logger.info("A request body stalled for more than %s s: 408.", timeout)
             self._body_failed(408, BodyTimeout(timeout))
-        # Once the body is in (or refused), nothing but a disconnect is of interest.
+        # Once the body is in (or refused), nothing but a disconnect is of interest;
+        # whatever else a server sends is dropped (without holding the loop).
         while (await self.receive())["type"] != "http.disconnect":
-            pass
+            await asyncio.sleep(0)
         self._client_gone()
 
     def _body_failed(self, status: int, error: BodyError) -> None:

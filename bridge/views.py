@@ -74,18 +74,25 @@ def as_wsgi(view: View, request_class: type[Request]) -> WSGIApp:
 
 def _pull(body: AsyncIterator[Any]) -> Iterator[Any]:
     """Iterate an async body from a worker thread, one ``async_to_sync`` per chunk."""
-    next_chunk = async_to_sync(body.__anext__)
+
+    async def next_chunk() -> Any:
+        return await body.__anext__()
+
+    async def close() -> None:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    pull = async_to_sync(next_chunk)
     try:
         while True:
             try:
-                chunk = next_chunk()
+                chunk = pull()
             except StopAsyncIteration:
                 return
             yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
     finally:
-        close = getattr(body, "aclose", None)
-        if close is not None:
-            async_to_sync(close)()
+        async_to_sync(close)()
 
 
 def _call_sync_view(view: View, request: Request, values: dict[str, Any]) -> Any:
