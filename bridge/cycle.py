@@ -174,12 +174,15 @@ class RequestCycle:
         if max_size is not None and declared is not None and declared > max_size:
             await self.answer(413)  # refused before a byte of the body is read
             return False
-        # An HTTP/1 request that declares no body has its (empty) body message ready
-        # at once: no timer for it, the common GET costs none.
-        timed = bool(declared) or "HTTP_TRANSFER_ENCODING" in environ
-        timed = timed or not self.scope.get("http_version", "1.1").startswith("1")
         try:
-            message = await self._receive(timed)
+            if declared or "HTTP_TRANSFER_ENCODING" in environ:
+                message = await self._receive(True)
+            elif self.scope.get("http_version", "1.1") < "2":
+                # An HTTP/1 request that declares no body has its (empty) body message
+                # ready at once: no timer for it, so the common GET costs none.
+                message = await self.receive()
+            else:
+                message = await self._receive(True)
             if message["type"] != "http.request":
                 self._client_gone()
                 return False
@@ -335,7 +338,7 @@ class RequestCycle:
         wake = throttle = False
         framing = self.framing
         with self._lock:
-            done = framing.body(data, self.clock(), whole)
+            done = framing.body(data, 0.0 if whole else self.clock(), whole)
             if not whole and not self._wake_pending:
                 if framing.pending:
                     wake = self._waiter is not None or not self._sending
@@ -499,7 +502,13 @@ class RequestCycle:
             await self._sender
         elif not self._sending:
             self._sending = True
-            await self._pump()
+            with self._lock:
+                messages = self.framing.take()
+                finished = self.framing.finished
+            for message in messages:  # the whole response, in one go: the common case
+                await self._send(message)
+            if not finished:
+                await self._pump()
         return self.close()
 
     def close(self, thread_done: bool = True) -> Outcome:

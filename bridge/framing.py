@@ -78,6 +78,9 @@ class State(enum.Enum):
 
 
 TERMINAL = frozenset({State.DONE, State.CUT, State.FAILED, State.REFUSED, State.GONE})
+# The states still open to the application; a tuple, since ``in`` on it tests
+# identity first, which is cheaper than hashing an enum member.
+_OPEN = (State.IDLE, State.HOLDING, State.STREAMING)
 
 REFUSALS = {
     408: "Request Timeout: the request body stalled.\n",
@@ -335,7 +338,7 @@ class Framing:
     @property
     def finished(self) -> bool:
         """Nothing more will ever be sent: a terminal state with an empty outbox."""
-        return self.state in TERMINAL and not self._outbox
+        return self.state not in _OPEN and not self._outbox
 
     def _start_message(self, headers: RawHeaders) -> Message:
         return {"type": "http.response.start", "status": self.status, "headers": headers}
