@@ -357,8 +357,9 @@ class RequestCycle:
         with self._lock:
             return self.framing.send_path(path, size)
 
-    def app_done(self, error: BaseException | None) -> None:
-        """The application has finished (``close()`` included), or raised ``error``."""
+    def app_done(self, error: BaseException | None, what: str = "WSGI application") -> None:
+        """The application has finished (``close()`` included), or raised ``error``;
+        ``what`` names it in the log."""
         framing = self.framing
         with self._lock:
             if error is None:
@@ -384,13 +385,14 @@ class RequestCycle:
             # Headers and part of the body are out: the only honest answer left is
             # to cut the response (the sender sends no final body message).
             logger.error(
-                "Exception in application after the response started, %s %s; the response was cut.",
+                "Exception in %s after the response started, %s %s; the response was cut.",
+                what,
                 method,
                 path,
                 exc_info=error,
             )
         else:
-            logger.error("Exception in application %s %s", method, path, exc_info=error)
+            logger.error("Exception in %s %s %s", what, method, path, exc_info=error)
 
     # -- the response: the loop's side --------------------------------------------------
 
@@ -590,7 +592,7 @@ class RequestCycle:
                     await close()
                 except Exception as exc:  # pragma: no cover (a broken aclose)
                     error = error or exc
-        self.app_done(error)
+        self.app_done(error, "a view's response body")
 
     def _push_on_loop(self, data: object) -> bool:
         if type(data) is not bytes:

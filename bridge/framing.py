@@ -32,8 +32,12 @@ A body the application returned as a list or tuple is already whole in memory, s
 it is held until it ends whatever its size (``whole=True``): one handoff, no
 backpressure. A response to an HTTP/1.0 request that declares no Content-Length is
 held until it ends too, whatever the clock says, since an HTTP/1.0 client cannot
-read chunked framing (RFC 9112 6.1); past ``buffer_size`` it streams anyway, the
-bound that keeps its memory finite (docs: the server then chunks or closes).
+read chunked framing (RFC 9112 6.1), and sent with the length it turned out to have.
+The bound is ``buffer_size``, as for any response: past it the headers go out with
+no length and the server frames the rest its own way (uvicorn's h11 protocol and
+granian close the connection at the end; uvicorn's httptools protocol chunks it,
+which an HTTP/1.0 client cannot read, so serve such clients with ``--http h11`` or
+give large bodies a Content-Length).
 
 The same application behaviour therefore always gives the same framing: a body
 that completes within ``hold_time`` is always sent whole, and an error before the
@@ -188,9 +192,7 @@ class Framing:
         state = self.state
         if state is not State.HOLDING and state is not State.STREAMING:
             if state is State.IDLE:
-                raise ResponseError(
-                    "The application produced body data before calling start_response()."
-                )
+                raise ResponseError("The application produced body data before start_response().")
             if state is State.GONE:
                 raise ClientDisconnected("The client disconnected during the response.")
             return True  # refused, failed, cut or done: the rest is not wanted

@@ -52,7 +52,7 @@ def test_idle_end_is_a_500_for_a_missing_start_response() -> None:
 
 
 def test_idle_body_is_a_contract_error() -> None:
-    with pytest.raises(ResponseError, match="before calling start_response"):
+    with pytest.raises(ResponseError, match="before start_response"):
         machine().body(b"x", 0.0)
 
 
