@@ -71,7 +71,7 @@ class Workload:
 
     name: str
     title: str
-    kind: str  # "wrk", "download", "first-byte" or "memory"
+    kind: str  # "wrk", "download", "first-byte", "memory" or "shadow"
     unit: str
     higher_is_better: bool = True
     app: str = "micro"
@@ -165,6 +165,11 @@ def workloads(plan: Plan) -> list[Workload]:
             "memory", f"Peak RSS growth, {_size(each_way)} each way", "memory", "MiB",
             higher_is_better=False, size=each_way,
         ),
+        Workload(  # bench/shadow.py
+            "shadow", "Client p99 with a raising or sleeping shadow view (worst)", "shadow",
+            "% of p99 without", higher_is_better=False, ceiling="",
+            expect_length=len(apps.HELLO), connections=16, delay_ms=20,
+        ),
     ]  # fmt: skip
 
 
@@ -174,6 +179,8 @@ def _size(size: int) -> str:
 
 def applies(workload: Workload, contender: Contender) -> bool:
     """Whether ``contender`` runs ``workload``: the ceiling only where it means something."""
+    if workload.kind == "shadow":
+        return contender.name == "bridge"  # bridge against itself without the shadow
     if contender.name in VARIANTS:
         return workload.variants
     if contender.wrapper == "asgi":
@@ -250,6 +257,11 @@ def _brief(result: Result) -> str:
 def _run_one(
     plan: Plan, workload: Workload, contender: Contender, result: Result, out: Path, script: Path
 ) -> None:
+    if workload.kind == "shadow":
+        from . import shadow  # serves its own app: the same route with and without a shadow
+
+        shadow.run(plan, workload, result, out, script)
+        return
     port = runner.free_port()
     server = runner.Server(
         command=runner.server_command(

@@ -11,20 +11,24 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
+from .access import AccessPolicy
 from .admission import Admission
 from .body import DEFAULT_REQUEST_BUFFER, RequestBody
 from .cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
 from .dashboard import Endpoints
-from .environ import DEFAULT_MAX_HEADER_COUNT, build_environ
+from .environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ
 from .framing import DEFAULT_RESPONSE_BUFFER
 from .gateway import serve_wsgi
-from .lifespan import MountedLifespan
+from .lifespan import MountedLifespan, unsupported_event_loop
 from .metrics import Metrics
+from .mount_limits import within_limits
+from .options import check_options
 from .requests import Request
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
+from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
-from .websockets import WebSocket, WebSocketDisconnect
+from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
 
 logger = logging.getLogger("bridge")
 
@@ -66,7 +70,9 @@ class Bridge:
     * ``body_timeout=60``: seconds a request body may stall between two chunks before
       the request fails with 408 (nginx's ``client_body_timeout``). ``None``: no limit.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
-    * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan.
+    * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan; one
+      that takes an argument gets the lifespan state, a dict that views read as
+      ``request.state`` and mounted apps share.
     * ``request_class=bridge.Request``: the werkzeug ``Request`` subclass views receive.
     * ``metrics=True``: count requests, latency and thread waits per route (cheap enough
       to leave on; see docs/metrics.md). ``False`` turns it off; a ``bridge.metrics.Metrics``
@@ -75,9 +81,17 @@ class Bridge:
       in the Prometheus text format.
     * ``dashboard_path=None``: a path such as ``"/_bridge/"`` to serve the migration
       dashboard, to loopback clients only, or to anyone with ``dashboard_token``.
+    * ``metrics_token=None``: a Bearer token the metrics path then asks of every client.
+    * ``allowed_hosts=None``: the Host names bridge's own pages answer to (Django's
+      ``ALLOWED_HOSTS``); ``None`` means loopback names only.
+    * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
+      believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
+    * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
+      request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
 
     Requests go to the first of: a route registered with ``route()`` (path *and*
     method), a websocket route, an app mounted with ``mount()``, and the legacy app.
+    ``max_header_count`` and ``max_body_size`` hold for mounted apps too.
     """
 
     def __init__(
@@ -99,12 +113,37 @@ class Bridge:
         metrics_path: str | None = None,
         dashboard_path: str | None = None,
         dashboard_token: str | None = None,
+        metrics_token: str | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        trusted_proxies: Sequence[str] = (),
+        max_shadows: int = DEFAULT_MAX_SHADOWS,
     ) -> None:
         if not callable(wsgi_app):
             raise TypeError(
                 f"Bridge() needs a WSGI application, a callable (environ, start_response); "
                 f"got {wsgi_app!r}."
             )
+        check_options(
+            max_threads=max_threads,
+            max_pending=max_pending,
+            max_body_size=max_body_size,
+            max_header_count=max_header_count,
+            request_buffer_size=request_buffer_size,
+            response_buffer_size=response_buffer_size,
+            body_timeout=body_timeout,
+            retry_after=retry_after,
+            on_startup=on_startup,
+            on_shutdown=on_shutdown,
+            request_class=request_class,
+            metrics=metrics,
+            metrics_path=metrics_path,
+            dashboard_path=dashboard_path,
+            dashboard_token=dashboard_token,
+            metrics_token=metrics_token,
+            allowed_hosts=allowed_hosts,
+            trusted_proxies=trusted_proxies,
+            max_shadows=max_shadows,
+        )
         self.wsgi_app = wsgi_app
         self.pool = ThreadPool(max_threads, max_pending)
         # Requests holding or waiting for a thread, counted from their arrival.
@@ -117,6 +156,8 @@ class Bridge:
             retry_after=retry_after,
             body_timeout=body_timeout,
         )
+        # The lifespan state: the server's, once lifespan has started (see _lifespan).
+        self.state: dict[str, Any] = {}
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.request_class = request_class
@@ -125,9 +166,21 @@ class Bridge:
         if metrics is not False:
             self.metrics = Metrics() if metrics is True else metrics
             self.metrics.bind(self.pool)
-        self._endpoints = Endpoints.configure(
-            self.metrics, metrics_path, dashboard_path, dashboard_token
+        meter = self.metrics
+        self.shadows = Shadows(
+            self.pool,
+            max_shadows=max_shadows,
+            lag=None if meter is None else (lambda: meter.loop_lag),
         )
+        if meter is not None:
+            meter.attach("shadow", self.shadows)
+        access = AccessPolicy(
+            dashboard_token=dashboard_token,
+            metrics_token=metrics_token,
+            allowed_hosts=allowed_hosts,
+            trusted_proxies=trusted_proxies,
+        )
+        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
 
@@ -155,16 +208,20 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Callable[[View], View]:
         """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
 
         Other methods at the same path still go to the legacy app. With
         ``middleware`` (a function that wraps a WSGI app in the legacy middleware
         stack), the view runs inside that stack and sees what it puts in the environ.
+        With ``shadow`` (True, a sampling rate, or a ``bridge.shadow.Shadow``), the
+        legacy app still answers, and the view runs on the same requests afterwards,
+        its response compared with the legacy one and discarded (docs/migration.md).
         """
 
         def register(view: View) -> View:
-            self.add_route(rule, view, methods=methods, middleware=middleware)
+            self.add_route(rule, view, methods=methods, middleware=middleware, shadow=shadow)
             return view
 
         return register
@@ -176,10 +233,16 @@ class Bridge:
         *,
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: bool | float | Shadow = False,
     ) -> Route:
-        route = self.router.add_route(rule, view, methods, middleware)
+        config = Shadow.of(shadow)
+        if config is not None:
+            config.check_methods(rule, methods)
+        route = self.router.add_route(rule, view, methods, middleware, config)
         if middleware is not None:
             route.wsgi = middleware(as_wsgi(view, self.request_class))
+        if config is not None:
+            self.shadows.add(route)
         return route
 
     def websocket(self, rule: str) -> Callable[[View], View]:
@@ -208,17 +271,22 @@ class Bridge:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
-                    cycle = RequestCycle(scope, receive, send, self.limits)
-                    serving = self._serve_route(found[0], found[1], cycle)
+                    if found[0].shadow is not None:  # the legacy app answers, the view shadows
+                        await self.shadows.serve(
+                            *found, scope, receive, send, self._legacy, self._serve_route
+                        )
+                        return
+                    serving = self._serve_route(found[0], found[1], scope, receive, send)
                     await (serving if meter is None else meter.route(found[0], serving))
                     return
                 mount = router.match_mount(path)
                 if mount is not None:
-                    child = _mounted_scope(scope, mount.prefix, path)
+                    child = _mounted_scope(scope, mount.prefix, path, self.state)
+                    limited = Mount(mount.prefix, within_limits(mount.app, self.limits))
                     if meter is None:
-                        await mount.app(child, receive, send)
+                        await limited.app(child, receive, send)
                     else:
-                        await meter.mount(mount, child, receive, send)
+                        await meter.mount(limited, child, receive, send)
                     return
             cycle = RequestCycle(scope, receive, send, self.limits)
             legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
@@ -226,13 +294,21 @@ class Bridge:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
+    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve and count one request with the legacy app (a shadow route's answer)."""
+        cycle = RequestCycle(scope, receive, send, self.limits)
+        legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
+        meter = self.metrics
+        await (legacy if meter is None else meter.legacy(scope, legacy))
+
     async def _serve_route(
-        self, route: Route, values: dict[str, Any], cycle: RequestCycle
+        self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
     ) -> Outcome:
+        cycle = RequestCycle(scope, receive, send, self.limits)
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
             return await serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
@@ -244,7 +320,8 @@ class Bridge:
         if found is None:
             mount = self.router.match_mount(path)
             if mount is not None:
-                await mount.app(_mounted_scope(scope, mount.prefix, path), receive, send)
+                child = _mounted_scope(scope, mount.prefix, path, self.state)
+                await within_limits(mount.app, self.limits)(child, receive, send)
                 return
             # No websocket here, and a WSGI app cannot speak it: refuse the handshake
             # (the server answers 403).
@@ -253,7 +330,16 @@ class Bridge:
                 await send({"type": "websocket.close", "code": 1000})
             return
         route, values = found
-        environ = build_environ({**scope, "method": "GET"}, RequestBody())
+        try:
+            environ = build_environ(
+                {**scope, "method": "GET"},
+                RequestBody(),
+                max_header_count=self.limits.max_header_count,
+            )
+        except TooManyHeaders as exc:
+            logger.info("Refused a websocket handshake: %s", exc)
+            await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
+            return
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
         socket.request.path_params = values
@@ -271,16 +357,27 @@ class Bridge:
         if not socket.closed:
             await socket.close(1000)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ASGI lifespan: "state" is a namespace the server copies into every request's
+        # scope. A server that offers none gets bridge's own dict, which mounted apps
+        # then receive in their request scopes from bridge (see _mounted_scope).
+        if scope.get("state") is not None:
+            self.state = scope["state"]
+        state = self.state
         mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                refusal = unsupported_event_loop()
+                if refusal is not None:
+                    logger.error("%s", refusal)
+                    await send({"type": "lifespan.startup.failed", "message": refusal})
+                    return
                 try:
                     for hook in self.on_startup:
-                        await _call_hook(hook)
+                        await _call_hook(hook, state)
                     for app in mounted:
-                        await app.startup()
+                        await app.startup(state)
                 except Exception as exc:
                     logger.exception("A startup hook failed.")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
@@ -290,13 +387,14 @@ class Bridge:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._drain()
+                await self.shadows.stop()
                 if self.metrics is not None:
                     await self.metrics.stop()
                 for app in reversed(mounted):
                     await app.shutdown()
                 try:
                     for hook in self.on_shutdown:
-                        await _call_hook(hook)
+                        await _call_hook(hook, state)
                 except Exception as exc:
                     logger.exception("A shutdown hook failed.")
                     self.pool.shutdown()
@@ -330,20 +428,45 @@ class Bridge:
             )
 
 
-def _mounted_scope(scope: Scope, prefix: str, path: str) -> Scope:
+def _mounted_scope(
+    scope: Scope, prefix: str, path: str, state: dict[str, Any] | None = None
+) -> Scope:
     """The scope a mounted app sees: ``root_path`` grows by the prefix, and ``path``
-    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way)."""
+    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way).
+
+    ``path`` is ``route_path(scope)``, so the mounted app (a nested ``Bridge`` too)
+    sees what the legacy app would have seen below the prefix. ``raw_path`` stays
+    the bytes the client sent: the mounted app uses it only where it agrees with
+    ``path`` (see ``bridge.environ.request_path``). ``state`` is bridge's own lifespan
+    state, for a server that keeps none (ASGI: "the server will copy it").
+    """
     root_path = scope.get("root_path", "").rstrip("/") + prefix
     child = dict(scope)
     child["root_path"] = root_path
     child["path"] = root_path + path[len(prefix) :]
+    if state is not None and "state" not in scope:
+        child["state"] = dict(state)
     return child
 
 
-async def _call_hook(hook: Hook) -> None:
+async def _call_hook(hook: Hook, state: dict[str, Any]) -> None:
+    """Run a lifespan hook; one that takes an argument receives the lifespan state."""
+    args = (state,) if _takes_argument(hook) else ()
     if inspect.iscoroutinefunction(hook):
-        await hook()
+        await hook(*args)
         return
-    result = await sync_to_async(hook)()
+    result = await sync_to_async(hook)(*args)
     if isinstance(result, Awaitable):
         await result
+
+
+def _takes_argument(hook: Hook) -> bool:
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        and p.default is p.empty
+        for p in parameters
+    )

@@ -2,20 +2,17 @@
 
 Both are off until a path is given, and are answered before routing, so they never
 reach the legacy app. The dashboard (one self-contained HTML page and the JSON it
-polls) shows request counts, route names and latencies, so it is served only to
-loopback clients, or, once ``dashboard_token`` is set, only to requests carrying
-that token in ``?token=`` or ``Authorization: Bearer``.
+polls) shows request counts, route names and latencies, and the metrics the same;
+who may read either is decided by one policy, ``access.AccessPolicy``.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs
 
 from ._types import Receive, Scope, Send
+from .access import AccessPolicy
 from .metrics import Metrics
 from .routing import route_path
 
@@ -32,11 +29,12 @@ _CSP = (
 class Endpoints:
     """The paths bridge answers itself, each mapped to its handler."""
 
-    def __init__(self, metrics: Metrics, token: str | None) -> None:
+    def __init__(self, metrics: Metrics, access: AccessPolicy) -> None:
         self.metrics = metrics
-        self.token = token
+        self.access = access
         self.paths: dict[str, Handler] = {}
         self.data_path = ""
+        self.base = ""
 
     @classmethod
     def configure(
@@ -44,7 +42,7 @@ class Endpoints:
         metrics: Metrics | None,
         metrics_path: str | None,
         dashboard_path: str | None,
-        token: str | None,
+        access: AccessPolicy,
     ) -> Endpoints | None:
         """The endpoints for these options, or None when neither path is set."""
         if metrics_path is None and dashboard_path is None:
@@ -54,9 +52,7 @@ class Endpoints:
                 "metrics_path and dashboard_path need the counters: drop metrics=False, "
                 "or drop the paths."
             )
-        if token is not None and not token:
-            raise ValueError("dashboard_token must not be empty; give a long random string.")
-        endpoints = cls(metrics, token)
+        endpoints = cls(metrics, access)
         if metrics_path is not None:
             _check_path("metrics_path", metrics_path)
             endpoints.paths[metrics_path] = endpoints.prometheus
@@ -70,6 +66,7 @@ class Endpoints:
                 )
             endpoints.paths[base] = endpoints.page
             endpoints.paths[base + "/"] = endpoints.page
+            endpoints.base = base
             endpoints.data_path = base + "/data.json"
             endpoints.paths[endpoints.data_path] = endpoints.data
         return endpoints
@@ -89,13 +86,26 @@ class Endpoints:
     # -- the handlers -----------------------------------------------------------------
 
     async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
+        verdict = self.access.metrics(scope)
+        if not verdict.allowed:
+            await _refuse(send, scope, verdict.reason)
+            return
         body = self.metrics.prometheus().encode("utf-8")
         await _send(send, scope, 200, b"text/plain; version=0.0.4; charset=utf-8", body)
 
     async def page(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self._allowed(scope, send):
-            return
         root = scope.get("root_path", "").rstrip("/")
+        verdict = self.access.dashboard(scope, exchange=root + self.base)
+        if not verdict.allowed:
+            await _refuse(send, scope, verdict.reason)
+            return
+        if verdict.redirect is not None and verdict.cookie is not None:
+            # The Jupyter pattern: the token leaves the URL (history, logs, Referer)
+            # at once; from here on the HttpOnly cookie proves it.
+            headers = [(b"location", verdict.redirect.encode("latin-1")),
+                       (b"set-cookie", verdict.cookie.encode("latin-1"))]  # fmt: skip
+            await _send(send, scope, 303, b"text/plain; charset=utf-8", b"See the page.\n", headers)
+            return
         # json.dumps makes a JS string; "<" escaped so no "</script>" can end the block.
         url = json.dumps(root + self.data_path).replace("<", "\\u003c")
         body = PAGE.replace("__DATA_URL__", url).encode("utf-8")
@@ -103,28 +113,12 @@ class Endpoints:
         await _send(send, scope, 200, b"text/html; charset=utf-8", body, extra)
 
     async def data(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self._allowed(scope, send):
+        verdict = self.access.dashboard(scope)
+        if not verdict.allowed:
+            await _refuse(send, scope, verdict.reason)
             return
         body = json.dumps(self.metrics.snapshot()).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body)
-
-    async def _allowed(self, scope: Scope, send: Send) -> bool:
-        if self.token is not None:
-            given = _token_of(scope)
-            ok = given is not None and hmac.compare_digest(
-                given.encode("utf-8"), self.token.encode("utf-8")
-            )
-            reason = b"Forbidden: give the dashboard token in ?token= or Authorization: Bearer.\n"
-        else:
-            client = scope.get("client")
-            ok = client is not None and _is_loopback(str(client[0]))
-            reason = (
-                b"Forbidden: the bridge dashboard answers loopback clients only; "
-                b"set dashboard_token to open it to others.\n"
-            )
-        if not ok:
-            await _send(send, scope, 403, b"text/plain; charset=utf-8", reason)
-        return ok
 
 
 def _check_path(option: str, path: str) -> None:
@@ -132,24 +126,9 @@ def _check_path(option: str, path: str) -> None:
         raise ValueError(f'{option} "{path}" must start with "/", such as "/_bridge/".')
 
 
-def _token_of(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"authorization":
-            scheme, _, credentials = bytes(value).decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                return credentials.strip()
-    query = scope.get("query_string", b"").decode("latin-1")
-    values: list[str] = parse_qs(query).get("token", [])
-    return values[0] if values else None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a unix socket path, or a name: not provably local
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+async def _refuse(send: Send, scope: Scope, reason: str) -> None:
+    body = (reason + "\n").encode("utf-8")
+    await _send(send, scope, 403, b"text/plain; charset=utf-8", body)
 
 
 async def _send(
@@ -238,10 +217,82 @@ svg text { font-size: 11px; fill: var(--mute); }
     <table><thead><tr><th>route</th><th>code</th><th>requests</th><th>errors</th>
       <th>p50</th><th>p90</th><th>p99</th><th>p99, to scale</th><th>thread wait p99</th>
       <th>loop blocks</th></tr></thead><tbody id="routes"></tbody></table></section>
+  <!-- Shadow routes (bridge.shadow): the panel, its style and its script, in one block. -->
+  <style>
+  .tag.bad { background: var(--bad); }
+  #shadow-mismatches details { margin-top: 10px; font-size: 13px; }
+  #shadow-mismatches summary { cursor: pointer; font-family: ui-monospace, monospace; }
+  #shadow-mismatches th, #shadow-mismatches td { text-align: left; }
+  #shadow-mismatches td { font-family: ui-monospace, monospace; white-space: pre-wrap;
+                          word-break: break-all; }
+  </style>
+  <section class="card wide" id="shadow-panel" hidden>
+    <h2>Shadow routes: the migrated view on the same requests, compared with legacy</h2>
+    <table><thead><tr><th>route</th><th>verdict</th><th>matched</th><th>mismatched</th>
+      <th>failed</th><th>skipped</th><th>matches in a row</th></tr></thead>
+      <tbody id="shadow-routes"></tbody></table>
+    <div id="shadow-mismatches"></div></section>
+  <script>
+  "use strict";
+  function shadowPanel(data) {
+    const routes = data.shadow || [];
+    const panel = document.getElementById("shadow-panel");
+    panel.hidden = routes.length === 0;
+    const rows = document.getElementById("shadow-routes");
+    const reports = document.getElementById("shadow-mismatches");
+    rows.replaceChildren();
+    reports.replaceChildren();
+    const add = (parent, name, value, cls) => {
+      const node = document.createElement(name);
+      if (cls) node.className = cls;
+      if (value !== undefined) node.textContent = value;
+      parent.appendChild(node);
+      return node;
+    };
+    for (const r of routes) {
+      const tr = add(rows, "tr");
+      tr.dataset.route = r.route;
+      const methods = r.methods ? r.methods.join(", ") : "every method";
+      const rate = r.rate < 1 ? ", " + Math.round(r.rate * 100) + " % sampled" : "";
+      add(tr, "td", r.route + "  (" + methods + rate + ")");
+      const verdict = add(tr, "td");
+      const bad = r.streak === 0 && r.mismatched + r.failed > 0;
+      add(verdict, "span", r.ready ? "ready to switch" : bad ? "differs" : "not yet",
+          "tag verdict " + (r.ready ? "new" : bad ? "bad" : "old"));
+      add(tr, "td", r.matched.toLocaleString(), "matched");
+      add(tr, "td", r.mismatched.toLocaleString(), "mismatched" + (r.mismatched ? " err" : ""));
+      add(tr, "td", r.failed.toLocaleString(), "failed" + (r.failed ? " err" : ""));
+      const skipped = add(tr, "td", r.skipped.toLocaleString(), "skipped");
+      skipped.title = Object.entries(r.skips).map(([why, n]) => n + ": " + why).join("\\n");
+      add(tr, "td", r.streak.toLocaleString() + " / " + r.ready_after.toLocaleString(), "streak");
+      for (const m of r.mismatches) {
+        const details = add(reports, "details", undefined, "mismatch");
+        details.dataset.route = r.route;
+        add(details, "summary", m.method + " " + m.path + ": " + m.differences.length +
+            (m.differences.length === 1 ? " difference" : " differences"));
+        const table = add(details, "table");
+        const head = add(add(table, "thead"), "tr");
+        for (const title of ["where", "legacy", "shadow"]) add(head, "th", title);
+        const body = add(table, "tbody");
+        for (const d of m.differences) {
+          const row = add(body, "tr", undefined, "difference");
+          add(row, "td", d.where); add(row, "td", d.legacy); add(row, "td", d.shadow);
+        }
+      }
+      for (const f of r.failures) {
+        const details = add(reports, "details", undefined, "failure");
+        details.dataset.route = r.route;
+        add(details, "summary", f.method + " " + f.path + ": the shadow view failed");
+        add(details, "p", f.error, "err");
+      }
+    }
+  }
+  </script>
 </main>
 <script>
 "use strict";
-const DATA_URL = __DATA_URL__ + location.search;
+// The URL carries no token (the page redirected it into a cookie), so polls log none.
+const DATA_URL = __DATA_URL__;
 const NS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 function ms(s) {
@@ -356,10 +407,10 @@ function tiles(data) {
 }
 async function refresh() {
   try {
-    const response = await fetch(DATA_URL, {cache: "no-store"});
+    const response = await fetch(DATA_URL, {cache: "no-store", credentials: "same-origin"});
     if (!response.ok) throw new Error(response.status + " " + (await response.text()));
     const data = await response.json();
-    tiles(data); shareChart(data); poolChart(data); table(data);
+    tiles(data); shareChart(data); poolChart(data); table(data); shadowPanel(data);
     $("status").textContent = "updated " + new Date(data.time * 1000).toLocaleTimeString();
     document.body.dataset.loaded = "1";
   } catch (error) {

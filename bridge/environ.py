@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -27,18 +28,30 @@ class ErrorStream:
 
     PEP 3333 asks for a text-mode stream; sending it to logging rather than raw
     stderr puts application error output where the rest of the server's logs go.
+    A record is whole lines: ``print("user", 42, file=errors)`` makes four writes
+    and one record. Each thread has its own pending text (one stream serves every
+    request at once), and a line longer than ``MAX_PENDING`` goes out in pieces of
+    that size rather than growing without bound.
     """
+
+    MAX_PENDING = 64 * 1024
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._logger = logger or logging.getLogger("bridge.wsgi")
+        self._local = threading.local()
 
     def write(self, text: str) -> int:
-        message = text.rstrip("\n")
-        if message:
-            if self._logger.hasHandlers():
-                self._logger.error(message)
-            else:
-                sys.stderr.write(text)
+        if not self._logger.hasHandlers():
+            sys.stderr.write(text)  # no logging configured: stderr, as wsgiref does
+            return len(text)
+        pending: str = getattr(self._local, "pending", "") + text
+        end = pending.rfind("\n") + 1
+        if end == 0 and len(pending) >= self.MAX_PENDING:
+            end = len(pending)
+        if end:
+            self._emit(pending[:end])
+            pending = pending[end:]
+        self._local.pending = pending
         return len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -46,7 +59,16 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
-        """Nothing is buffered here: each write goes straight to logging."""
+        """Log this thread's incomplete last line, if any (PEP 3333: flush writes out)."""
+        pending: str = getattr(self._local, "pending", "")
+        self._local.pending = ""
+        if pending:
+            self._emit(pending)
+
+    def _emit(self, text: str) -> None:
+        message = text.rstrip("\n")
+        if message.strip():
+            self._logger.error(message)
 
 
 ERRORS = ErrorStream()
@@ -55,20 +77,21 @@ ERRORS = ErrorStream()
 def request_path(scope: Scope) -> tuple[str, str]:
     """Return ``(SCRIPT_NAME, PATH_INFO)`` for a scope, both latin-1 ``str`` of the URL bytes.
 
-    PEP 3333 gives WSGI the percent-decoded path bytes, each byte one latin-1 character.
-    ``raw_path`` keeps bytes that are not UTF-8 (``%FF``), which ``path`` has already
-    replaced, so it is preferred. Servers disagree on whether ``path`` includes
-    ``root_path`` (uvicorn prefixes it, hypercorn and daphne do not): the prefix is
-    stripped only when present, and only at a segment boundary, so a root path of
-    ``/app`` leaves ``/apple`` alone.
+    The rule, one for the legacy app, routes, mounts and nested bridges:
+
+    1. PEP 3333 gives WSGI the percent-decoded path bytes, each byte one latin-1
+       character. ``path`` is the authority: ASGI middleware may rewrite it (strip a
+       proxy prefix, say) and leave ``raw_path`` as the client sent it.
+    2. ``raw_path`` is used only for the path segments where it agrees with ``path``
+       (its decoded segment, read as UTF-8 with replacement as servers decode it,
+       equals the segment of ``path``), compared from the end. There it keeps the
+       bytes ``path`` has lost, such as ``%FF``; a rewritten segment comes from ``path``.
+    3. ``root_path`` is stripped from the front, only at a segment boundary (a root
+       path of ``/app`` leaves ``/apple`` alone), and only when present: servers
+       disagree on whether ``path`` includes it (uvicorn, hypercorn and granian do,
+       and bridge's mounts do, as the ASGI spec asks; some servers do not).
     """
-    raw_path = scope.get("raw_path")
-    if raw_path:
-        path_bytes = raw_path.partition(b"?")[0]
-        if b"%" in path_bytes:
-            path_bytes = unquote_to_bytes(path_bytes)
-    else:
-        path_bytes = scope["path"].encode("utf-8")
+    path_bytes = _path_bytes(scope)
     root_path = scope.get("root_path")
     if not root_path:
         return "", path_bytes.decode("latin-1")
@@ -78,6 +101,31 @@ def request_path(scope: Scope) -> tuple[str, str]:
         if not rest or rest[:1] == b"/":
             path_bytes = rest
     return script_name.decode("latin-1"), path_bytes.decode("latin-1")
+
+
+def _path_bytes(scope: Scope) -> bytes:
+    """The decoded bytes of ``path``, with ``raw_path``'s bytes where the two agree."""
+    path: str = scope["path"]
+    encoded = path.encode("utf-8")
+    raw_path = scope.get("raw_path")
+    if not raw_path:
+        return encoded
+    raw: bytes = raw_path.partition(b"?")[0]
+    if b"%" in raw:
+        raw = unquote_to_bytes(raw)
+    if raw == encoded:
+        return raw  # the common case: nothing rewritten, nothing lost
+    raw_segments = raw.split(b"/")
+    segments = path.split("/")
+    agreed = 0
+    for raw_segment, segment in zip(reversed(raw_segments), reversed(segments), strict=False):
+        if raw_segment.decode("utf-8", "replace") != segment:
+            break
+        agreed += 1
+    if agreed == 0:
+        return encoded
+    kept = [segment.encode("utf-8") for segment in segments[: len(segments) - agreed]]
+    return b"/".join(kept + raw_segments[len(raw_segments) - agreed :])
 
 
 def build_environ(

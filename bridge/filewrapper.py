@@ -6,10 +6,14 @@ PEP 3333's optional "platform-specific file handling"; with the ASGI
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Iterator
 from typing import IO
+
+# The types ``open()`` returns for a binary file: read() gives the file's own bytes.
+_PLAIN_FILES = (io.BufferedReader, io.BufferedRandom, io.FileIO)
 
 
 class FileWrapper:
@@ -41,23 +45,49 @@ class FileWrapper:
             close()
 
     def regular_file(self) -> tuple[str, int] | None:
-        """Return ``(path, size)`` when the wrapped object is a regular file at its start."""
-        name = getattr(self.filelike, "name", None)
-        fileno = getattr(self.filelike, "fileno", None)
-        tell = getattr(self.filelike, "tell", None)
-        if not isinstance(name, str) or fileno is None or tell is None:
+        """Return ``(path, size)`` when the server may open ``name`` instead of reading us.
+
+        That holds only when all of these do, and any doubt means streaming:
+
+        * the object is a plain binary file as ``open(path, "rb")`` makes it, so its
+          ``read()`` gives the file's own bytes (a ``gzip.open`` file has the same
+          descriptor but decompresses) and its ``close()`` leaves the file in place
+          (a ``NamedTemporaryFile`` deletes it on close, which bridge calls before
+          the server opens the path);
+        * its descriptor is the file at ``name`` (same device and inode as
+          ``os.stat(name)``: not replaced or removed since it was opened);
+        * it is a regular file, read from its start.
+
+        ``fileno()`` may raise anything a file-like object raises for "no descriptor"
+        (``AttributeError`` from a tar member, ``io.UnsupportedOperation``,
+        ``OSError``): all of it means streaming.
+        """
+        filelike = self.filelike
+        if type(filelike) not in _PLAIN_FILES:
+            return None
+        name = getattr(filelike, "name", None)
+        if not isinstance(name, str):
             return None
         try:
-            info = os.fstat(fileno())
-            if not stat.S_ISREG(info.st_mode) or tell() != 0:
+            opened = os.fstat(filelike.fileno())
+            named = os.stat(name)
+            if filelike.tell() != 0:
                 return None
-            return os.path.abspath(name), info.st_size
-        except (OSError, ValueError):
+        except Exception:
             return None
+        if not stat.S_ISREG(opened.st_mode):
+            return None
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            return None
+        return os.path.abspath(name), opened.st_size
 
-    def pathsend_target(self, content_length: int | None) -> tuple[str, int] | None:
+    def pathsend_target(self, status: int, content_length: int | None) -> tuple[str, int] | None:
         """``(path, size)`` when the server may send this file by path instead of the
-        thread reading it: a regular file whose size agrees with ``content_length``."""
+        thread reading it: a response with a body (not 1xx, 204 or 304, which get no
+        Content-Length either) whose file passes ``regular_file`` and whose size
+        agrees with ``content_length``."""
+        if status < 200 or status in (204, 304):
+            return None
         found = self.regular_file()
         if found is None:
             return None

@@ -92,11 +92,14 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from ._types import Environ, WSGIApp
+from ._types import Environ, RawHeaders, Send, WSGIApp
 from .admission import Admission
-from .cycle import Outcome, RequestCycle
+from .cycle import Limits, Outcome, RequestCycle
 from .filewrapper import FileWrapper
+from .framing import CLOSE, REFUSALS, plain_response
 from .threads import ThreadPool
+
+__all__ = ["REFUSALS", "Limits", "call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
 
 
 def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: Any) -> None:
@@ -124,7 +127,7 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
 def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> None:
     """Drive the application's iterable in the thread, stopping when no more is wanted."""
     if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
-        found = iterable.pathsend_target(cycle.framing.content_length)
+        found = iterable.pathsend_target(cycle.framing.status, cycle.framing.content_length)
         if found is not None and cycle.send_path(*found):
             return
     # A list or tuple is already whole in memory: holding it costs nothing and
@@ -178,3 +181,13 @@ async def serve_wsgi(
         return await run_wsgi(cycle, pool, app, environ)
     finally:
         cycle.release()
+
+
+async def refuse(send: Send, status: int, retry_after: int = 1) -> None:
+    """Answer with bridge's own refusal (413, 431, 503) and close the connection, for
+    code that serves outside a request cycle (the limits of mounted apps)."""
+    extra: RawHeaders = [CLOSE]
+    if status == 503:
+        extra.append((b"retry-after", str(retry_after).encode("ascii")))
+    for message in plain_response(status, extra):
+        await send(message)

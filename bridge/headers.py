@@ -55,13 +55,21 @@ def parse_status(status: object) -> int:
 
 
 def encode_headers(headers: object) -> tuple[RawHeaders, int | None]:
-    """Validate WSGI response headers; return them as ASGI bytes and the Content-Length."""
-    if not isinstance(headers, list):
-        raise ResponseError(f"The response headers must be a list of tuples, not {headers!r}.")
+    """Validate WSGI response headers; return them as ASGI bytes and the Content-Length.
+
+    PEP 3333 asks for "a list of (header_name, header_value) tuples", but gunicorn,
+    waitress and asgiref take any sequence of two-item sequences (``[["X-A", "1"]]``,
+    a tuple of tuples), and real apps send them: so does bridge. The name and value
+    themselves are held to the rules.
+    """
+    if not isinstance(headers, (list, tuple)):
+        raise ResponseError(
+            f"The response headers must be a list of (name, value) tuples, not {headers!r}."
+        )
     raw: RawHeaders = []
     content_length: int | None = None
     for item in headers:
-        if not (isinstance(item, tuple) and len(item) == 2):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ResponseError(f"A response header must be a (name, value) tuple, not {item!r}.")
         name, value = item
         if not (isinstance(name, str) and isinstance(value, str)):

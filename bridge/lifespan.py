@@ -19,6 +19,26 @@ from ._types import ASGIApp, Message
 logger = logging.getLogger("bridge")
 
 
+def unsupported_event_loop() -> str | None:
+    """Why bridge cannot run on the current event loop, or None when it is asyncio's.
+
+    bridge hands work between threads and the loop with asyncio primitives
+    (``call_soon_threadsafe``, asyncio queues and futures, asgiref's
+    ``async_to_sync``), so it needs a running asyncio loop (uvloop is one). Under
+    trio (hypercorn's ``--worker-class trio``) there is none: the server is told at
+    startup, in a sentence, rather than every request failing later.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return (
+            "bridge runs on asyncio only, and this server runs another event loop "
+            "(trio?); start it with an asyncio worker, for example "
+            "hypercorn --worker-class asyncio (or uvloop), or use uvicorn or granian."
+        )
+    return None
+
+
 class MountedLifespan:
     """One mounted app's lifespan: a task running it, fed and read through two queues."""
 
@@ -29,9 +49,19 @@ class MountedLifespan:
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    async def startup(self) -> None:
-        """Send ``lifespan.startup``; raise ``RuntimeError`` if the app reports failure."""
-        scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    async def startup(self, state: dict[str, Any]) -> None:
+        """Send ``lifespan.startup``; raise ``RuntimeError`` if the app reports failure.
+
+        ``state`` is the server's lifespan state (ASGI: "Applications can store
+        arbitrary data in this namespace"), shared with bridge's own hooks; the server
+        copies it into every request's scope, and so the mounted app's requests see
+        what its lifespan put there (Starlette's ``request.state.db``).
+        """
+        scope: dict[str, Any] = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "state": state,
+        }
         self._task = asyncio.ensure_future(self._run(scope))
         reply = await self._ask({"type": "lifespan.startup"})
         if reply is not None and reply["type"] == "lifespan.startup.failed":

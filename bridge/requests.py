@@ -21,3 +21,13 @@ class Request(WerkzeugRequest):
     def scope(self) -> dict[str, Any]:
         scope: dict[str, Any] = self.environ["asgi.scope"]
         return scope
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The lifespan state as the server copied it into this request's scope.
+
+        What ``on_startup`` hooks (those that take an argument) and mounted apps'
+        lifespans stored, such as a database pool: ``request.state["db"]``.
+        """
+        state: dict[str, Any] = self.scope.setdefault("state", {})
+        return state

@@ -13,12 +13,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 
 from ._types import ASGIApp, Scope, WSGIApp
+from .environ import request_path
+
+if TYPE_CHECKING:
+    from .shadow import Shadow
 
 View = Callable[..., Any]
 Middleware = Callable[[WSGIApp], WSGIApp]
@@ -35,6 +39,7 @@ class Route:
     is_async: bool
     middleware: Middleware | None = None
     wsgi: WSGIApp | None = field(default=None, repr=False)  # the view inside the middleware
+    shadow: Shadow | None = None  # set: the legacy app answers, the view runs in its shadow
 
     @property
     def kind(self) -> str:
@@ -64,14 +69,18 @@ def literal_prefix(rule: str) -> str:
 
 
 def route_path(scope: Scope) -> str:
-    """The request path below ``root_path``, as text (the form werkzeug rules match)."""
+    """The request path below ``root_path``, as text (the form werkzeug rules match).
+
+    It is ``PATH_INFO`` read back as UTF-8, by ``bridge.environ.request_path``'s rule,
+    so a route, a mount and the legacy app always see the same path.
+    """
     path: str = scope["path"]
-    root = scope.get("root_path", "").rstrip("/")
-    if root and path.startswith(root):
-        rest = path[len(root) :]
-        if not rest or rest[0] == "/":
-            return rest or "/"
-    return path
+    if not scope.get("root_path"):
+        raw_path = scope.get("raw_path")
+        if not raw_path or raw_path == path.encode("utf-8"):
+            return path or "/"  # the common case, on the legacy path of every request
+    path_info = request_path(scope)[1]
+    return path_info.encode("latin-1").decode("utf-8", "replace") or "/"
 
 
 def _methods(methods: Iterable[str] | None) -> frozenset[str] | None:
@@ -107,6 +116,7 @@ class Router:
         view: View,
         methods: Iterable[str] | None = None,
         middleware: Middleware | None = None,
+        shadow: Shadow | None = None,
     ) -> Route:
         if not rule.startswith("/"):
             raise ValueError(f'The route rule "{rule}" must start with "/".')
@@ -137,6 +147,7 @@ class Router:
             endpoint=endpoint,
             is_async=inspect.iscoroutinefunction(view),
             middleware=middleware,
+            shadow=shadow,
         )
         self._http.add(Rule(rule, endpoint=endpoint, methods=wanted))
         self.routes.append(route)

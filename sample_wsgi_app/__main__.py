@@ -1,6 +1,7 @@
 """Command line for the sample application.
 
-``python -m sample_wsgi_app init-db`` creates the schema and seed data;
+``python -m sample_wsgi_app init-db`` creates the schema, the seed data and the
+session key file (a random key, made once);
 ``python -m sample_wsgi_app serve`` runs it on werkzeug's threaded development
 server, the way it ran before bridge.
 """
@@ -18,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sample_wsgi_app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    init = commands.add_parser("init-db", help="create the schema and seed data, then exit")
+    init = commands.add_parser(
+        "init-db", help="create the schema, seed data and session key, then exit"
+    )
     init.add_argument("--data-dir", help="default: $SAMPLE_DATA_DIR, else ./var")
     serve = commands.add_parser("serve", help="serve on werkzeug's development server")
     serve.add_argument("--data-dir", help="default: $SAMPLE_DATA_DIR, else ./var")
@@ -33,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sample_wsgi_app import create_app, init_db
 
     if args.command == "init-db":
-        print(f"Database ready at {init_db()}")
+        database = init_db()
+        print(f"Database ready at {database}; session key in {database.parent / 'secret_key'}")
         return 0
     from werkzeug.serving import run_simple
 

@@ -21,7 +21,7 @@ from sample_wsgi_app.middleware import (
     SessionMiddleware,
 )
 from sample_wsgi_app.request import DB_KEY, SETTINGS_KEY, SampleRequest
-from sample_wsgi_app.settings import DEV_SECRET_KEY, Settings
+from sample_wsgi_app.settings import Settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -77,6 +77,25 @@ VIEWS: dict[str, View] = {
 }
 
 
+NO_KEY_MESSAGE = (
+    "The sample application has no session key, so it serves nothing: set SAMPLE_SECRET_KEY, "
+    "or run `python -m sample_wsgi_app init-db` (scripts/serve does) to keep a random key in "
+    "the data directory's secret_key file. SAMPLE_DEV_KEY=1 uses the published development "
+    "key, on a machine nobody else can reach."
+)
+
+
+def refuse_without_key(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """Answer 503 with `NO_KEY_MESSAGE`: cookies signed with a published key are forgeable."""
+    logger.error(NO_KEY_MESSAGE)
+    body = (NO_KEY_MESSAGE + "\n").encode()
+    start_response(
+        "503 Service Unavailable",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
 class SampleApp:
     """The legacy application: a WSGI callable that routes to plain view functions.
 
@@ -91,7 +110,7 @@ class SampleApp:
         self.views = dict(VIEWS)
         # Warned at the first request rather than at import, so importing the
         # package to run init_db() or a test stays quiet.
-        self._warn_about_secret = settings.secret_key == DEV_SECRET_KEY
+        self._warn_about_secret = settings.uses_dev_key
         # The full stack; kept as an attribute so it can be wrapped further.
         self.wsgi_app: WSGIApplication = self.wrap(self.dispatch)
 
@@ -104,10 +123,15 @@ class SampleApp:
 
         bridge's `route(..., middleware=sample.wrap)` runs a migrated view inside it;
         `log_requests=False` leaves the log out once an ASGI middleware writes it.
+        Without a session key (see `settings`) the stack answers every request with 503.
         """
-        stack: WSGIApplication = CSRFMiddleware(app)
+        secret = self.settings.secret_key
+        if secret is None:
+            stack: WSGIApplication = refuse_without_key
+            return RequestLogMiddleware(stack) if log_requests else stack
+        stack = CSRFMiddleware(app)
         stack = AuthMiddleware(stack, self.db)
-        stack = SessionMiddleware(stack, self.settings.secret_key)
+        stack = SessionMiddleware(stack, secret)
         stack = ErrorPageMiddleware(stack)
         return RequestLogMiddleware(stack) if log_requests else stack
 
@@ -115,7 +139,10 @@ class SampleApp:
         """Match the URL, run the view, and answer with its response."""
         if self._warn_about_secret:
             self._warn_about_secret = False
-            logger.warning("SAMPLE_SECRET_KEY is not set; sessions use the development key.")
+            logger.warning(
+                "SAMPLE_DEV_KEY=1: sessions are signed with the development key published in "
+                "sample_wsgi_app/settings.py; anyone can forge them. Never serve others so."
+            )
         environ[DB_KEY] = self.db
         environ[SETTINGS_KEY] = self.settings
         request = SampleRequest.from_environ(environ)

@@ -16,32 +16,40 @@ from asgiref.sync import sync_to_async
 from werkzeug.http import dump_cookie
 from werkzeug.wrappers import Request, Response
 
-from sample_wsgi_app import queries
+from sample_wsgi_app import auth
 from sample_wsgi_app.db import Database
-from sample_wsgi_app.middleware import SESSION_MAX_AGE
 from sample_wsgi_app.queries import User
 from sample_wsgi_app.sessions import (
     CSRF_SESSION_KEY,
     SESSION_COOKIE,
+    SESSION_MAX_AGE,
     USER_ID_SESSION_KEY,
     dump_session,
     load_session,
 )
 
 
-def read_session(request: Request, secret: str) -> dict[str, Any]:
-    """The session the legacy `SessionMiddleware` would load for this request."""
+def read_session(request: Request, secret: str | None) -> dict[str, Any]:
+    """The session the legacy `SessionMiddleware` would load for this request: empty if
+    it does not verify or is older than `SESSION_MAX_AGE`, or if there is no key."""
+    if secret is None:
+        return {}  # no key, no sessions: see settings
     return load_session(request.cookies.get(SESSION_COOKIE), secret)
 
 
 async def current_user(session: dict[str, Any], db: Database) -> User | None:
-    """The logged-in user of `session`, as `AuthMiddleware` finds it, or None."""
-    user_id = session.get(USER_ID_SESSION_KEY)
-    if not isinstance(user_id, int):
+    """The logged-in user of `session`, as `AuthMiddleware` finds it, or None: the same
+    check (`auth.session_user`), so a session from before a logout is refused here too."""
+    if not isinstance(session.get(USER_ID_SESSION_KEY), int):
         return None
     # thread_sensitive=False: one read needs no particular thread, and the loop's
     # default executor keeps its threads, so their per-thread connections are reused.
-    return await sync_to_async(queries.get_user, thread_sensitive=False)(db, user_id)
+    return await sync_to_async(auth.session_user, thread_sensitive=False)(db, session)
+
+
+async def log_out(session: dict[str, Any], db: Database) -> None:
+    """End `session` and every other session of its user, as the legacy logout does."""
+    await sync_to_async(auth.log_out, thread_sensitive=False)(db, session)
 
 
 def csrf_ok(request: Request, session: dict[str, Any]) -> bool:

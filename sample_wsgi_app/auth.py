@@ -16,7 +16,11 @@ from sample_wsgi_app.db import Database
 from sample_wsgi_app.passwords import hash_password, verify_password
 from sample_wsgi_app.queries import User
 from sample_wsgi_app.request import SampleRequest
-from sample_wsgi_app.sessions import CSRF_SESSION_KEY, USER_ID_SESSION_KEY
+from sample_wsgi_app.sessions import (
+    CSRF_SESSION_KEY,
+    GENERATION_SESSION_KEY,
+    USER_ID_SESSION_KEY,
+)
 
 P = ParamSpec("P")
 View = Callable[Concatenate[SampleRequest, P], Response]
@@ -45,14 +49,36 @@ def log_in(session: dict[str, Any], user: User) -> None:
     Dropping the old contents (and CSRF token) means a session planted before
     login is worth nothing after it.
     """
-    session.clear()
+    session.clear()  # the issue time goes too: the cookie saved next is stamped now
     session[USER_ID_SESSION_KEY] = user.id
+    session[GENERATION_SESSION_KEY] = user.session_generation
     session[CSRF_SESSION_KEY] = secrets.token_urlsafe(32)
 
 
-def log_out(session: dict[str, Any]) -> None:
-    """End the session; the middleware then deletes the cookie."""
+def log_out(db: Database, session: dict[str, Any]) -> None:
+    """End the session, and every other session of its user issued before now.
+
+    A signed cookie cannot be recalled, so the user's session generation is raised
+    in the database: a cookie saved before this moment, copied or stolen, names the
+    old generation and no longer logs anyone in. The middleware deletes this one.
+    """
+    user_id = session.get(USER_ID_SESSION_KEY)
+    if isinstance(user_id, int):
+        queries.end_sessions(db, user_id)
     session.clear()
+
+
+def session_user(db: Database, session: dict[str, Any]) -> User | None:
+    """The user `session` logs in, or None: the account must exist and the session
+    must carry the user's current generation (logout raises it)."""
+    user_id = session.get(USER_ID_SESSION_KEY)
+    generation = session.get(GENERATION_SESSION_KEY)
+    if not isinstance(user_id, int) or not isinstance(generation, int):
+        return None
+    user = queries.get_user(db, user_id)
+    if user is None or user.session_generation != generation:
+        return None
+    return user
 
 
 def safe_next_url(target: str | None, default: str = "/items") -> str:

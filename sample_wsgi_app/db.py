@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sample_wsgi_app.passwords import hash_password
-from sample_wsgi_app.settings import Settings
+from sample_wsgi_app.settings import Settings, ensure_key_file
 
 logger = logging.getLogger("sample_wsgi_app")
 
@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    session_generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
@@ -169,6 +171,7 @@ def create_schema(connection: sqlite3.Connection) -> None:
     connection.executescript(SCHEMA)
     connection.execute("BEGIN IMMEDIATE")
     try:
+        _add_missing_columns(connection)
         if connection.execute("SELECT 1 FROM users LIMIT 1").fetchone() is None:
             _seed(connection)
     except BaseException:
@@ -177,9 +180,27 @@ def create_schema(connection: sqlite3.Connection) -> None:
     connection.execute("COMMIT")
 
 
+# Columns added after the first release, for databases made before them:
+# (table, column, definition).
+ADDED_COLUMNS = (
+    ("users", "is_admin", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "session_generation", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    for table, column, definition in ADDED_COLUMNS:
+        present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            if (table, column) == ("users", "is_admin"):
+                # Before roles, the seeded admin was the one account: it stays the admin.
+                connection.execute("UPDATE users SET is_admin = 1 WHERE username = 'admin'")
+
+
 def _seed(connection: sqlite3.Connection) -> None:
     connection.execute(
-        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO users (username, password_hash, created_at, is_admin) VALUES (?, ?, ?, 1)",
         ("admin", hash_password("admin"), utc_timestamp(SEED_EPOCH)),
     )
     rows = []
@@ -198,10 +219,11 @@ def _seed(connection: sqlite3.Connection) -> None:
 
 
 def init_db(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Create the data directory, schema and seed data now; return the database path.
+    """Create the data directory, schema, seed data and session key file now; return the
+    database path.
 
     Without an argument the directory comes from `SAMPLE_DATA_DIR`, else `./var`.
-    Running it again changes nothing.
+    Running it again changes nothing (the key is made once and kept).
     """
     settings = Settings.from_env(data_dir=data_dir)
     database = Database(settings.database_path)
@@ -210,4 +232,5 @@ def init_db(data_dir: str | os.PathLike[str] | None = None) -> Path:
     finally:
         database.close()
     settings.attachments_dir.mkdir(parents=True, exist_ok=True)
+    ensure_key_file(settings.data_dir)
     return settings.database_path

@@ -26,12 +26,13 @@ from werkzeug.wsgi import FileWrapper
 
 from sample_wsgi_app import templates
 from sample_wsgi_app.api import json_error
+from sample_wsgi_app.auth import session_user
 from sample_wsgi_app.db import Database
-from sample_wsgi_app.queries import get_user
 from sample_wsgi_app.request import SESSION_KEY, USER_KEY, SampleRequest
 from sample_wsgi_app.sessions import (
     CSRF_SESSION_KEY,
     SESSION_COOKIE,
+    SESSION_MAX_AGE,
     USER_ID_SESSION_KEY,
     canonical_json,
     dump_session,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sample_wsgi_app")
 
-SESSION_MAX_AGE = 14 * 24 * 3600  # two weeks, Django's default session age
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER_ENVIRON = "HTTP_X_CSRF_TOKEN"  # the X-CSRF-Token request header
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -223,7 +223,8 @@ class SessionMiddleware:
     Args:
         app: the application to wrap.
         secret: the key that signs the cookie (see `sessions` for the format).
-        max_age: seconds a browser keeps the cookie; two weeks by default.
+        max_age: seconds a session lives from its issue time, checked here, and the
+            cookie's Max-Age; two weeks by default.
     """
 
     def __init__(self, app: WSGIApplication, secret: str, max_age: int = SESSION_MAX_AGE) -> None:
@@ -233,7 +234,7 @@ class SessionMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         cookie = parse_cookie(environ).get(SESSION_COOKIE)
-        session = load_session(cookie, self.secret)
+        session = load_session(cookie, self.secret, self.max_age)
         environ[SESSION_KEY] = session
         # What the browser holds now: nothing, a valid session, or a bad cookie
         # (which is then deleted, so it is not sent again).
@@ -276,10 +277,10 @@ class AuthMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         session: dict[str, Any] = environ.setdefault(SESSION_KEY, {})
-        user_id = session.get(USER_ID_SESSION_KEY)
-        user = get_user(self.db, user_id) if isinstance(user_id, int) else None
-        if user is None and user_id is not None:
-            # The account is gone: the session must not outlive it.
+        user = session_user(self.db, session)
+        if user is None and session.get(USER_ID_SESSION_KEY) is not None:
+            # The account is gone, or the user logged out since: the session must not
+            # outlive either, so the cookie is deleted.
             session.clear()
         environ[USER_KEY] = user
         return self.app(environ, start_response)
@@ -303,6 +304,9 @@ class CSRFMiddleware:
         session: dict[str, Any] = environ.setdefault(SESSION_KEY, {})
         submitted = environ.get(CSRF_HEADER_ENVIRON)
         mimetype, _options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        # Media types are case-insensitive (RFC 9110 8.3.1), and werkzeug parses
+        # "Application/X-WWW-Form-Urlencoded" as a form: compare them the same way.
+        mimetype = mimetype.lower()
         if mimetype in FORM_TYPES and not submitted:
             # The view reads the same request, so the form is parsed only once.
             request = SampleRequest.from_environ(environ)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 from collections.abc import AsyncIterator
 from html import escape
 
@@ -25,8 +26,14 @@ from sample_wsgi_app import app as sample_app
 from sample_wsgi_app import queries, templates
 from sample_wsgi_app.access_log import RequestLog
 from sample_wsgi_app.api import attachment_json, item_json, json_error, json_response
-from sample_wsgi_app.application import SampleApp
-from sample_wsgi_app.async_session import csrf_ok, current_user, read_session, save_session
+from sample_wsgi_app.application import NO_KEY_MESSAGE, SampleApp
+from sample_wsgi_app.async_session import (
+    csrf_ok,
+    current_user,
+    log_out,
+    read_session,
+    save_session,
+)
 from sample_wsgi_app.live import ItemFeed, publish_created_items
 from sample_wsgi_app.queries import User
 from sample_wsgi_app.request import SESSION_KEY, USER_KEY
@@ -41,11 +48,17 @@ SSE_HEARTBEAT_SECONDS = 15.0
 
 
 def create_application(
-    sample: SampleApp, *, max_threads: int = MAX_THREADS, feed: ItemFeed | None = None
+    sample: SampleApp,
+    *,
+    max_threads: int = MAX_THREADS,
+    feed: ItemFeed | None = None,
+    dashboard_token: str | None = None,
 ) -> RequestLog:
     """Serve `sample` through bridge, with the migrated routes and the live feed beside it.
 
-    The result is the ASGI request log around the `Bridge` (its `app`).
+    The result is the ASGI request log around the `Bridge` (its `app`). Without a
+    session key (see `settings`) the server's startup fails with the reason.
+    `dashboard_token` opens bridge's dashboard to whoever has it (default: loopback only).
     """
     feed = feed if feed is not None else ItemFeed()
     db = sample.db
@@ -60,6 +73,8 @@ def create_application(
         # Loopback clients only, unless dashboard_token is set.
         dashboard_path="/_bridge/",
         metrics_path="/_bridge/metrics",
+        dashboard_token=dashboard_token,
+        on_startup=[functools.partial(_require_key, sample)],
     )
     in_legacy_middleware = functools.partial(sample.wrap, log_requests=False)
 
@@ -102,8 +117,10 @@ def create_application(
         session = read_session(request, secret)
         if not csrf_ok(request, session):  # no CSRFMiddleware out here
             return json_error(403, "Send the session's CSRF token in the X-CSRF-Token header.")
+        await log_out(session, db)  # every cookie issued before now stops working
         response = json_response({"user": None}, headers={"Cache-Control": "no-store"})
-        save_session(response, request, {}, secret)
+        if secret is not None:
+            save_session(response, request, {}, secret)
         return response
 
     # Step 4: the live feed. Each open connection is a coroutine waiting on a queue.
@@ -153,6 +170,13 @@ def create_application(
 
     # Step 5: the ported request log runs for every route, async or legacy.
     return RequestLog(bridge)
+
+
+def _require_key(sample: SampleApp) -> None:
+    # A startup hook: the server refuses to start, saying why, rather than serving
+    # sessions nobody can trust.
+    if sample.settings.secret_key is None:
+        raise RuntimeError(NO_KEY_MESSAGE)
 
 
 async def _forward(queue: asyncio.Queue[dict[str, object]], ws: WebSocket) -> None:
@@ -219,4 +243,6 @@ def _live_page(items: list[queries.Item], user: User | None, token: str | None) 
     return templates.page(title="Live items", body=body, user=user, csrf_token=token)
 
 
-application = create_application(sample_app)
+application = create_application(
+    sample_app, dashboard_token=os.environ.get("BRIDGE_DASHBOARD_TOKEN") or None
+)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sample_wsgi_app.db import Database, utc_timestamp
+from sample_wsgi_app.passwords import hash_password
 
 PER_PAGE = 10
 TITLE_MAX = 200
@@ -22,10 +24,20 @@ REPORT_HOURS = 15_000
 
 @dataclass(frozen=True)
 class User:
-    """A user account, without its password hash."""
+    """A user account, without its password hash.
+
+    `session_generation` is raised at each logout; a session saved under an older
+    generation no longer logs anyone in (see `auth.session_user`).
+    """
 
     id: int
     username: str
+    is_admin: bool = False
+    session_generation: int = 0
+
+    def may_change(self, item: Item) -> bool:
+        """Tell whether this user may edit or delete `item`: its owner, or an admin."""
+        return self.is_admin or item.owner == self.username
 
 
 @dataclass(frozen=True)
@@ -78,21 +90,50 @@ def ping(db: Database) -> None:
     db.connection().execute("SELECT 1").fetchone()
 
 
+_USER_COLUMNS = "id, username, is_admin, session_generation"
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(row["id"], row["username"], bool(row["is_admin"]), row["session_generation"])
+
+
 def get_user(db: Database, user_id: int) -> User | None:
     """Return the user with this id, if any."""
-    row = db.connection().execute("SELECT id, username FROM users WHERE id = ?", (user_id,))
+    row = db.connection().execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
     found = row.fetchone()
-    return User(found["id"], found["username"]) if found else None
+    return _user(found) if found else None
 
 
 def get_user_credentials(db: Database, username: str) -> tuple[User, str] | None:
     """Return the user with this name and the stored password hash, if any."""
     found = (
         db.connection()
-        .execute("SELECT id, username, password_hash FROM users WHERE username = ?", (username,))
+        .execute(
+            f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = ?", (username,)
+        )
         .fetchone()
     )
-    return (User(found["id"], found["username"]), found["password_hash"]) if found else None
+    return (_user(found), found["password_hash"]) if found else None
+
+
+def create_user(db: Database, username: str, password: str, *, is_admin: bool = False) -> User:
+    """Add a user account and return it."""
+    with db.transaction() as connection:
+        cursor = connection.execute(
+            "INSERT INTO users (username, password_hash, created_at, is_admin) VALUES (?, ?, ?, ?)",
+            (username, hash_password(password), utc_timestamp(), int(is_admin)),
+        )
+    assert cursor.lastrowid is not None
+    return User(cursor.lastrowid, username, is_admin)
+
+
+def end_sessions(db: Database, user_id: int) -> None:
+    """Log the user out everywhere: every session issued until now stops working."""
+    with db.transaction() as connection:
+        connection.execute(
+            "UPDATE users SET session_generation = session_generation + 1 WHERE id = ?",
+            (user_id,),
+        )
 
 
 def _like_pattern(query: str) -> str:

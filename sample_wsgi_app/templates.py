@@ -110,7 +110,7 @@ def _size(size: int) -> str:
 def item_detail(
     item: Item, attachments: Sequence[Attachment], *, user: User | None, csrf_token: str | None
 ) -> str:
-    """One item with its attachments; editing controls when someone is logged in."""
+    """One item with its attachments; editing controls for its owner or an admin."""
     files = "\n".join(
         f'<li class="attachment" data-attachment-id="{a.id}">'
         f'<a href="/attachments/{a.id}">{escape(a.filename)}</a> '
@@ -118,7 +118,7 @@ def item_detail(
         for a in attachments
     )
     controls = ""
-    if user is not None and csrf_token is not None:
+    if user is not None and csrf_token is not None and user.may_change(item):
         controls = (
             f'<p><a href="/items/{item.id}/edit" id="edit-link">Edit</a></p>\n'
             f'<form method="post" action="/items/{item.id}/delete" id="delete-form">'

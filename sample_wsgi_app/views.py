@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
@@ -42,6 +42,16 @@ def _item_or_404(db: Database, item_id: int) -> queries.Item:
     item = queries.get_item(db, item_id)
     if item is None:
         raise NotFound(f"There is no item {item_id}.")
+    return item
+
+
+def _changeable_item_or_404(request: SampleRequest, item_id: int) -> queries.Item:
+    """The item, if the logged-in user may change it (its owner or an admin); else 403."""
+    item = _item_or_404(request.db, item_id)
+    if not request.require_user().may_change(item):
+        raise Forbidden(
+            f"Only {item.owner}, who created item {item_id}, or an admin may change it."
+        )
     return item
 
 
@@ -93,8 +103,8 @@ def item_detail(request: SampleRequest, item_id: int) -> Response:
 
 @login_required
 def item_edit(request: SampleRequest, item_id: int) -> Response:
-    """Show the form for an existing item, or save it."""
-    item = _item_or_404(request.db, item_id)
+    """Show the form for an existing item, or save it (its owner or an admin only)."""
+    item = _changeable_item_or_404(request, item_id)
     title, body, errors = item.title, item.body, {}
     if request.method == "POST":
         title, body = request.form.get("title", "").strip(), request.form.get("body", "")
@@ -115,7 +125,8 @@ def item_edit(request: SampleRequest, item_id: int) -> Response:
 
 @login_required
 def item_delete(request: SampleRequest, item_id: int) -> Response:
-    """Delete an item and its stored files."""
+    """Delete an item and its stored files (its owner or an admin only)."""
+    _changeable_item_or_404(request, item_id)
     paths = queries.delete_item(request.db, item_id)
     if paths is None:
         raise NotFound(f"There is no item {item_id}.")
@@ -127,8 +138,8 @@ def item_delete(request: SampleRequest, item_id: int) -> Response:
 
 @login_required
 def attachment_upload(request: SampleRequest, item_id: int) -> Response:
-    """Store the multipart field `file` as an attachment of the item."""
-    _item_or_404(request.db, item_id)
+    """Store the multipart field `file` as an attachment of the item (its owner or an admin)."""
+    _changeable_item_or_404(request, item_id)
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         raise BadRequest("Choose a file to upload.")
@@ -163,8 +174,9 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+@login_required
 def attachment_download(request: SampleRequest, attachment_id: int) -> Response:
-    """Send a stored file through the server's `wsgi.file_wrapper`."""
+    """Send a stored file, to logged-in users, through the server's `wsgi.file_wrapper`."""
     attachment = queries.get_attachment(request.db, attachment_id)
     if attachment is None:
         raise NotFound(f"There is no attachment {attachment_id}.")
@@ -213,8 +225,8 @@ def login(request: SampleRequest) -> Response:
 
 
 def logout(request: SampleRequest) -> Response:
-    """End the session."""
-    log_out(request.session)
+    """End the session, and every earlier session of the same user."""
+    log_out(request.db, request.session)
     return redirect("/items", code=303)
 
 
@@ -229,13 +241,24 @@ class _LineBuffer:
         return len(text)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV
+# Injection"): "=HYPERLINK(...)" in a title would become a link or a command.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """`text` as a spreadsheet shows it, never as a formula: a leading `'` neutralises it."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_rows(db: Database) -> Iterator[bytes]:
     buffer = _LineBuffer()
     writer = csv.writer(buffer)
     writer.writerow(["id", "title", "body", "created_at", "owner"])
     yield buffer.line.encode()
     for item in queries.iter_items(db):
-        writer.writerow([item.id, item.title, item.body, item.created_at, item.owner])
+        texts = (csv_cell(item.title), csv_cell(item.body), csv_cell(item.owner))
+        writer.writerow([item.id, texts[0], texts[1], item.created_at, texts[2]])
         yield buffer.line.encode()
 
 

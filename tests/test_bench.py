@@ -59,7 +59,7 @@ def test_quick_bench_writes_one_line_per_contender(tmp_path: Path) -> None:
         (row,) = (row for row in hello if row["contender"] == name)
         assert re.fullmatch(r"[\d,]+\.\d req/s", row["result"]), row
     workloads = {row["workload"] for row in _rows(table)}
-    assert len(workloads) == 8, workloads
+    assert len(workloads) == 9, workloads
 
     data = json.loads((out / "results.json").read_text())
     assert data["machine"]["cpus (nproc)"] == str(os.cpu_count())

@@ -113,7 +113,7 @@ def test_disconnect_mid_body_lets_buffered_bytes_be_read_first() -> None:
     assert asyncio.run(main()) == (b"data", "ClientDisconnected")
 
 
-def test_a_failed_body_raises_its_error_once_the_received_bytes_are_read() -> None:
+def test_body_past_max_body_size_raises_body_too_large() -> None:
     with pytest.raises(BodyTooLarge, match="max_body_size"):
         stream([b"x" * 10] * 5, lambda body: body.read(), error=BodyTooLarge(25))
 

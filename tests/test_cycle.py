@@ -191,7 +191,7 @@ def test_a_body_that_stalls_before_the_buffer_fills_is_408_without_a_thread() ->
 
 @pytest.mark.parametrize("bad", [0, -1, "soon", True])
 def test_body_timeout_is_validated(bad: Any) -> None:
-    with pytest.raises(ValueError, match=r"body_timeout must be a number of seconds above 0"):
+    with pytest.raises((TypeError, ValueError), match=r"body_timeout must be"):
         Bridge(echo_length, body_timeout=bad)
 
 

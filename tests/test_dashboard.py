@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from wsgiref.validate import validator
 import pytest
 from werkzeug.wrappers import Response
 
-from bridge import Bridge, Request
+from bridge import Bridge, Request, access
 from bridge.metrics import Metrics
 
 from .asgi import Client, http_scope
+from .browser import fresh_page, launched, skip_without_chromium
 
 Environ = dict[str, Any]
 TOKEN = "s3cret-token-0123456789"
@@ -101,6 +103,11 @@ def test_other_clients_are_refused_without_a_token(client: tuple[str, int] | Non
     assert legacy.paths == []
 
 
+def cookie_of(response: Client) -> str:
+    """The ``name=value`` part of the response's Set-Cookie."""
+    return response.headers[b"set-cookie"].decode().split(";")[0]
+
+
 def test_with_a_token_every_client_must_give_it() -> None:
     app, legacy = make(dashboard_path="/_bridge/", dashboard_token=TOKEN)
     assert get(app, "/_bridge/").status == 403  # loopback is not enough any more
@@ -108,12 +115,188 @@ def test_with_a_token_every_client_must_give_it() -> None:
     bearer = [(b"authorization", b"Bearer wrong")]
     assert get(app, "/_bridge/data.json", headers=bearer).status == 403
     remote = ("203.0.113.5", 4000)
-    page = get(app, "/_bridge/", client=remote, query_string=f"token={TOKEN}".encode())
-    assert page.status == 200 and b"<svg" in page.body
     bearer = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    page = get(app, "/_bridge/", client=remote, headers=bearer)
+    assert page.status == 200 and b"<svg" in page.body
     data = get(app, "/_bridge/data.json", client=remote, headers=bearer)
     assert data.status == 200 and "routes" in json.loads(data.body)
     assert legacy.paths == []
+
+
+def test_a_token_in_the_url_is_exchanged_for_a_cookie_and_dropped_from_the_url() -> None:
+    app, legacy = make(dashboard_path="/_bridge/", dashboard_token=TOKEN)
+    remote = ("203.0.113.5", 4000)
+    query = f"range=1h&token={TOKEN}".encode()
+    exchanged = get(app, "/app/_bridge/", client=remote, query_string=query, root_path="/app")
+    assert exchanged.status == 303
+    assert exchanged.headers[b"location"] == b"/app/_bridge/?range=1h"  # the token is gone
+    attributes = exchanged.headers[b"set-cookie"].decode().split("; ")
+    assert attributes[0].startswith("bridge_dashboard=") and TOKEN not in attributes[0]
+    # Only the dashboard's own path gets it back: the legacy app never sees it.
+    assert {"HttpOnly", "SameSite=Strict", "Path=/app/_bridge"} <= set(attributes)
+    assert "Secure" not in attributes  # plain http: a Secure cookie would never come back
+    cookie = [(b"cookie", f"other=1; {cookie_of(exchanged)}".encode())]
+    page = get(app, "/app/_bridge/", client=remote, headers=cookie, root_path="/app")
+    assert page.status == 200 and b"<svg" in page.body
+    assert b"location.search" not in page.body  # the polls carry no query string
+    data = get(app, "/app/_bridge/data.json", client=remote, headers=cookie, root_path="/app")
+    assert data.status == 200 and "routes" in json.loads(data.body)
+    assert legacy.paths == []
+
+
+def test_the_cookie_is_secure_over_https() -> None:
+    app, _ = make(dashboard_path="/_bridge/", dashboard_token=TOKEN)
+    exchanged = get(app, "/_bridge", query_string=f"token={TOKEN}".encode(), scheme="https")
+    assert exchanged.status == 303 and exchanged.headers[b"location"] == b"/_bridge"
+    assert "Secure" in exchanged.headers[b"set-cookie"].decode().split("; ")
+
+
+def test_the_polls_do_not_take_the_token_in_the_url() -> None:
+    app, _ = make(dashboard_path="/_bridge/", dashboard_token=TOKEN)
+    refused = get(app, "/_bridge/data.json", query_string=f"token={TOKEN}".encode())
+    assert refused.status == 403
+    assert b"exchanged for a cookie" in refused.body
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "garbage", "123.abc", "999999999999.0000", "x.y.z", '"quoted"'],
+)
+def test_forged_dashboard_cookies_are_refused(value: str) -> None:
+    app, _ = make(dashboard_path="/_bridge/", dashboard_token=TOKEN)
+    cookie = [(b"cookie", f"bridge_dashboard={value}".encode())]
+    assert get(app, "/_bridge/data.json", headers=cookie).status == 403
+
+
+def test_a_cookie_outlives_neither_its_age_nor_its_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, _ = make(dashboard_path="/_bridge/", dashboard_token=TOKEN)
+    exchanged = get(app, "/_bridge/", query_string=f"token={TOKEN}".encode())
+    cookie = [(b"cookie", cookie_of(exchanged).encode())]
+    assert get(app, "/_bridge/data.json", headers=cookie).status == 200
+    rotated, _ = make(dashboard_path="/_bridge/", dashboard_token=TOKEN + "-rotated")
+    assert get(rotated, "/_bridge/data.json", headers=cookie).status == 403
+    later = time.time() + access.COOKIE_MAX_AGE + 60
+    monkeypatch.setattr(access.time, "time", lambda: later)
+    assert get(app, "/_bridge/data.json", headers=cookie).status == 403  # checked here too
+
+
+# -- the loopback rule and forwarded addresses --------------------------------------------------
+
+SPOOFED = b"127.0.0.1, 203.0.113.7"  # what nginx's $proxy_add_x_forwarded_for makes of a spoof
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"x-forwarded-for", SPOOFED),
+        (b"x-forwarded-for", b"127.0.0.1"),
+        (b"forwarded", b"for=127.0.0.1"),
+        (b"x-real-ip", b"127.0.0.1"),
+    ],
+)
+def test_a_relayed_request_is_never_loopback(header: tuple[bytes, bytes]) -> None:
+    app, legacy = make(dashboard_path="/_bridge/", metrics_path="/_bridge/metrics")
+    for path in ("/_bridge/", "/_bridge/data.json", "/_bridge/metrics"):
+        refused = get(app, path, headers=[header])  # the peer itself is 127.0.0.1
+        assert refused.status == 403, path
+        assert b"relayed by a proxy" in refused.body
+    assert legacy.paths == []
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "status"),
+    [
+        ("10.0.0.2", b"203.0.113.7", 403),  # a remote client through the trusted proxy
+        ("10.0.0.2", SPOOFED, 403),  # the spoof: the proxy appended the real address
+        ("10.0.0.2", b"127.0.0.1", 200),  # a client on the proxy's machine
+        ("10.0.0.2", b"::1, 10.0.0.3", 200),  # two trusted hops
+        ("203.0.113.9", b"127.0.0.1", 403),  # relayed by a proxy nobody named
+        ("127.0.0.1", b"127.0.0.1", 403),  # even a loopback one: a server may have put it there
+        ("10.0.0.2", b"10.0.0.3", 403),  # nothing but proxies: no client left to believe
+        ("10.0.0.2", b"unknown", 403),  # an address that cannot be read
+    ],
+)
+def test_trusted_proxies_are_believed_and_nobody_else(
+    peer: str, forwarded: bytes, status: int
+) -> None:
+    app, _ = make(dashboard_path="/_bridge/", trusted_proxies=["10.0.0.0/24"])
+    headers = [(b"x-forwarded-for", forwarded)]
+    assert get(app, "/_bridge/data.json", client=(peer, 4000), headers=headers).status == status
+
+
+def test_trusted_proxies_read_the_forwarded_header_too() -> None:
+    app, _ = make(dashboard_path="/_bridge/", trusted_proxies=["10.0.0.2"])
+    local = [(b"forwarded", b'for="[::1]:4711";proto=http')]
+    assert get(app, "/_bridge/", client=("10.0.0.2", 1), headers=local).status == 200
+    remote = [(b"forwarded", b"for=127.0.0.1, for=198.51.100.4")]
+    assert get(app, "/_bridge/", client=("10.0.0.2", 1), headers=remote).status == 403
+
+
+@pytest.mark.parametrize(
+    ("proxies", "message"),
+    [(["*"], "would believe any client"), (["proxy.internal"], "not an IP address")],
+)
+def test_bad_trusted_proxies_are_refused(proxies: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(dashboard_path="/_bridge/", trusted_proxies=proxies)
+
+
+# -- the Host allow-list (DNS rebinding) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", [b"attacker.example", b"attacker.example:8000", b"127.0.0.2"])
+def test_an_unknown_host_is_refused_even_from_loopback(host: bytes) -> None:
+    app, legacy = make(dashboard_path="/_bridge/", metrics_path="/_bridge/metrics")
+    for path in ("/_bridge/", "/_bridge/data.json", "/_bridge/metrics"):
+        refused = get(app, path, headers=[(b"host", host)])
+        assert refused.status == 403, path
+        assert b"allowed_hosts" in refused.body
+    assert legacy.paths == []
+
+
+@pytest.mark.parametrize(
+    "host", [b"localhost", b"localhost:8000", b"app.localhost", b"127.0.0.1:8000", b"[::1]:8000"]
+)
+def test_loopback_names_are_allowed_by_default(host: bytes) -> None:
+    app, _ = make(dashboard_path="/_bridge/")
+    assert get(app, "/_bridge/", headers=[(b"host", host)]).status == 200
+
+
+def test_allowed_hosts_replace_the_loopback_names() -> None:
+    app, _ = make(dashboard_path="/_bridge/", allowed_hosts=[".example.com", "[2001:db8::1]"])
+    for host in (b"example.com", b"ops.example.com:443", b"[2001:db8::1]:80"):
+        assert get(app, "/_bridge/", headers=[(b"host", host)]).status == 200, host
+    for host in (b"localhost", b"example.com.evil.test", b"badexample.com"):
+        assert get(app, "/_bridge/", headers=[(b"host", host)]).status == 403, host
+    anywhere, _ = make(dashboard_path="/_bridge/", allowed_hosts=["*"])
+    assert get(anywhere, "/_bridge/", headers=[(b"host", b"whatever.test")]).status == 200
+    with pytest.raises(TypeError, match="must be a list of names"):
+        make(dashboard_path="/_bridge/", allowed_hosts="example.com")
+
+
+# -- the metrics path ------------------------------------------------------------------------------
+
+
+def test_the_metrics_path_takes_the_loopback_rule_or_its_own_token() -> None:
+    remote = ("203.0.113.5", 4000)
+    open_to_loopback, _ = make(metrics_path="/_bridge/metrics")
+    assert get(open_to_loopback, "/_bridge/metrics").status == 200
+    assert get(open_to_loopback, "/_bridge/metrics", client=remote).status == 403
+    app, _ = make(metrics_path="/_bridge/metrics", metrics_token="scrape-token")
+    assert get(app, "/_bridge/metrics").status == 403  # loopback is not enough any more
+    wrong = [(b"authorization", b"Bearer nope")]
+    assert get(app, "/_bridge/metrics", client=remote, headers=wrong).status == 403
+    bearer = [(b"authorization", b"Bearer scrape-token")]
+    scraped = get(app, "/_bridge/metrics", client=remote, headers=bearer)
+    assert scraped.status == 200 and b"bridge_requests_total" in scraped.body
+    # The metrics token is not the dashboard's, and the other way round.
+    both, _ = make(
+        metrics_path="/_bridge/metrics", dashboard_path="/_bridge/",
+        metrics_token="scrape-token", dashboard_token=TOKEN,
+    )  # fmt: skip
+    assert get(both, "/_bridge/data.json", headers=bearer).status == 403
+    dashboard_bearer = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    assert get(both, "/_bridge/metrics", headers=dashboard_bearer).status == 403
 
 
 def test_the_page_fetches_its_data_below_root_path() -> None:
@@ -143,6 +326,7 @@ def test_the_prometheus_path_is_served_by_bridge() -> None:
         ({"dashboard_path": "_bridge"}, 'must start with "/"'),
         ({"metrics_path": "metrics"}, 'must start with "/"'),
         ({"dashboard_path": "/_bridge/", "dashboard_token": ""}, "must not be empty"),
+        ({"metrics_path": "/_bridge/metrics", "metrics_token": ""}, "must not be empty"),
     ],
 )
 def test_bad_paths_are_refused_with_a_sentence(options: dict[str, Any], message: str) -> None:
@@ -164,7 +348,9 @@ def served_dashboard() -> Iterator[str]:
     """The demo app under uvicorn in a thread, with some traffic of each kind."""
     uvicorn = pytest.importorskip("uvicorn")
     httpx = pytest.importorskip("httpx")
-    app, _ = make(dashboard_path="/_bridge/", metrics=Metrics(history_interval=0.25))
+    app, _ = make(
+        dashboard_path="/_bridge/", dashboard_token=TOKEN, metrics=Metrics(history_interval=0.25)
+    )
 
     @app.route("/orders", methods=["GET"])
     def orders(request: Request) -> str:
@@ -201,29 +387,27 @@ def served_dashboard() -> Iterator[str]:
 
 @pytest.mark.browser
 def test_the_dashboard_in_headless_chromium(served_dashboard: str, tmp_path: Path) -> None:
-    """Renders the page; with BRIDGE_SCREENSHOT=1 the screenshot replaces docs/dashboard.png."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = next(
-        (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None
-    )
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium).")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(served_dashboard + "/_bridge/")
-            page.wait_for_selector("body[data-loaded='1']", timeout=10_000)
-            assert errors == []
-            assert page.locator("#routes tr").count() == 5
-            share = page.locator("#share").inner_text()
-            assert share.endswith("%") and 0 < float(share.rstrip(" %")) < 100
-            assert page.locator("#share-chart polygon").count() == 2
-            keep = os.environ.get("BRIDGE_SCREENSHOT") == "1"
-            shot = DOCS / "dashboard.png" if keep else tmp_path / "dashboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-        finally:
-            browser.close()
+    """Opens the page through the token-to-cookie exchange and renders it; with
+    BRIDGE_SCREENSHOT=1 the screenshot replaces docs/dashboard.png."""
+    skip_without_chromium()
+    with (
+        launched() as browser,
+        fresh_page(browser, viewport={"width": 1280, "height": 900}) as page,
+    ):
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        polls: list[str] = []
+        page.on("request", lambda r: polls.append(r.url) if "data.json" in r.url else None)
+        page.goto(served_dashboard + f"/_bridge/?token={TOKEN}")
+        assert page.url == served_dashboard + "/_bridge/"  # the token left the URL
+        page.wait_for_selector("body[data-loaded='1']", timeout=10_000)
+        assert errors == []
+        assert polls and all("token" not in url for url in polls)
+        assert page.locator("#routes tr").count() == 5
+        share = page.locator("#share").inner_text()
+        assert share.endswith("%") and 0 < float(share.rstrip(" %")) < 100
+        assert page.locator("#share-chart polygon").count() == 2
+        keep = os.environ.get("BRIDGE_SCREENSHOT") == "1"
+        shot = DOCS / "dashboard.png" if keep else tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from bridge.environ import ERRORS, TooManyHeaders, build_environ, request_path
+from bridge.environ import ERRORS, ErrorStream, TooManyHeaders, build_environ, request_path
 
 from .asgi import http_scope
 
@@ -91,7 +92,7 @@ def test_non_ascii_path_is_utf8_bytes_as_latin1() -> None:
 
 
 def test_invalid_utf8_escape_keeps_the_byte() -> None:
-    scope = http_scope("/\ufffd", raw_path=b"/%FF%2Fx")
+    scope = http_scope("/\ufffd/x", raw_path=b"/%FF%2Fx")
     assert build(scope)["PATH_INFO"] == "/\xff/x"
 
 
@@ -181,3 +182,78 @@ def test_content_length_beside_transfer_encoding_is_dropped() -> None:
     environ = build(scope)
     assert "CONTENT_LENGTH" not in environ
     assert environ["HTTP_TRANSFER_ENCODING"] == "chunked"
+
+
+# -- the one rule for PATH_INFO: path is the authority, raw_path keeps bytes where it agrees
+
+
+@pytest.mark.parametrize(
+    ("scope", "script_name", "path_info"),
+    [
+        # A middleware stripped a proxy prefix from path; raw_path is what the client sent.
+        (http_scope("/users", raw_path=b"/api/users"), "", "/users"),
+        # ... and a byte that is not UTF-8 still survives below the rewritten part.
+        (http_scope("/\ufffd", raw_path=b"/api/%FF"), "", "/\xff"),
+        # A middleware replaced a segment in the middle: the rewritten one comes from path.
+        (http_scope("/new/%FF", raw_path=b"/old/%25FF"), "", "/new/%FF"),
+        (http_scope("/new/\ufffd", raw_path=b"/old/%FF"), "", "/new/\xff"),
+        # Encoded slashes decode to "/" in both; the non-UTF-8 byte beside them survives.
+        (http_scope("/a/b/\ufffd", raw_path=b"/a%2Fb/%FF"), "", "/a/b/\xff"),
+        # Nothing agrees: path alone.
+        (http_scope("/x", raw_path=b"/y"), "", "/x"),
+        # raw_path with the query string in it (some servers): the query is not path.
+        (http_scope("/x", raw_path=b"/x?q=1"), "", "/x"),
+        # path includes root_path (uvicorn, hypercorn, granian, bridge's mounts) or not.
+        (http_scope("/app/x", root_path="/app", raw_path=b"/app/x"), "/app", "/x"),
+        (http_scope("/x", root_path="/app", raw_path=b"/x"), "/app", "/x"),
+        # A mount's scope: root_path and path grown by the prefix, raw_path as sent.
+        (http_scope("/app/v2/x", root_path="/app/v2", raw_path=b"/v2/x"), "/app/v2", "/x"),
+    ],
+)
+def test_path_is_the_authority_and_raw_path_keeps_bytes_where_it_agrees(
+    scope: dict[str, Any], script_name: str, path_info: str
+) -> None:
+    assert request_path(scope) == (script_name, path_info)
+    environ = build(scope)
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == (script_name, path_info)
+
+
+def test_error_stream_makes_one_record_per_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("ERROR", logger="bridge.wsgi"):
+        print("user", 42, file=ERRORS)  # four writes: "user", " ", "42", "\n"
+        ERRORS.write("two\nlines\n")
+        ERRORS.write("partial ")
+        ERRORS.write("line")
+        assert len(caplog.records) == 2
+        ERRORS.flush()
+        ERRORS.write("   \n")  # blank lines make no record
+    assert [r.getMessage() for r in caplog.records] == ["user 42", "two\nlines", "partial line"]
+
+
+def test_error_stream_keeps_each_threads_lines_apart(caplog: pytest.LogCaptureFixture) -> None:
+    started = threading.Barrier(2)
+
+    def write(name: str) -> None:
+        started.wait()
+        for n in range(50):
+            ERRORS.write(name)
+            ERRORS.write(f" {n}")
+            ERRORS.write("\n")
+
+    with caplog.at_level("ERROR", logger="bridge.wsgi"):
+        threads = [threading.Thread(target=write, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    messages = sorted(r.getMessage() for r in caplog.records)
+    assert messages == sorted(f"{name} {n}" for name in ("a", "b") for n in range(50))
+
+
+def test_error_stream_bounds_a_line_without_end(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("ERROR", logger="bridge.wsgi"):
+        for _ in range(3):
+            ERRORS.write("x" * (ErrorStream.MAX_PENDING // 2))
+        ERRORS.flush()
+    sizes = [len(r.getMessage()) for r in caplog.records]
+    assert sizes == [ErrorStream.MAX_PENDING, ErrorStream.MAX_PENDING // 2]

@@ -18,6 +18,7 @@ from bridge import Bridge, Request
 from bridge.metrics import (
     BOUNDS,
     EXPORTED_BOUNDS,
+    MAX_LABEL_LENGTH,
     OTHER_GROUP,
     Histogram,
     Metrics,
@@ -116,13 +117,52 @@ def test_exported_buckets_are_cumulative_and_end_with_inf() -> None:
 
 
 def test_legacy_groups_are_capped_with_an_other_group() -> None:
-    metrics = Metrics(max_groups=2)
+    metrics = Metrics(max_groups=2, label_after=1)
     assert metrics.legacy_stats("/a/1").route == "/a"
     assert metrics.legacy_stats("/b").route == "/b"
     assert metrics.legacy_stats("/c/3").route == OTHER_GROUP
     assert metrics.legacy_stats("/d").route == OTHER_GROUP
     assert metrics.legacy_stats("/a/2").route == "/a"
     assert len(metrics.snapshot()["routes"]) == 3
+
+
+def test_the_first_half_of_the_labels_is_open_and_the_rest_is_earned() -> None:
+    metrics = Metrics(max_groups=4, label_after=3)
+    assert metrics.legacy_stats("/a").route == "/a"
+    assert metrics.legacy_stats("/b").route == "/b"
+    # Labels three and four: a group counts as other until its third request.
+    assert [metrics.legacy_stats("/c").route for _ in range(3)] == [OTHER_GROUP] * 2 + ["/c"]
+    assert metrics.legacy_stats("/d").route == OTHER_GROUP
+    assert metrics.legacy_stats("/e").route == OTHER_GROUP
+    assert metrics.legacy_stats("/e").route == OTHER_GROUP
+    assert metrics.legacy_stats("/e").route == "/e"
+    assert metrics.legacy_stats("/d").route == OTHER_GROUP  # no label left
+    assert metrics.legacy_stats("/c/9").route == "/c"  # labels are kept
+
+
+def test_a_full_candidate_summary_makes_room_by_counting_every_candidate_down() -> None:
+    # max_groups=2: one open label, one to earn, 8 candidates.
+    metrics = Metrics(max_groups=2, label_after=4)
+    metrics.legacy_stats("/open")
+    for _ in range(2):
+        metrics.legacy_stats("/busy")
+    for i in range(7):
+        metrics.legacy_stats(f"/once-{i}")  # the summary is full: 8 candidates
+    assert metrics.legacy_stats("/newcomer").route == OTHER_GROUP  # everyone loses one
+    assert metrics._candidates == {"/busy": 1}
+    assert [metrics.legacy_stats("/busy").route for _ in range(3)] == [OTHER_GROUP] * 2 + ["/busy"]
+
+
+def test_a_group_longer_than_the_label_limit_never_gets_a_label() -> None:
+    metrics = Metrics(label_after=1)
+    long = "/" + "x" * MAX_LABEL_LENGTH
+    assert metrics.legacy_stats(long).route == OTHER_GROUP
+    assert metrics.legacy_stats("/" + "x" * (MAX_LABEL_LENGTH - 1)).route != OTHER_GROUP
+
+
+def test_label_after_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="label_after must be at least 1, not 0"):
+        Metrics(label_after=0)
 
 
 def test_a_metrics_object_belongs_to_one_bridge() -> None:

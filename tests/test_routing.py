@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+from wsgiref.validate import validator
+
 import pytest
 
+from bridge import Bridge, Request
 from bridge.routing import Router, literal_prefix, route_path
 
-from .asgi import http_scope
+from .asgi import Client, http_scope
 
 
 async def view(request: object) -> str:
@@ -110,3 +116,77 @@ def test_an_empty_router_is_inactive() -> None:
 )
 def test_route_path_strips_root_path(path: str, root_path: str, expected: str) -> None:
     assert route_path(http_scope(path, root_path=root_path)) == expected
+
+
+# One path rule for routes, mounts and nested bridges, whatever the server's scope style.
+
+# How each server fills path, raw_path and root_path for GET /app/v2/x served under
+# the root path /app (uvicorn adds its --root-path in front of both, read from its
+# source; hypercorn, daphne and granian take the URL as it came, root path included,
+# as observed), and a scope from an older server whose path leaves the root path out.
+SERVER_STYLES = {
+    "uvicorn": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
+    "hypercorn": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
+    "daphne": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
+    "granian": {"path": "/app/v2/x", "raw_path": b"/app/v2/x", "root_path": "/app"},
+    "path without root_path": {"path": "/v2/x", "raw_path": b"/v2/x", "root_path": "/app"},
+    "no root_path": {"path": "/v2/x", "raw_path": b"/v2/x", "root_path": ""},
+    "prefix-stripping middleware": {
+        "path": "/v2/x",
+        "raw_path": b"/api/v2/x",
+        "root_path": "",
+    },
+}
+
+
+def show_path(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = json.dumps([environ["SCRIPT_NAME"], environ["PATH_INFO"]]).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+@pytest.mark.parametrize("style", list(SERVER_STYLES))
+def test_a_bridge_mounted_in_a_bridge_sees_the_path_below_its_prefix(style: str) -> None:
+    inner = Bridge(validator(show_path))
+
+    @inner.route("/routed")
+    async def routed(request: Request) -> dict[str, str]:
+        return {"path": request.path, "script_root": request.script_root}
+
+    outer = Bridge(validator(show_path))
+    outer.mount("/v2", inner)
+    scope = {**http_scope(), **SERVER_STYLES[style]}
+    root = SERVER_STYLES[style]["root_path"]
+    client = Client()
+    asyncio.run(client.run(outer, scope))
+    assert json.loads(client.body) == [f"{root}/v2", "/x"]
+
+    routed_scope = {
+        **scope,
+        "path": str(scope["path"]).replace("/x", "/routed"),
+        "raw_path": bytes(scope["raw_path"]).replace(b"/x", b"/routed"),
+    }
+    client = Client()
+    asyncio.run(client.run(outer, routed_scope))
+    assert json.loads(client.body) == {"path": "/routed", "script_root": f"{root}/v2"}
+
+
+def test_a_route_matches_the_rewritten_path_and_the_request_shows_it() -> None:
+    app = Bridge(validator(show_path))
+
+    @app.route("/users")
+    async def users(request: Request) -> dict[str, str]:
+        return {"path": request.path, "route_path": route_path(request.scope)}
+
+    client = Client()
+    asyncio.run(client.run(app, http_scope("/users", raw_path=b"/api/users")))
+    assert json.loads(client.body) == {"path": "/users", "route_path": "/users"}
+    legacy = Client()
+    asyncio.run(legacy.run(app, http_scope("/accounts", raw_path=b"/api/accounts")))
+    assert json.loads(legacy.body) == ["", "/accounts"]
+
+
+def test_route_path_reads_raw_bytes_as_utf8_as_werkzeug_does() -> None:
+    assert route_path(http_scope("/caf\u00e9", raw_path=b"/caf%C3%A9")) == "/caf\u00e9"
+    assert route_path(http_scope("/\ufffd", raw_path=b"/%FF")) == "/\ufffd"
+    assert route_path(http_scope("/app", root_path="/app", raw_path=b"/app")) == "/"

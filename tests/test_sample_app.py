@@ -6,7 +6,11 @@ request also checks the application's side of PEP 3333.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import csv
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -14,11 +18,14 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest.mock import ANY
 from wsgiref.validate import InputWrapper, validator
 
+import httpx
 import pytest
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
@@ -29,12 +36,13 @@ from sample_wsgi_app import (
     dump_session,
     load_session,
     queries,
+    sessions,
 )
 from sample_wsgi_app.db import Database, init_db
 from sample_wsgi_app.middleware import ErrorPageMiddleware
 from sample_wsgi_app.passwords import hash_password, verify_password
 from sample_wsgi_app.request import SampleRequest
-from sample_wsgi_app.settings import Settings
+from sample_wsgi_app.settings import DEV_SECRET_KEY, Settings
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -166,7 +174,7 @@ def test_password_hash_verifies_only_the_right_password() -> None:
 
 
 def test_session_round_trip() -> None:
-    data = {"user_id": 7, "csrf_token": "abc", "note": "héllo"}
+    data = {"user_id": 7, "csrf_token": "abc", "note": "héllo", "issued_at": int(time.time())}
     cookie = dump_session(data, SECRET)
     assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", cookie)
     assert load_session(cookie, SECRET) == data
@@ -305,7 +313,7 @@ def test_login_page_sets_a_signed_session_cookie(browser: Browser) -> None:
     cookie = browser.client.get_cookie(SESSION_COOKIE)
     assert cookie is not None
     assert cookie.http_only
-    assert load_session(cookie.value, SECRET) == {"csrf_token": token}
+    assert load_session(cookie.value, SECRET) == {"csrf_token": token, "issued_at": ANY}
     assert load_session(cookie.value, "another-secret") == {}
 
 
@@ -571,7 +579,10 @@ def test_download_uses_the_servers_file_wrapper(admin: Browser, sample: SampleAp
         def close(self) -> None:
             self.file.close()
 
-    environ = EnvironBuilder("/attachments/1").get_environ()
+    cookie = admin.client.get_cookie(SESSION_COOKIE)
+    assert cookie is not None
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookie.value}"}
+    environ = EnvironBuilder("/attachments/1", headers=headers).get_environ()
     environ["wsgi.file_wrapper"] = ServerFileWrapper
     body = sample(environ, StartResponseRecorder())
     try:
@@ -807,3 +818,339 @@ def test_requests_are_logged(browser: Browser, caplog: pytest.LogCaptureFixture)
     lines = [r.getMessage() for r in caplog.records if r.name == "sample_wsgi_app"]
     assert any(re.fullmatch(r"GET /items\?page=2 200 \d+ bytes [\d.]+ ms", line) for line in lines)
     assert any(re.fullmatch(r"GET /items/999 404 \d+ bytes [\d.]+ ms", line) for line in lines)
+
+
+# Security: keys, session lifetime and logout, CSRF, who may see and change what.
+
+FORGED_ADMIN = {"user_id": 1, "generation": 0, "csrf_token": "forged"}
+
+
+def forged_with_the_dev_key() -> str:
+    """What anyone who has read settings.py can sign: an admin session."""
+    return dump_session(FORGED_ADMIN, DEV_SECRET_KEY)
+
+
+def assert_refused_as_anonymous(browser: Browser, cookie: str) -> None:
+    """``cookie`` logs nobody in: the legacy form and the JSON API both refuse it."""
+    browser.client.set_cookie(SESSION_COOKIE, cookie)
+    new_item = browser.get("/items/new")
+    assert new_item.status_code == 303 and new_item.location.startswith("/login")
+    browser.client.set_cookie(SESSION_COOKIE, cookie)
+    created = browser.post(
+        "/api/items", json={"title": "Planted"}, headers={"X-CSRF-Token": "forged"}
+    )
+    assert created.status_code in (401, 403), created.status
+    assert "Planted" not in browser.text("/items")
+
+
+def test_a_cookie_forged_with_the_published_key_is_refused(browser: Browser) -> None:
+    assert_refused_as_anonymous(browser, forged_with_the_dev_key())
+
+
+def test_without_a_key_the_app_refuses_to_serve(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SAMPLE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("SAMPLE_DEV_KEY", raising=False)
+    app = create_app(data_dir=data_dir)
+    assert app.settings.secret_key is None
+    browser = Browser(app)
+    try:
+        browser.client.set_cookie(SESSION_COOKIE, forged_with_the_dev_key())
+        for path in ("/items", "/items/new", "/health"):
+            refused = browser.get(path)
+            assert refused.status_code == 503, path
+            assert "SAMPLE_SECRET_KEY" in refused.get_data(as_text=True)
+        assert browser.post("/api/items", json={"title": "x"}).status_code == 503
+    finally:
+        browser.close()
+        app.close()
+
+
+def test_the_development_key_is_used_only_when_asked_for_and_warned_about(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("SAMPLE_SECRET_KEY", raising=False)
+    monkeypatch.setenv("SAMPLE_DEV_KEY", "1")
+    app = create_app(data_dir=data_dir)
+    assert app.settings.uses_dev_key
+    browser = Browser(app)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sample_wsgi_app"):
+            assert browser.get("/items").status_code == 200
+        assert any("anyone can forge them" in r.getMessage() for r in caplog.records)
+    finally:
+        browser.close()
+        app.close()
+
+
+def test_init_db_keeps_a_random_key_of_its_own_in_the_data_directory(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SAMPLE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("SAMPLE_DEV_KEY", raising=False)
+    init_db(data_dir)
+    key_file = data_dir / "secret_key"
+    key = key_file.read_text().strip()
+    assert len(key) >= 40 and key != DEV_SECRET_KEY
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    init_db(data_dir)  # made once, then kept: sessions survive a restart
+    assert key_file.read_text().strip() == key
+    assert Settings.from_env(data_dir).secret_key == key
+    other = data_dir.parent / "other"
+    init_db(other)
+    assert (other / "secret_key").read_text().strip() != key
+
+
+def test_sessions_expire_on_the_server(admin: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    cookie = admin.client.get_cookie(SESSION_COOKIE)
+    assert cookie is not None
+    issued = load_session(cookie.value, SECRET)["issued_at"]
+    assert abs(issued - time.time()) < 60
+    later = issued + sessions.SESSION_MAX_AGE + 1
+    monkeypatch.setattr(sessions.time, "time", lambda: later)  # the browser kept it anyway
+    assert_refused_as_anonymous(admin, cookie.value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"user_id": 1, "generation": 0},  # no issue time
+        {"user_id": 1, "generation": 0, "issued_at": "0"},
+        {"user_id": 1, "generation": 0, "issued_at": 10**12},  # issued in the future
+        {"user_id": 1, "generation": 0, "issued_at": True},  # a bool is not a time either
+    ],
+)
+def test_sessions_without_a_believable_issue_time_are_refused(payload: dict[str, Any]) -> None:
+    # Signed by hand, as the format in sessions.py describes: dump_session would stamp it.
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    body = b64(sessions.canonical_json(payload).encode())
+    signature = b64(hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).digest())
+    assert load_session(f"{body}.{signature}", SECRET) == {}
+    assert load_session(dump_session({"user_id": 1}, SECRET), SECRET)["user_id"] == 1
+
+
+def test_logout_ends_every_session_issued_before_it(sample: SampleApp) -> None:
+    laptop, phone = Browser(sample), Browser(sample)
+    try:
+        for browser in (laptop, phone):
+            assert browser.login().status_code == 303
+        saved = laptop.client.get_cookie(SESSION_COOKIE)
+        on_phone = phone.client.get_cookie(SESSION_COOKIE)
+        assert saved is not None and on_phone is not None
+        token = laptop.session()["csrf_token"]
+        assert laptop.post("/logout", data={"csrf_token": token}).status_code == 303
+        # A copy of the cookie saved before the logout is worth nothing, on any device.
+        assert_refused_as_anonymous(laptop, saved.value)
+        assert_refused_as_anonymous(phone, on_phone.value)
+        assert laptop.login().status_code == 303  # a new login works
+        assert laptop.get("/items/new").status_code == 200
+    finally:
+        laptop.close()
+        phone.close()
+
+
+def test_an_old_database_gains_the_new_user_columns(tmp_path: Path) -> None:
+    path = tmp_path / "sample.sqlite3"
+    connection = sqlite3.connect(path)
+    connection.executescript(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE,"
+        " password_hash TEXT NOT NULL, created_at TEXT NOT NULL);"
+        "INSERT INTO users VALUES (1, 'admin', 'x', '2024-01-01T00:00:00Z');"
+        "INSERT INTO users VALUES (2, 'bob', 'x', '2024-01-01T00:00:00Z');"
+    )
+    connection.close()
+    db = Database(path)
+    try:
+        admin, bob = queries.get_user(db, 1), queries.get_user(db, 2)
+        assert admin == queries.User(1, "admin", is_admin=True, session_generation=0)
+        assert bob == queries.User(2, "bob", is_admin=False, session_generation=0)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["Application/X-WWW-Form-Urlencoded", "APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8"],
+)
+def test_csrf_is_checked_whatever_the_case_of_the_media_type(
+    browser: Browser, content_type: str
+) -> None:
+    response = browser.post(
+        "/login", data="username=admin&password=admin", content_type=content_type
+    )
+    assert response.status_code == 403
+    assert browser.session().get("user_id") is None
+
+
+def test_attachments_need_a_login(admin: Browser, browser: Browser, sample: SampleApp) -> None:
+    token = admin.session()["csrf_token"]
+    upload = {"csrf_token": token, "file": (io.BytesIO(b"private"), "a.txt", "text/plain")}
+    assert admin.post("/items/1/attachments", data=upload).status_code == 303
+    assert admin.get("/attachments/1").get_data() == b"private"
+    anonymous = Browser(sample)
+    try:
+        refused = anonymous.get("/attachments/1")
+        assert refused.status_code == 303 and refused.location.startswith("/login")
+        assert b"private" not in refused.get_data()
+    finally:
+        anonymous.close()
+
+
+@pytest.fixture
+def bob(sample: SampleApp) -> Iterator[Browser]:
+    """A second, ordinary user, logged in."""
+    queries.create_user(sample.db, "bob", "bob-password")
+    browser = Browser(sample)
+    assert browser.login("bob", "bob-password").status_code == 303
+    yield browser
+    browser.close()
+
+
+def test_only_the_owner_or_an_admin_changes_an_item(
+    bob: Browser, admin: Browser, sample: SampleApp
+) -> None:
+    token = bob.session()["csrf_token"]
+    # Item 1 is the admin's: bob sees it, without the controls, and may not change it.
+    assert 'id="edit-link"' not in bob.text("/items/1")
+    assert bob.get("/items/1/edit").status_code == 403
+    edit = {"title": "Defaced", "body": "", "csrf_token": token}
+    assert bob.post("/items/1/edit", data=edit).status_code == 403
+    assert bob.post("/items/1/delete", data={"csrf_token": token}).status_code == 403
+    upload = {"csrf_token": token, "file": (io.BytesIO(b"x"), "x.txt", "text/plain")}
+    assert bob.post("/items/1/attachments", data=upload).status_code == 403
+    item = queries.get_item(sample.db, 1)
+    assert item is not None and item.title == "Invoice #1"
+    assert queries.list_attachments(sample.db, 1) == []
+    # His own item is his to change; the admin may change it too.
+    created = bob.post("/items/new", data={"title": "Bob's", "body": "", "csrf_token": token})
+    own = created.location
+    assert 'id="edit-link"' in bob.text(own)
+    assert bob.post(f"{own}/edit", data={**edit, "title": "Bob's, edited"}).status_code == 303
+    admin_token = admin.session()["csrf_token"]
+    assert 'id="edit-link"' in admin.text(own)
+    assert admin.post(f"{own}/delete", data={"csrf_token": admin_token}).status_code == 303
+    assert admin.get(own).status_code == 404
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_cells_never_start_a_formula(browser: Browser, sample: SampleApp, start: str) -> None:
+    formula = f'{start}HYPERLINK("http://attacker.example","x")'
+    queries.create_item(sample.db, title=formula, body=f"{start}1+1", owner="admin")
+    rows = list(csv.reader(io.StringIO(browser.get("/export.csv").get_data(as_text=True))))
+    assert rows[-1][1] == "'" + formula
+    assert rows[-1][2] == f"'{start}1+1"
+    assert rows[2][1] == "Roadmap #2"  # ordinary cells stay as they are
+
+
+# The same checks on the migrated app, where /api/me reads the cookie on the event loop.
+
+
+@pytest.fixture
+def migrated(sample: SampleApp) -> Iterator[Any]:
+    from sample_wsgi_app.modern import create_application
+
+    wrap = sample.wrap
+    sample.wrap = lambda inner, **options: validator(wrap(inner, **options))  # type: ignore[method-assign]
+    application = create_application(sample)
+    yield application
+    application.app.pool.shutdown()
+
+
+async def async_login(http: httpx.AsyncClient, username: str = "admin") -> str:
+    """Log in through the legacy form; returns the session cookie's value."""
+    page = await http.get("/login")
+    match = TOKEN_RE.search(page.text)
+    assert match is not None
+    form = {"username": username, "password": username, "csrf_token": match.group(1)}
+    assert (await http.post("/login", data=form)).status_code == 303
+    return http.cookies[SESSION_COOKIE]
+
+
+async def assert_anonymous_everywhere(http: httpx.AsyncClient, cookie: str) -> None:
+    """``cookie`` logs nobody in: not on the async /api/me, the legacy form, or the API."""
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
+    http.cookies.clear()  # only the cookie under test is sent
+    assert (await http.get("/api/me", headers=headers)).json() == {"user": None}
+    http.cookies.clear()
+    new_item = await http.get("/items/new", headers=headers)
+    assert new_item.status_code == 303 and new_item.headers["location"].startswith("/login")
+    http.cookies.clear()
+    headers["X-CSRF-Token"] = "forged"
+    created = await http.post("/api/items", json={"title": "x"}, headers=headers)
+    assert created.status_code in (401, 403)
+
+
+def on_loopback(app: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def test_migrated_app_refuses_a_cookie_forged_with_the_published_key(migrated: Any) -> None:
+    async def main() -> None:
+        async with on_loopback(migrated) as http:
+            await assert_anonymous_everywhere(http, forged_with_the_dev_key())
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("logout", ["legacy /logout", "async /api/logout"])
+def test_migrated_app_refuses_a_cookie_saved_before_logout(migrated: Any, logout: str) -> None:
+    async def main() -> None:
+        async with on_loopback(migrated) as http:
+            saved = await async_login(http)
+            assert (await http.get("/api/me")).json() == {"user": "admin"}
+            token = load_session(saved, SECRET)["csrf_token"]
+            if logout.startswith("legacy"):
+                response = await http.post("/logout", data={"csrf_token": token})
+                assert response.status_code == 303
+            else:
+                response = await http.post("/api/logout", headers={"X-CSRF-Token": token})
+                assert response.status_code == 200
+            await assert_anonymous_everywhere(http, saved)
+
+    asyncio.run(main())
+
+
+def test_migrated_app_expires_sessions_on_the_server(
+    migrated: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        async with on_loopback(migrated) as http:
+            saved = await async_login(http)
+            later = time.time() + sessions.SESSION_MAX_AGE + 1
+            monkeypatch.setattr(sessions.time, "time", lambda: later)
+            await assert_anonymous_everywhere(http, saved)
+
+    asyncio.run(main())
+
+
+def test_migrated_app_without_a_key_fails_to_start(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sample_wsgi_app.modern import create_application
+
+    monkeypatch.delenv("SAMPLE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("SAMPLE_DEV_KEY", raising=False)
+    application = create_application(create_app(data_dir=data_dir))
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "lifespan.startup"})
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await application({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+
+    logging.getLogger("bridge").disabled = True  # the hook's traceback is expected
+    try:
+        asyncio.run(main())
+    finally:
+        logging.getLogger("bridge").disabled = False
+        application.app.pool.shutdown()
+    assert sent[0]["type"] == "lifespan.startup.failed"
+    assert "SAMPLE_SECRET_KEY" in sent[0]["message"]

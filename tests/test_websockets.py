@@ -30,7 +30,12 @@ def websocket_scope(path: str, headers: list[tuple[bytes, bytes]] | None = None)
     }
 
 
-def converse(app: Bridge, path: str, incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def converse(
+    app: Bridge,
+    path: str,
+    incoming: list[dict[str, Any]],
+    scope: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     async def main() -> list[dict[str, Any]]:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         for message in incoming:
@@ -40,7 +45,7 @@ def converse(app: Bridge, path: str, incoming: list[dict[str, Any]]) -> list[dic
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        await asyncio.wait_for(app(websocket_scope(path), inbox.get, send), 5)
+        await asyncio.wait_for(app(scope or websocket_scope(path), inbox.get, send), 5)
         return sent
 
     return asyncio.run(main())
@@ -121,3 +126,54 @@ def test_websocket_under_a_mount_goes_to_the_mounted_app() -> None:
     app.mount("/v2", mounted)
     assert converse(app, "/v2/ws", [CONNECT]) == [{"type": "websocket.accept"}]
     assert seen == ["/v2/ws"]
+
+
+def many_headers(count: int) -> list[tuple[bytes, bytes]]:
+    return [(b"host", b"t"), *((b"x-trace", str(n).encode()) for n in range(count - 1))]
+
+
+def echo_app(max_header_count: int | None = None) -> Bridge:
+    app = (
+        Bridge(validator(legacy))
+        if max_header_count is None
+        else Bridge(validator(legacy), max_header_count=max_header_count)
+    )
+
+    @app.websocket("/ws")
+    async def count(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(str(len(ws.request.headers["X-Trace"].split(","))))
+
+    return app
+
+
+def test_a_handshake_within_a_raised_max_header_count_is_accepted() -> None:
+    scope = websocket_scope("/ws", many_headers(150))
+    sent = converse(echo_app(300), "/ws", [CONNECT], scope)
+    assert sent[:2] == [
+        {"type": "websocket.accept", "subprotocol": None},
+        {"type": "websocket.send", "text": "149"},
+    ]
+
+
+def test_a_handshake_past_max_header_count_is_closed_before_accept() -> None:
+    """No exception reaches the server: a close before accept, which it answers with 403."""
+    scope = websocket_scope("/ws", many_headers(150))
+    assert converse(echo_app(), "/ws", [CONNECT], scope) == [
+        {"type": "websocket.close", "code": 1008}
+    ]
+
+
+def test_a_handshake_past_max_header_count_gets_431_with_the_http_response_extension() -> None:
+    scope = {
+        **websocket_scope("/ws", many_headers(150)),
+        "extensions": {"websocket.http.response": {}},
+    }
+    sent = converse(echo_app(), "/ws", [CONNECT], scope)
+    assert sent[0]["type"] == "websocket.http.response.start"
+    assert sent[0]["status"] == 431
+    assert sent[1] == {
+        "type": "websocket.http.response.body",
+        "body": b"Request Header Fields Too Large\n",
+    }
+    assert len(sent) == 2

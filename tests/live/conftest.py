@@ -44,11 +44,11 @@ class ServerSpec:
     # daphne (Twisted) receives the whole request body before it calls the application.
     whole_body_first: bool = False
 
-    def command(self, port: int, root_path: str | None) -> list[str]:
+    def command(self, port: int, root_path: str | None, app: str = APP) -> list[str]:
         args = [arg.format(port=port) for arg in self.args]
         if root_path is not None:
             args += [arg.format(root_path=root_path) for arg in self.root_path_args]
-        return [sys.executable, "-m", *args, APP]
+        return [sys.executable, "-m", *args, app]
 
 
 SPECS = {
@@ -160,8 +160,11 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def run_server(name: str, workdir: Path, root_path: str | None = None) -> Iterator[LiveServer]:
-    """Start the server ``name`` serving the suite app, wait until it answers, and stop it."""
+def run_server(
+    name: str, workdir: Path, root_path: str | None = None, app: str = APP
+) -> Iterator[LiveServer]:
+    """Start the server ``name`` serving ``app`` (the suite app), wait until it answers
+    ``GET /ping``, and stop it."""
     spec = SPECS[name]
     markers = workdir / "markers"
     markers.mkdir(parents=True, exist_ok=True)
@@ -173,7 +176,7 @@ def run_server(name: str, workdir: Path, root_path: str | None = None) -> Iterat
     port = free_port()
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            spec.command(port, root_path),
+            spec.command(port, root_path, app),
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

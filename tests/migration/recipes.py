@@ -1,4 +1,4 @@
-"""The code blocks of docs/recipes/, loaded as the reader would paste them."""
+"""The code blocks of docs/recipes/, put together as the reader would paste them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,17 @@ RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes"
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
-def load_recipe(name: str) -> dict[str, Any]:
-    """Run the first Python block of ``docs/recipes/<name>`` and return its names."""
+def recipe_source(name: str) -> str:
+    """Every Python block of ``docs/recipes/<name>``, in order, as one module's source."""
     path = RECIPES / name
-    match = CODE_BLOCK.search(path.read_text(encoding="utf-8"))
-    assert match is not None, f"{path} has no python code block."
-    namespace: dict[str, Any] = {"__name__": f"recipe_{path.stem.replace('-', '_')}"}
-    exec(compile(match.group(1), str(path), "exec"), namespace)
+    blocks = CODE_BLOCK.findall(path.read_text(encoding="utf-8"))
+    assert blocks, f"{path} has no python code block."
+    return "\n\n".join(blocks)
+
+
+def load_recipe(name: str, module_name: str | None = None) -> dict[str, Any]:
+    """Run the recipe's blocks as one module and return its names."""
+    path = RECIPES / name
+    namespace: dict[str, Any] = {"__name__": module_name or f"recipe_{path.stem.replace('-', '_')}"}
+    exec(compile(recipe_source(name), str(path), "exec"), namespace)
     return namespace

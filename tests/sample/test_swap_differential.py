@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from sample_wsgi_app import SESSION_COOKIE, load_session
-from sample_wsgi_app.sessions import CSRF_SESSION_KEY, canonical_json
+from sample_wsgi_app.sessions import CSRF_SESSION_KEY, ISSUED_SESSION_KEY, canonical_json
 
 from .conftest import SECRET, Served
 
@@ -95,6 +95,8 @@ def _session_cookie(value: str) -> str:
     assert session, f"The session cookie does not verify with the shared secret: {value!r}"
     if CSRF_SESSION_KEY in session:
         session[CSRF_SESSION_KEY] = "<csrf>"
+    if ISSUED_SESSION_KEY in session:  # the second it was issued, on each server's clock
+        session[ISSUED_SESSION_KEY] = "<issued>"
     return f"{SESSION_COOKIE}=<signed {canonical_json(session)}>" + value[match.end() :]
 
 

@@ -1,0 +1,512 @@
+"""Shadow routes: the legacy app answers, and the migrated view runs on the same request.
+
+Theory of operation
+-------------------
+
+A route registered with ``shadow=`` is not served by its view. The legacy app
+answers the client through the ordinary legacy path, with two wrappers around the
+ASGI callables, and nothing else in between:
+
+* ``receive`` is teed: each ``http.request`` body chunk is kept, up to
+  ``max_body`` bytes, while the legacy app reads it. The message itself goes to the
+  legacy app unchanged.
+* ``send`` is teed the same way: the status, the headers and up to ``max_body``
+  bytes of body are kept, and every message goes on to the client unchanged, the
+  same object, so the client's bytes are the bytes it would get without a shadow.
+
+Only when the legacy response has gone out whole does the shadow run start, as a
+task of its own: the view is served, through the same code that would serve it for
+real, a copy of the scope, a ``receive`` that replays the kept body, and a ``send``
+that keeps the response and sends nothing. Its cookies and every other header are
+dropped with it. The two responses are then compared (``bridge.compare``) and the
+outcome counted (``bridge.shadowstats``). The client's request is over before the
+shadow starts: it cannot delay, change or fail the client's response.
+
+The budget: at most ``max_shadows`` shadow runs at once per ``Bridge``, each
+stopped after ``timeout`` seconds (a failure), and none started while every worker
+thread is busy or the event loop lags (``max_lag``): shadows take only what the
+legacy traffic leaves. A request that finds no room is answered by the legacy app
+alone and counted as skipped, with its reason, as is one whose request or response
+body is over ``max_body`` (its kept bytes are dropped at once, so capture costs at
+most ``max_body`` per direction and request).
+
+Only GET, HEAD and OPTIONS are shadowed unless the route opts in with
+``Shadow(unsafe=True)``: the view runs as well as the legacy app, so a view that
+writes would write twice. Registering a shadow route whose methods include any
+other method without that opt-in is an error, raised at registration.
+
+Counters live in this process: with ``--workers 4`` each worker shadows and counts
+its own requests, and the Prometheus series of all workers add up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._types import Message, Receive, Scope, Send
+from .compare import Captured, Normaliser, compare
+from .shadowstats import ShadowStats, prometheus
+
+if TYPE_CHECKING:
+    from .routing import Route
+    from .threads import ThreadPool
+
+logger = logging.getLogger("bridge")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # RFC 9110 9.2.1, less TRACE
+
+# Shadow runs at once per Bridge. A shadow run of a sync view holds a worker thread:
+# 4 is an eighth of the default pool (32), so shadows can never take much from the
+# legacy traffic, and still compare every request of a route at a few hundred
+# requests a second when the view answers in ~10 ms.
+DEFAULT_MAX_SHADOWS = 4
+# A shadow run is dropped (counted as skipped) while the loop-lag probe of
+# bridge.metrics reads more than this: half of the 100 ms at which the metrics call a
+# step a block, so shadows back off before the loop is in trouble.
+DEFAULT_MAX_LAG = 0.05
+# Bytes of request and of response body kept per request. The comparison parses the
+# body on the event loop; 256 KiB of JSON parses in about 2 ms.
+DEFAULT_MAX_BODY = 256 * 1024
+# A shadow view gets this long to answer before its run counts as failed; a view
+# that is this slow has a problem worth seeing on the dashboard anyway.
+DEFAULT_TIMEOUT = 10.0
+# Matches in a row before the dashboard calls a route ready to switch: a thousand
+# real requests is a sample in which a 0.1 % mismatch would likely have shown.
+DEFAULT_READY_AFTER = 1000
+# Mismatches (and failures) kept per route, and characters of each body kept.
+DEFAULT_KEEP = 5
+DEFAULT_KEEP_BODY_CHARS = 1024
+
+# A broken shadow view on a busy route would log a traceback per request: one record
+# per route per minute says what is wrong (the counts say how often), as the
+# loop-blocking warnings of bridge.metrics do.
+DEFAULT_LOG_INTERVAL = 60.0
+
+Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
+ServeView = Callable[["Route", dict[str, Any], Scope, Receive, Send], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """How a route runs in the shadow of the legacy app; ``shadow=True`` is ``Shadow()``
+    and ``shadow=0.1`` is ``Shadow(rate=0.1)``. Arguments, with their defaults:
+
+    * ``rate=1.0``: the share of requests shadowed; lower it on a busy route.
+    * ``headers=("content-type",)``: the response headers compared (any case). Add
+      the ones whose value matters to clients, such as ``cache-control`` or ``location``.
+    * ``normalise=None``: a function given each side's decoded body (parsed JSON, text,
+      or bytes) that returns what to compare: mask timestamps, tokens, ordering.
+    * ``unsafe=False``: allow methods other than GET, HEAD and OPTIONS. The view then
+      runs beside the legacy app and must not write (a dry-run flag, a read replica).
+    * ``ready_after=1000``: matches in a row before the route shows "ready to switch".
+    * ``timeout=10``: seconds the view may take; past it the run counts as failed.
+    * ``max_body=256 KiB``: request or response bodies larger than this are not
+      compared (counted as skipped), so capture memory stays bounded.
+    * ``keep=5``, ``keep_body_chars=1024``: mismatches kept for the dashboard, and
+      characters of each body kept with them.
+    """
+
+    rate: float = 1.0
+    headers: tuple[str, ...] = ("content-type",)
+    normalise: Normaliser | None = None
+    unsafe: bool = False
+    ready_after: int = DEFAULT_READY_AFTER
+    timeout: float = DEFAULT_TIMEOUT
+    max_body: int = DEFAULT_MAX_BODY
+    keep: int = DEFAULT_KEEP
+    keep_body_chars: int = DEFAULT_KEEP_BODY_CHARS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate, bool) or not 0 < self.rate <= 1:
+            raise ValueError(
+                f"The shadow rate must be a number above 0 and at most 1, not {self.rate!r}; "
+                "pass shadow=False to turn shadowing off."
+            )
+        if isinstance(self.headers, str):
+            raise TypeError(
+                f"Shadow headers must be a tuple of names, not the string {self.headers!r}; "
+                f"write headers=({self.headers!r},)."
+            )
+        object.__setattr__(self, "headers", tuple(h.lower() for h in self.headers))
+        for name, value, least in (
+            ("ready_after", self.ready_after, 1),
+            ("max_body", self.max_body, 0),
+            ("keep", self.keep, 0),
+            ("keep_body_chars", self.keep_body_chars, 0),
+        ):
+            if not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"Shadow {name} must be an int of at least {least}, not {value!r}."
+                )
+        if not self.timeout > 0:
+            raise ValueError(f"Shadow timeout must be above 0 seconds, not {self.timeout!r}.")
+        if self.normalise is not None and not callable(self.normalise):
+            raise TypeError(f"Shadow normalise must be a function, not {self.normalise!r}.")
+
+    @classmethod
+    def of(cls, value: bool | float | Shadow | None) -> Shadow | None:
+        """The configuration for a route's ``shadow=`` argument; None for no shadow."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, Shadow):
+            return value
+        if isinstance(value, (int, float)):
+            return cls(rate=float(value))
+        raise TypeError(
+            f"shadow= takes True, a sampling rate such as 0.1, or a bridge.shadow.Shadow; "
+            f"not {value!r}."
+        )
+
+    def check_methods(self, rule: str, methods: Iterable[str] | None) -> None:
+        """Refuse to shadow a method that may write, unless ``unsafe`` says the view won't."""
+        if self.unsafe:
+            return
+        if methods is None:
+            unsafe = "every method"
+        else:
+            others = sorted({m.upper() for m in methods} - SAFE_METHODS)
+            if not others:
+                return
+            unsafe = ", ".join(others)
+        raise ValueError(
+            f'The shadow route "{rule}" would run its view for {unsafe} as well as the legacy '
+            "app, and a view that writes would then write twice. Shadow only GET, HEAD and "
+            'OPTIONS (methods=["GET"]), or, if the view never writes, pass '
+            "shadow=Shadow(unsafe=True)."
+        )
+
+
+# The stats of the route whose shadow run this context belongs to; None outside one.
+_shadow_route: contextvars.ContextVar[ShadowStats | None] = contextvars.ContextVar(
+    "bridge_shadow_route", default=None
+)
+
+
+class QuietShadows(logging.Filter):
+    """On the "bridge" logger: records logged by a shadow run (the view's exception,
+    logged where views are served) pass once per route per ``interval`` seconds, marked
+    as coming from a shadow run; every other record passes untouched."""
+
+    def __init__(self, interval: float = DEFAULT_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stats = _shadow_route.get()
+        if stats is None:
+            return True
+        now = time.monotonic()
+        last = stats.logged_at
+        if last is not None and now - last < self.interval:
+            return False
+        stats.logged_at = now
+        prefix = (
+            f"In the shadow run of {stats.rule} (the client got the legacy response; more such "
+            f"messages muted for {self.interval:g} s): "
+        )
+        record.msg = prefix.replace("%", "%%") + str(record.msg)
+        return True
+
+
+_QUIET = QuietShadows()
+
+
+class RequestTee:
+    """``receive`` for the legacy app: passes every message on, and keeps the body."""
+
+    __slots__ = ("_receive", "chunks", "complete", "limit", "size")
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] | None = []  # None: over the limit, dropped
+        self.complete = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            chunks = self.chunks
+            if chunks is not None:
+                body = message.get("body", b"")
+                self.size += len(body)
+                if self.size > self.limit:
+                    self.chunks = None
+                elif body:
+                    chunks.append(bytes(body))
+            if not message.get("more_body", False):
+                self.complete = True
+        return message
+
+    def problem(self) -> str | None:
+        if self.chunks is None:
+            return "request_too_large"
+        if not self.complete:
+            return "incomplete"  # the legacy app did not read it all: no whole request
+        return None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks or ())
+
+
+class ResponseCapture:
+    """``send`` that keeps the response, and passes every message on when given a ``send``."""
+
+    __slots__ = ("_send", "chunks", "complete", "file", "headers", "limit", "size", "status")
+
+    def __init__(self, send: Send | None, limit: int) -> None:
+        self._send = send
+        self.limit = limit
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.size = 0
+        self.chunks: list[bytes] | None = []
+        self.complete = False
+        self.file = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif kind == "http.response.body":
+            chunks = self.chunks
+            if chunks is not None:
+                body = message.get("body", b"")
+                self.size += len(body)
+                if self.size > self.limit:
+                    self.chunks = None
+                elif body:
+                    chunks.append(bytes(body))
+            if not message.get("more_body", False):
+                self.complete = True
+        elif kind == "http.response.pathsend":
+            self.file = True
+            self.complete = True
+        if self._send is not None:
+            await self._send(message)
+
+    def problem(self) -> str | None:
+        if self.file:
+            return "file"
+        if self.chunks is None:
+            return "response_too_large"
+        if not self.complete or not self.status:
+            return "incomplete"
+        return None
+
+    def captured(self) -> Captured:
+        return Captured(self.status, self.headers, b"".join(self.chunks or ()))
+
+
+def replay(body: bytes) -> Receive:
+    """``receive`` for the shadow view: the kept body in one message, then nothing
+    (the shadow's client never leaves; the run ends with the view or its timeout)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # until the run is cancelled
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return receive
+
+
+class Shadows:
+    """The shadow routes of one ``Bridge``: their budget, their running tasks, their counts.
+
+    ``max_shadows`` bounds the shadow runs at once; ``lag`` reads the event-loop lag
+    (the metrics' probe) when there is one; ``sample`` draws a number in [0, 1) for
+    the sampling rate (a test may fix it).
+    """
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        *,
+        max_shadows: int = DEFAULT_MAX_SHADOWS,
+        max_lag: float = DEFAULT_MAX_LAG,
+        lag: Callable[[], float] | None = None,
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        if isinstance(max_shadows, bool) or not isinstance(max_shadows, int) or max_shadows < 0:
+            raise ValueError(
+                f"max_shadows must be 0 or more shadow runs at once, not {max_shadows!r}."
+            )
+        self.pool = pool
+        self.max_shadows = max_shadows
+        self.max_lag = max_lag
+        self.lag = lag
+        self.sample = sample
+        self.running = 0  # shadow runs started and not finished; loop-only
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
+        self._stats: dict[int, ShadowStats] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- registration and reading ---------------------------------------------------
+
+    def add(self, route: Route) -> ShadowStats:
+        """Start counting for a shadow route (listed on the dashboard before any traffic)."""
+        assert route.shadow is not None
+        stats = self._stats[id(route)] = ShadowStats(route.rule, route.methods, route.shadow)
+        return stats
+
+    def stats(self, route: Route) -> ShadowStats:
+        return self._stats[id(route)]
+
+    @property
+    def routes(self) -> list[ShadowStats]:
+        return list(self._stats.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [stats.snapshot() for stats in self._stats.values()]
+
+    def prometheus(self) -> str:
+        return prometheus(list(self._stats.values()))
+
+    # -- serving --------------------------------------------------------------------
+
+    async def serve(
+        self,
+        route: Route,
+        values: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        legacy: Legacy,
+        view: ServeView,
+    ) -> None:
+        """Answer with ``legacy``; then, budget permitting, start ``view``'s shadow run."""
+        config = route.shadow
+        assert config is not None
+        stats = self._stats[id(route)]
+        if config.rate < 1 and self.sample() >= config.rate:
+            stats.sample_out()
+            await legacy(scope, receive, send)
+            return
+        busy = self._busy()
+        if busy is not None:  # no room now: do not even keep the bodies
+            stats.skip(busy)
+            await legacy(scope, receive, send)
+            return
+        # The context of the request as it arrived: the shadow runs in a copy of it, not
+        # in the one the legacy path leaves behind (its metrics, say).
+        context = contextvars.copy_context()
+        tee = RequestTee(receive, config.max_body)
+        capture = ResponseCapture(send, config.max_body)
+        await legacy(scope, tee.receive, capture.send)
+        problem = tee.problem() or capture.problem() or self._busy()
+        if problem is not None:
+            stats.skip(problem)
+            return
+        child = dict(scope)
+        child["headers"] = list(scope.get("headers", ()))
+        child["extensions"] = {}  # no pathsend or early hints: the shadow's bytes are kept
+        run = self._run(route, values, child, tee.body, capture.captured(), view, stats)
+        self.running += 1
+        task = context.run(asyncio.ensure_future, run)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _busy(self) -> str | None:
+        """Why a shadow run may not start now, or None when it may."""
+        if self.running >= self.max_shadows:
+            return "budget"
+        # in_flight, the loop's own count, rather than the threads' (which lag a moment
+        # behind a call that has just returned), so the rule does not depend on timing.
+        pool = self.pool
+        if pool.in_flight >= pool.max_threads:
+            return "threads"
+        if self.lag is not None and self.lag() > self.max_lag:
+            return "loop"
+        return None
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running -= 1
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("A shadow run failed in bridge itself.", exc_info=task.exception())
+
+    async def _run(
+        self,
+        route: Route,
+        values: dict[str, Any],
+        scope: Scope,
+        body: bytes,
+        legacy: Captured,
+        view: ServeView,
+        stats: ShadowStats,
+    ) -> None:
+        config = route.shadow
+        assert config is not None
+        _shadow_route.set(stats)  # this task's own context: for QuietShadows
+        request = (scope["method"], _target(scope))
+        sink = ResponseCapture(None, config.max_body)
+        try:
+            await asyncio.wait_for(view(route, values, scope, replay(body), sink.send),
+                                   config.timeout)  # fmt: skip
+        except asyncio.TimeoutError:
+            stats.fail(request, f"The view did not answer within {config.timeout:g} s.")
+            return
+        except Exception as exc:
+            logger.exception("Exception in the shadow run of %s", route.rule)
+            stats.fail(request, f"The view raised {exc!r}.")
+            return
+        problem = sink.problem()
+        if problem == "response_too_large":
+            stats.skip(problem)
+            return
+        if problem is not None:
+            stats.fail(request, "The view did not send a whole response.")
+            return
+        shadow = sink.captured()
+        if shadow.status >= 500 and legacy.status < 500:
+            stats.fail(request, f"The view answered {shadow.status} (an exception is logged).")
+            return
+        try:
+            differences = compare(legacy, shadow, config.headers, config.normalise)
+        except Exception as exc:
+            logger.exception("The shadow normaliser of %s raised", route.rule)
+            stats.fail(request, f"The normaliser raised {exc!r}.")
+            return
+        if differences:
+            stats.mismatch(request, differences, legacy, shadow)
+        else:
+            stats.match()
+
+    # -- waiting and stopping -----------------------------------------------------------
+
+    async def idle(self) -> None:
+        """Wait until no shadow run is left (tests, and a graceful shutdown)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def stop(self) -> None:
+        """Cancel the shadow runs still going: they are expendable, the shutdown is not."""
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(tasks)
+
+
+def _target(scope: Scope) -> str:
+    query = scope.get("query_string", b"")
+    path: str = scope["path"]
+    return path + ("?" + query.decode("latin-1") if query else "")

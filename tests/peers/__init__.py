@@ -1,0 +1,1 @@
+"""The WSGI-adapter test suites of bridge's peers, run against bridge as external oracles."""
