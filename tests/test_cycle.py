@@ -189,6 +189,20 @@ def test_a_body_that_stalls_before_the_buffer_fills_is_408_without_a_thread() ->
     assert bridge.pool.threads == []
 
 
+def test_a_body_within_the_buffer_that_is_cut_off_never_reaches_the_application() -> None:
+    called: list[str] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        called.append("app")
+        return echo_length(environ, start_response)
+
+    bridge = Bridge(validator(app))
+    client = Client([b"half of it"], disconnect=True, complete=False)
+    headers = [(b"content-length", b"100")]
+    asyncio.run(client.run(bridge, http_scope(method="POST", headers=headers)))
+    assert called == [] and client.sent == [] and bridge.pool.threads == []
+
+
 @pytest.mark.parametrize("bad", [0, -1, "soon", True])
 def test_body_timeout_is_validated(bad: Any) -> None:
     with pytest.raises((TypeError, ValueError), match=r"body_timeout must be"):
