@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from . import report, runner, workloads
+from . import registry, report, runner, workloads
+from .groups import Section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,11 +30,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="results directory (default bench/results/<time>)")
     parser.add_argument("--runs", type=int, default=3, help="runs per wrk workload (median)")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     parser.add_argument(
-        "--only", action="append", help="run only this workload (repeatable): "
+        "--only", action="append", help="run only this group or micro workload (repeatable): "
+        + ", ".join(["micro", *registry.GROUPS]) + "; or one of "
         + ", ".join(w.name for w in workloads.workloads(workloads.Plan.make(False, 1, 1))),
     )  # fmt: skip
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        help="connections each idle-connection cell holds (default 10000, 200 with --quick)",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="copy this run's tables into docs/benchmarks.md and the README (only the "
+        "groups that ran; everything else in those files is kept)",
+    )
     parser.add_argument(
         "--contender", action="append", help="run only this contender (repeatable): "
         + ", ".join(repr(c.name) for c in workloads.CONTENDERS),
@@ -53,6 +66,10 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.publish and args.quick:
+        print("--publish copies a run into the docs; a --quick run checks the harness only, "
+              "so run without --quick to publish.", file=sys.stderr)  # fmt: skip
+        return 2
     if shutil.which("wrk") is None:
         print("wrk is missing: install it with `apt-get install wrk`.", file=sys.stderr)
         return 2
@@ -63,19 +80,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             summary = profiling_run(out, args.duration)
             print(summary.read_text())
-            print(f"Profile written to {summary} (raw samples in {out / 'profile.txt'}).")
+            if args.publish:
+                for path in report.publish_profile(summary):
+                    print(f"Published into {path}")
+            print(f"Profile written to {summary} (raw samples and flame graphs beside it).")
             return 0
         plan = workloads.Plan.make(args.quick, args.runs, args.duration)
         facts = {**report.machine(), "loop": runner.uvicorn_loop()}
         load = facts["load average at start (1, 5, 15 min)"]
         print(f"Writing to {out}; {facts['cpus (nproc)']} cpus, load average {load}.")
-        results = workloads.run_all(
-            plan,
-            out,
-            lambda line: print(line, flush=True),
-            only=set(args.only or ()),
-            contenders=set(args.contender or ()),
-        )
+        if args.idle_connections:
+            os.environ["BENCH_IDLE_CONNECTIONS"] = str(args.idle_connections)
+        only = set(args.only or ())
+        unknown = only - {"micro", *registry.GROUPS, *(w.name for w in workloads.workloads(plan))}
+        if unknown:
+            print(f"Unknown --only {', '.join(sorted(unknown))}; see --help.", file=sys.stderr)
+            return 2
+        micro = {w.name for w in workloads.workloads(plan)} & only
+        progress = lambda line: print(line, flush=True)  # noqa: E731
+        results: list[workloads.Result] = []
+        if not only or "micro" in only or micro:
+            results = workloads.run_all(
+                plan,
+                out,
+                progress,
+                only=micro if micro and "micro" not in only else set(),
+                contenders=set(args.contender or ()),
+            )
+        sections: list[Section] = []
+        for name in registry.GROUPS:
+            if not only or name in only:
+                started = time.monotonic()
+                print(f"-- {name}", flush=True)
+                sections.append(registry.load(name)(plan, out, progress))
+                print(f"-- {name}: {time.monotonic() - started:.0f} s", flush=True)
         facts["load average at end (1, 5, 15 min)"] = " ".join(f"{n:.2f}" for n in os.getloadavg())
         command = "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv)
         text = report.write(
@@ -86,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             facts,
             {"quick": plan.quick, "runs": plan.runs, "seconds": plan.seconds,
              "warmup_seconds": plan.warmup_seconds},
+            sections,
         )  # fmt: skip
+        if args.publish:
+            for path in report.publish(out, results, sections):
+                print(f"Published into {path}")
     except KeyboardInterrupt:
         print("Interrupted; every server was stopped.", file=sys.stderr)
         return 130
@@ -94,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.stop_all()
     print()
     print(text)
-    print(f"Written: {out / 'results.md'}, results.json, chart.png, benchmarks.md")
+    print(f"Written: {out / 'results.md'}, results.json, chart.png, benchmarks.md, readme.md")
     return 0
 
 

@@ -26,6 +26,13 @@ ASGIApp = Callable[..., Any]
 
 _ZEROS = bytes(CHUNK)
 
+# BENCH_SWITCH_INTERVAL (seconds) sets sys.setswitchinterval in the server, to measure
+# what the GIL's hand-off interval (5 ms by default) costs the threaded workloads.
+if os.environ.get("BENCH_SWITCH_INTERVAL"):
+    import sys
+
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+
 
 def _download(size: int) -> Iterator[bytes]:
     """A generator of 64 KiB chunks, so the adapter must stream (no Content-Length)."""
@@ -34,6 +41,12 @@ def _download(size: int) -> Iterator[bytes]:
         n = min(remaining, CHUNK)
         yield _ZEROS if n == CHUNK else _ZEROS[:n]
         remaining -= n
+
+
+def _file_chunks(handle: Any) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK * 16):
+            yield chunk
 
 
 def _slow() -> Iterator[bytes]:
@@ -73,6 +86,19 @@ def micro(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     if path == "/slow":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _slow()
+    if path == "/file":
+        # A real file through wsgi.file_wrapper (PEP 3333's optional fast path): a
+        # server or adapter may send it without the thread reading it (pathsend).
+        name = os.environ["BENCH_FILE"]
+        size = os.path.getsize(name)
+        start_response(
+            "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]
+        )
+        wrapper = environ.get("wsgi.file_wrapper")
+        handle = open(name, "rb")  # noqa: SIM115 - the server closes it through the wrapper
+        if wrapper is not None:
+            return wrapper(handle, CHUNK * 16)  # type: ignore[no-any-return]
+        return _file_chunks(handle)
     start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
     return [b"not found"]
 
@@ -141,6 +167,9 @@ async def asgi_micro(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
+    if path == "/file":
+        await _asgi_file(scope, send)
+        return
     if path == "/slow":
         import asyncio
 
@@ -159,6 +188,29 @@ async def asgi_micro(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"not found"})
 
 
+async def _asgi_file(scope: dict[str, Any], send: Any) -> None:
+    """The file of ``/file``: with ``http.response.pathsend`` where the server has it."""
+    name = os.environ["BENCH_FILE"]
+    size = os.path.getsize(name)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(size).encode()),
+            ],
+        }
+    )
+    if "http.response.pathsend" in scope.get("extensions", {}):
+        await send({"type": "http.response.pathsend", "path": name})
+        return
+    with open(name, "rb") as handle:  # page-cached: reads do not block
+        while chunk := handle.read(CHUNK * 16):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def threads() -> int:
     """The worker-thread count every contender gets for this run."""
     return int(os.environ.get("BENCH_THREADS", "32"))
@@ -173,6 +225,11 @@ def bridge_supports(option: str) -> bool:
 
 def _bridge(wsgi: Any, **options: Any) -> ASGIApp:
     from bridge import Bridge
+
+    # BENCH_ADAPTIVE=0 fixes the thread count at max_threads; unset keeps bridge's default.
+    adaptive = os.environ.get("BENCH_ADAPTIVE")
+    if adaptive is not None and bridge_supports("adaptive_threads"):
+        options["adaptive_threads"] = adaptive == "1"
 
     app: ASGIApp = Bridge(wsgi, max_threads=threads(), **options)
     return app
@@ -220,14 +277,52 @@ WRAPPERS: dict[str, Callable[[Any], ASGIApp]] = {
 CEILINGS = {"micro": asgi_micro}
 
 
+def _wsgi_app(name: str) -> Any:
+    if name == "micro":
+        return micro
+    if name == "sample":
+        return sample()
+    if name == "django":
+        from .djangosite.wsgi import wsgi
+
+        return wsgi()
+    if name == "flask":
+        from .flasksite import create_app
+
+        return create_app()
+    raise AttributeError(name)
+
+
+def _special(contender: str, app_name: str) -> Any:
+    """The applications that are not a wrapper around a WSGI app, or None."""
+    if contender == "asgi" and app_name in CEILINGS:
+        return CEILINGS[app_name]
+    if app_name == "feed":
+        from . import feeds
+
+        if contender == "asgi":
+            return feeds.asgi_feed
+        if contender == "bridge":
+            return feeds.bridge_feed()
+        if contender == "channels":
+            from .djangosite.wsgi import channels
+
+            return channels()
+    if contender == "djangoasgi" and app_name == "django":
+        from .djangosite.wsgi import asgi
+
+        return asgi()
+    return None
+
+
 def __getattr__(name: str) -> Any:
     """Build ``<contender>__<app>`` on first import, so each server builds only its own."""
     contender, sep, app_name = name.partition("__")
-    if contender == "asgi" and app_name in CEILINGS:
-        return CEILINGS[app_name]
-    if not sep or contender not in WRAPPERS or app_name not in ("micro", "sample"):
-        raise AttributeError(f"bench.apps has no application {name!r}.")
-    wsgi = micro if app_name == "micro" else sample()
-    app = WRAPPERS[contender](wsgi)
+    app = _special(contender, app_name) if sep else None
+    if app is None:
+        known = ("micro", "sample", "django", "flask")
+        if not sep or contender not in WRAPPERS or app_name not in known:
+            raise AttributeError(f"bench.apps has no application {name!r}.")
+        app = WRAPPERS[contender](_wsgi_app(app_name))
     globals()[name] = app
     return app

@@ -63,9 +63,13 @@ def settle(port: int, path: str, timeout: float = 120.0) -> None:
         connection.close()
 
 
-def download_speed(port: int, size: int) -> float:
-    """Stream ``size`` bytes from ``/download`` as fast as one client reads; return MiB/s."""
-    request = f"GET /download?{size} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+def download_speed(port: int, size: int, target: str = "") -> float:
+    """Stream ``size`` bytes from ``/download`` (or ``target``) as fast as one client reads.
+
+    Returns MiB/s; the status and the byte count are checked.
+    """
+    target = target or f"/download?{size}"
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     buffer = bytearray(READ_BUFFER)
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         start = time.perf_counter()
@@ -85,7 +89,7 @@ def download_speed(port: int, size: int) -> float:
                 total += got
         elapsed = time.perf_counter() - start
     if not head.startswith((b"http/1.0 200", b"http/1.1 200")) or total != size:
-        raise CheckFailed(f"/download gave {head[:40]!r} and {total} of {size} bytes.")
+        raise CheckFailed(f"{target} gave {head[:40]!r} and {total} of {size} bytes.")
     return size / MIB / elapsed
 
 

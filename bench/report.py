@@ -7,11 +7,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .groups import Section
 from .workloads import CONTENDERS, Result, Workload
 
 PACKAGES = [
@@ -115,22 +118,47 @@ def chart(results: list[Result], plan_workloads: list[Workload], path: Path) -> 
     plt.close(figure)
 
 
-def document(
+INTRO = """# Benchmarks
+
+Produced by `scripts/bench`, which writes this file into its results directory
+(`bench/results/<time>/`, or `--out DIR`) beside `results.md`, `results.json`,
+`chart.png`, `readme.md` and `servers.log`. `scripts/bench --publish` copies each
+table of the run into the block of the same name here (between its
+`<!-- bench:NAME -->` markers) and into the README, and leaves the rest of both
+files as it is: `scripts/bench --only idle --publish` refreshes the idle-connection
+table alone. Groups: `micro` (the table below), `servers`, `frameworks`, `threads`,
+`idle`; `--profile` samples the hot path instead.
+"""
+
+MARK = "<!-- bench:{} -->"
+END = "<!-- /bench:{} -->"
+
+
+def block(name: str, body: str) -> str:
+    """``body`` between the markers that ``publish`` replaces."""
+    return f"{MARK.format(name)}\n{body.strip()}\n{END.format(name)}\n"
+
+
+def stamp(command: str, facts: dict[str, str]) -> str:
+    start = facts.get("load average at start (1, 5, 15 min)", "")
+    end = facts.get("load average at end (1, 5, 15 min)", "")
+    return (
+        f"_Measured by `{command}` on {facts.get('date', '')} ({facts.get('cpus (nproc)', '?')} "
+        f"cpus; load average {start} at the start, {end} at the end)._"
+    )
+
+
+def micro_document(
     results: list[Result],
     plan_workloads: list[Workload],
     command: str,
     facts: dict[str, str],
     plan: dict[str, Any],
 ) -> str:
-    """benchmarks.md: the method, the exact command, the machine and the table."""
+    """The main table: the method, the exact command, the machine and the table."""
     contenders = "\n".join(f"- **{c.name}**: {c.description}" for c in CONTENDERS)
     machine_lines = "\n".join(f"| {key} | {value} |" for key, value in facts.items())
-    return f"""# Benchmarks
-
-Produced by `scripts/bench`, which writes this file into its results directory
-(`bench/results/<time>/`, or `--out DIR`) beside `results.md`, `results.json`,
-`chart.png` and `servers.log`. `docs/benchmarks.md` is a copy of it, with the chart
-copied to `docs/benchmarks.png`.
+    return f"""## Adapters and WSGI servers, one uvicorn process each
 
 Command:
 
@@ -147,13 +175,13 @@ Ratios divide the result by a2wsgi's and by the ceiling's: the pure-ASGI app on 
 same uvicorn, or, for the 20 ms view, the ideal of threads / latency. For the rows in
 ms and MiB, lower is better, so a ratio below 1 is better there.
 
-## Machine
+### Machine
 
 | | |
 |---|---|
 {machine_lines}
 
-## Method
+### Method
 
 Plan: {json.dumps(plan)}.
 
@@ -164,13 +192,17 @@ Contenders, each on one server process with one worker, all in one run:
 Every uvicorn contender runs `--http httptools --loop {facts.get("loop", "uvloop")}
 --log-level warning --no-access-log`. The adapters and the threaded servers get the
 same thread count: 32 (`max_threads`, a2wsgi's `workers`, gunicorn's `--threads`,
-granian's `--blocking-threads`), 64 for the 20 ms view. asgiref's `WsgiToAsgi` has no
-such option: it runs every request on one thread.
+granian's `--blocking-threads`), 64 for the 20 ms view. bridge sizes its threads
+itself below that ceiling (the default, `adaptive_threads=True`). asgiref's
+`WsgiToAsgi` has no such option: it runs every request on one thread.
 
-Workloads, each on a freshly started server, a discarded warm-up first:
+Workloads, each on a freshly started server, a discarded warm-up first (3 s for the
+20 ms view, the time bridge's adaptive pool needs to climb to 64 threads):
 
 - Hello world: `GET /hello`, 13 bytes, `wrk -t1 -c32 --latency`. wrk gets one thread
   because it shares the machine's cores with the server.
+- Hello world at one load: the same with a 7 ms pause between each connection's
+  requests, so every contender is offered the same rate and p99 compares fairly.
 - View waiting 20 ms: `time.sleep(0.02)` then 2 bytes, 64 threads, `wrk -t1 -c256`;
   the ceiling is the ideal 64 / 0.02 s = 3,200 req/s.
 - Sample app page: `GET /api/items/1` (else `/health`) of `sample_wsgi_app`, a SQLite
@@ -195,6 +227,78 @@ the start and the end of the run is in the machine table.
 """
 
 
+def section_document(section: Section, command: str, facts: dict[str, str]) -> str:
+    return f"## {section.title}\n\n{section.table}\n{section.method}\n{stamp(command, facts)}\n"
+
+
+# The README's headline rows of the main table: (workload, label, the value shown).
+README_ROWS = [
+    ("hello", "hello world, req/s", "value"),
+    ("sleep", "view waiting 20 ms, 64 threads, req/s", "value"),
+    ("paced", "p99 at one load, ms", "p99"),
+    ("sample", "sample app `GET /api/items/1`, req/s", "value"),
+    ("upload", "1 MiB upload echo, req/s", "value"),
+    ("download", "64 MiB streamed download, MiB/s", "value"),
+    ("first-byte", "first byte of a slow stream, p50 ms", "value"),
+    ("memory", "peak RSS growth, 256 MiB each way, MiB", "value"),
+]
+README_CONTENDERS = ["bridge", "a2wsgi", "gunicorn gthread", "granian wsgi", "pure ASGI"]
+
+
+def micro_readme(results: list[Result]) -> str:
+    """The README's table of the main workloads, from the run's results."""
+    lines = [
+        "| workload | bridge | a2wsgi | gunicorn gthread | granian (native WSGI) | pure ASGI "
+        "| bridge vs a2wsgi | bridge vs ceiling |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for workload, label, shown in README_ROWS:
+        row = {r.contender: r for r in results if r.workload == workload}
+        bridge = row.get("bridge")
+        if bridge is None:
+            continue
+        digits = 2 if workload in ("paced", "first-byte") else (1 if workload == "memory" else 0)
+
+        def cell(result: Result | None, shown: str = shown, digits: int = digits) -> str:
+            if result is None:
+                return ""
+            if not result.valid:
+                return "INVALID"
+            return _number(result.p99_ms if shown == "p99" else result.value, digits)
+
+        ceiling = "ideal 3,200" if workload == "sleep" else cell(row.get("pure ASGI"))
+        values = [f"**{cell(bridge)}**", *(cell(row.get(c)) for c in README_CONTENDERS[1:-1])]
+        ratios = "" if shown == "p99" else _ratio(bridge.vs_a2wsgi)
+        vs_ceiling = "" if shown == "p99" else _ratio(bridge.vs_ceiling)
+        lines.append(
+            f"| {label} | " + " | ".join(values) + f" | {ceiling} | {ratios} | {vs_ceiling} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def document(
+    results: list[Result],
+    plan_workloads: list[Workload],
+    command: str,
+    facts: dict[str, str],
+    plan: dict[str, Any],
+    sections: Sequence[Section] = (),
+) -> str:
+    """benchmarks.md: the intro, then one marked block per part of the run."""
+    parts = [INTRO]
+    if results:
+        parts.append(block("micro", micro_document(results, plan_workloads, command, facts, plan)))
+    parts += [block(s.name, section_document(s, command, facts)) for s in sections]
+    return "\n".join(parts)
+
+
+def readme_blocks(results: list[Result], sections: Sequence[Section]) -> dict[str, str]:
+    """The README's blocks of this run, by marker name."""
+    blocks = {"readme-micro": micro_readme(results)} if results else {}
+    blocks.update({f"readme-{s.name}": s.readme for s in sections if s.readme})
+    return blocks
+
+
 def write(
     out: Path,
     results: list[Result],
@@ -202,9 +306,13 @@ def write(
     command: str,
     facts: dict[str, str],
     plan: dict[str, Any],
+    sections: Sequence[Section] = (),
 ) -> str:
-    """Write results.md, results.json, chart.png and benchmarks.md to ``out``; return the table."""
-    text = table(results, plan_workloads)
+    """Write results.md, results.json, chart.png, benchmarks.md and readme.md; return the tables."""
+    facts.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    text = table(results, plan_workloads) if results else ""
+    for section in sections:
+        text += f"\n## {section.title}\n\n{section.table}"
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(
         json.dumps(
@@ -213,11 +321,71 @@ def write(
                 "machine": facts,
                 "plan": plan,
                 "results": [asdict(result) for result in results],
+                "sections": {s.name: [asdict(cell) for cell in s.cells] for s in sections},
             },
             indent=2,
         )
         + "\n"
     )
-    chart(results, plan_workloads, out / "chart.png")
-    (out / "benchmarks.md").write_text(document(results, plan_workloads, command, facts, plan))
+    if results:
+        chart(results, plan_workloads, out / "chart.png")
+    (out / "benchmarks.md").write_text(
+        document(results, plan_workloads, command, facts, plan, sections)
+    )
+    readme = readme_blocks(results, sections)
+    (out / "readme.md").write_text("\n".join(block(k, v) for k, v in readme.items()))
     return text
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def replace_blocks(text: str, blocks: dict[str, str], append: bool) -> str:
+    """``text`` with each marked block replaced; a missing one is appended when ``append``."""
+    for name, body in blocks.items():
+        mark, end = MARK.format(name), END.format(name)
+        begin = text.find(mark)
+        finish = text.find(end, begin + 1) if begin >= 0 else -1
+        if begin >= 0 and finish >= 0:
+            text = text[:begin] + block(name, body).rstrip("\n") + text[finish + len(end) :]
+        elif append:
+            last = text.rfind("<!-- /bench:")
+            at = text.find("-->", last) + 3 if last >= 0 else len(text)
+            text = text[:at] + "\n\n" + block(name, body) + text[at:]
+        else:
+            raise LookupError(f"The README has no {mark} block to replace; add the markers.")
+    return text
+
+
+def publish(
+    out: Path, results: list[Result], sections: list[Section], root: Path = ROOT
+) -> list[Path]:
+    """Copy this run's blocks into docs/benchmarks.md and README.md; keep everything else."""
+    generated = (out / "benchmarks.md").read_text()
+    blocks: dict[str, str] = {}
+    for name in (["micro"] if results else []) + [s.name for s in sections]:
+        mark, end = MARK.format(name), END.format(name)
+        body = generated[generated.index(mark) + len(mark) : generated.index(end)]
+        blocks[name] = body.replace("![chart](chart.png)", "![chart](benchmarks.png)")
+    docs = root / "docs" / "benchmarks.md"
+    current = docs.read_text() if docs.exists() else INTRO
+    docs.write_text(replace_blocks(current, blocks, append=True))
+    written = [docs]
+    if results:
+        (root / "docs" / "benchmarks.png").write_bytes((out / "chart.png").read_bytes())
+        written.append(root / "docs" / "benchmarks.png")
+    readme = root / "README.md"
+    readme.write_text(
+        replace_blocks(readme.read_text(), readme_blocks(results, sections), append=False)
+    )
+    written.append(readme)
+    return written
+
+
+def publish_profile(summary: Path, root: Path = ROOT) -> list[Path]:
+    """Copy ``--profile``'s summary into docs/benchmarks.md's ``profile`` block."""
+    body = summary.read_text().replace("\n### ", "\n#### ").replace("\n## ", "\n### ")
+    body = body.replace("# bridge under py-spy", "## The hot path under py-spy", 1)
+    docs = root / "docs" / "benchmarks.md"
+    docs.write_text(replace_blocks(docs.read_text(), {"profile": body}, append=True))
+    return [docs]

@@ -97,7 +97,34 @@ def server_command(server: str, target: str, port: int, threads: int) -> list[st
             "--port", str(port), "--workers", "1", "--blocking-threads", str(threads),
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-    raise ValueError(f"Unknown server {server!r}; use uvicorn, gunicorn-sync/-gthread or granian.")
+    if server == "granian-asgi":
+        # granian runs an ASGI app on its own loop; blocking threads are a WSGI setting.
+        return [
+            python, "-m", "granian", target, "--interface", "asgi", "--host", host,
+            "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+    if server == "hypercorn":
+        # hypercorn serves a WSGI callable itself (in a thread pool), an ASGI app on its loop.
+        # It finds the app with eval() over the module's globals, which never reach a
+        # module __getattr__; the call spells the lookup out.
+        module, _, attr = target.partition(":")
+        target = f"{module}:__getattr__({attr!r})"
+        return [
+            python, "-m", "hypercorn", target, "-b", f"{host}:{port}", "-w", "1",
+            "-k", uvicorn_loop() if uvicorn_loop() == "uvloop" else "asyncio",
+            "--log-level", "warning", "--backlog", "4096",
+        ]  # fmt: skip
+    if server == "daphne":
+        return [python, "-m", "daphne", "-b", host, "-p", str(port), "-v", "0", target]
+    if server == "gunicorn-asgi":
+        return [
+            python, "-m", "gunicorn", target, "-b", f"{host}:{port}", "-w", "1", "-k", "asgi",
+            "--log-level", "warning",
+        ]  # fmt: skip
+    raise ValueError(
+        f"Unknown server {server!r}; use one of uvicorn, granian(-asgi, -wsgi), hypercorn, "
+        "daphne, gunicorn-sync, gunicorn-gthread or gunicorn-asgi."
+    )
 
 
 @dataclass

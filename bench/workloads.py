@@ -85,6 +85,7 @@ class Workload:
     ceiling: str = "asgi"  # "asgi", "ideal" or "" (no ceiling for this workload)
     delay_ms: int = 0  # a pause between each connection's requests: a fixed offered load
     variants: bool = False  # whether the bridge variants run it too
+    warmup: int = 0  # seconds of warm-up when longer than the plan's (adaptive threads climb)
 
     @property
     def ideal(self) -> float:
@@ -123,7 +124,7 @@ class Plan:
     def make(cls, quick: bool, runs: int, seconds: int) -> Plan:
         if quick:
             return cls(quick=True, runs=1, seconds=1, warmup_seconds=0)
-        return cls(quick=False, runs=max(runs, 1), seconds=seconds, warmup_seconds=2)
+        return cls(quick=False, runs=max(runs, 1), seconds=seconds, warmup_seconds=1)
 
 
 def workloads(plan: Plan) -> list[Workload]:
@@ -144,6 +145,7 @@ def workloads(plan: Plan) -> list[Workload]:
         Workload(
             "sleep", "View waiting 20 ms (I/O-bound)", "wrk", "req/s", path="/sleep",
             threads=64, connections=64 if quick else 256, expect_length=2, ceiling="ideal",
+            warmup=0 if quick else 3,
         ),
         Workload(
             "sample", "Sample app page with a database query", "wrk", "req/s",
@@ -304,7 +306,7 @@ def _measure(
             return run
 
         if plan.warmup_seconds:
-            wrk(plan.warmup_seconds)
+            wrk(max(plan.warmup_seconds, workload.warmup))
         elif workload.method == "GET":
             clients.warm_up(port, path, 20)
         runs = [wrk(plan.seconds) for _ in range(plan.runs)]

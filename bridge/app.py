@@ -26,6 +26,7 @@ from .options import check_options
 from .requests import Request
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
 from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
+from .sizing import adaptive_gate
 from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
@@ -58,6 +59,9 @@ class Bridge:
 
     * ``max_threads=32``: threads running the legacy app at once. Raise it for apps
       that mostly wait on I/O (a database, an HTTP API); each thread costs a stack.
+    * ``adaptive_threads=True``: how many of ``max_threads`` run at once is decided from
+      measured throughput and CPU load (``bridge.sizing``), so CPU-bound views do not
+      fight over the GIL. ``False`` lets all ``max_threads`` run at once.
     * ``max_pending=2048``: requests that may wait for a thread; the next gets 503
       with ``Retry-After``. Lower it to shed load sooner.
     * ``max_body_size=1 GiB``: larger request bodies get 413. ``None`` for no limit.
@@ -100,6 +104,7 @@ class Bridge:
         *,
         max_threads: int = DEFAULT_MAX_THREADS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        adaptive_threads: bool = True,
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
         request_buffer_size: int = DEFAULT_REQUEST_BUFFER,
@@ -146,6 +151,8 @@ class Bridge:
         )
         self.wsgi_app = wsgi_app
         self.pool = ThreadPool(max_threads, max_pending)
+        if adaptive_threads:
+            self.pool.gate = adaptive_gate(max_threads)
         # Requests holding or waiting for a thread, counted from their arrival.
         self.admission = Admission(max_threads + max_pending)
         self.limits = Limits(

@@ -65,9 +65,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+if TYPE_CHECKING:
+    from .sizing import Gate
 
 T = TypeVar("T")
 
@@ -124,6 +127,8 @@ class ThreadPool:
         # Called on the loop after each call with the seconds it waited for a thread
         # (bridge.metrics sets it); None skips the two clock reads.
         self.on_wait: Callable[[float], None] | None = None
+        # How many calls may run at once, below max_threads (bridge.sizing); None: all.
+        self.gate: Gate | None = None
 
     def has_room(self) -> bool:
         return self.in_flight < self.capacity
@@ -216,17 +221,29 @@ class ThreadPool:
         lock = self._lock
         while True:
             call = get()
+            # A lane (no future) keeps its thread for a whole request: it is not gated.
+            gate = self.gate if call is not None and call.future is not None else None
             with lock:
                 self._idle -= 1
                 self._queued -= 1
                 if call is None:
                     return
                 # Claimed here or withdrawn by the loop, under the same lock.
-                started = call.state == _QUEUED
+                started = call.state == _QUEUED and gate is None
                 if started:
                     call.state = _STARTED
+            if gate is not None:
+                # bridge.sizing: wait for a turn (timed as a wait for a thread), then
+                # claim, so a call withdrawn meanwhile still never starts.
+                gate.enter()
+                with lock:
+                    started = call.state == _QUEUED
+                    if started:
+                        call.state = _STARTED
             if started:
                 call.run(local)
+            if gate is not None:
+                gate.leave()
             del call
             with lock:
                 self._idle += 1

@@ -1,4 +1,9 @@
-"""``scripts/bench --quick`` runs every contender and writes its table (numbers are not checked)."""
+"""``scripts/bench --quick`` runs every contender and group and writes their tables.
+
+Numbers are not checked (the machine may be busy); what is checked is that every
+contender produced a line, every response was checked, and that the report can be
+published into the docs without touching anything but its own blocks.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import report
+from bench.groups import Cell, Section, threads_table
+from bench.idle import idle_table
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every contender that must produce a number with the bridge of today; the bridge
@@ -23,32 +32,42 @@ ROW = re.compile(r"^\| (?P<workload>[^|]+) \| (?P<contender>[^|]+) \| (?P<result
 def _rows(table: str) -> list[dict[str, str]]:
     rows = []
     for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
         match = ROW.match(line)
         assert match, f"Not a table row: {line!r}"
         rows.append({key: value.strip().strip("*") for key, value in match.groupdict().items()})
     return rows
 
 
-@pytest.mark.live
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-def test_quick_bench_writes_one_line_per_contender(tmp_path: Path) -> None:
-    out = tmp_path / "results"
+def bench(out: Path, *args: str, timeout: float = 200) -> str:
     process = subprocess.Popen(
-        [str(ROOT / "scripts" / "bench"), "--quick", "--out", str(out)],
+        [str(ROOT / "scripts" / "bench"), "--quick", "--out", str(out), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        output, _ = process.communicate(timeout=200)
+        output, _ = process.communicate(timeout=timeout)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
     text = output.decode(errors="replace")
     assert process.returncode == 0, text
+    return text
+
+
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+
+@pytest.mark.live
+@pytest.mark.timeout(240)
+@needs_wrk
+def test_quick_bench_writes_one_line_per_contender(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    text = bench(out, "--only", "micro")
 
     table = (out / "results.md").read_text()
     assert table in text, "the table is printed to stdout too"
@@ -64,4 +83,98 @@ def test_quick_bench_writes_one_line_per_contender(tmp_path: Path) -> None:
     data = json.loads((out / "results.json").read_text())
     assert data["machine"]["cpus (nproc)"] == str(os.cpu_count())
     assert (out / "chart.png").read_bytes().startswith(b"\x89PNG")
-    assert "scripts/bench --quick" in (out / "benchmarks.md").read_text()
+    document = (out / "benchmarks.md").read_text()
+    assert "scripts/bench --quick" in document
+    assert "<!-- bench:micro -->" in document and "<!-- bench:idle -->" not in document
+    assert "<!-- bench:readme-micro -->" in (out / "readme.md").read_text()
+
+
+@pytest.mark.live
+@pytest.mark.timeout(300)
+@needs_wrk
+def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    groups = ["servers", "frameworks", "threads", "idle"]
+    bench(out, *(f"--only={g}" for g in groups), "--idle-connections", "100", timeout=260)
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["results"] == [] and sorted(data["sections"]) == sorted(groups)
+    cells = {name: [Cell(**cell) for cell in rows] for name, rows in data["sections"].items()}
+    # Every server answered hello world through bridge and as a pure-ASGI app.
+    servers = {(c.row, c.contender) for c in cells["servers"] if c.unit == "req/s" and c.value}
+    for server in ("uvicorn", "granian (ASGI)", "hypercorn", "daphne", "gunicorn -k asgi"):
+        assert {(server, "bridge"), (server, "pure ASGI")} <= servers, servers
+    assert ("granian (ASGI)", "granian WSGI") in servers
+    # The 16 MiB file came through whole on every server (the client checks the bytes).
+    files = [c for c in cells["servers"] if c.unit == "MiB/s"]
+    assert files and all(c.valid and c.value for c in files), files
+    frameworks = cells["frameworks"]
+    assert all(c.value for c in frameworks), [c for c in frameworks if not c.value]
+    assert {c.contender for c in frameworks} >= {"bridge", "Django ASGI", "gunicorn sync"}
+    assert {c.contender for c in cells["threads"]} >= {"adaptive", "fixed 2", "fixed 64"}
+    # Every idle feed opened, got its first message and was still open at the end.
+    idle = cells["idle"]
+    assert len(idle) == 6 and all(c.valid and c.value is not None for c in idle), idle
+
+    document = (out / "benchmarks.md").read_text()
+    for group in groups:
+        assert f"<!-- bench:{group} -->" in document
+    readme = (out / "readme.md").read_text()
+    assert "<!-- bench:readme-idle -->" in readme and "<!-- bench:readme-servers -->" in readme
+
+
+# -- the report, without servers ----------------------------------------------------------
+
+
+def test_blocks_are_replaced_in_place_and_new_ones_appended() -> None:
+    text = "intro\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\nhand-written tail\n"
+    updated = report.replace_blocks(text, {"a": "new a", "b": "new b"}, append=True)
+    assert "old a" not in updated and "new a" in updated
+    assert updated.startswith("intro\n") and updated.endswith("hand-written tail\n")
+    assert updated.index("new a") < updated.index("new b") < updated.index("hand-written")
+    with pytest.raises(LookupError, match="bench:c"):
+        report.replace_blocks(text, {"c": "x"}, append=False)
+
+
+def test_publish_touches_only_the_groups_that_ran(tmp_path: Path) -> None:
+    root = tmp_path / "clone"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "benchmarks.md").write_text(
+        report.INTRO
+        + report.block("micro", "micro table, kept")
+        + report.block("idle", "old idle table")
+        + "\n## A section appended by hand\n"
+    )
+    (root / "README.md").write_text(
+        "# readme\n" + report.block("readme-idle", "old headline") + "the rest\n"
+    )
+    cells = [
+        Cell("SSE", "bridge", "KiB/conn", value=12.0),
+        Cell("SSE", "plain ASGI", "KiB/conn", value=10.0),
+    ]
+    section = Section("idle", "Idle", idle_table(cells), "method", cells, readme="new headline")
+    out = tmp_path / "out"
+    out.mkdir()
+    report.write(out, [], [], "scripts/bench --only idle", {}, {}, [section])
+    report.publish(out, [], [section], root=root)
+
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    assert "micro table, kept" in docs and "old idle table" not in docs
+    assert "| SSE | **bridge** | 12.0 | 1.20x |" in docs
+    assert docs.rstrip().endswith("## A section appended by hand")
+    readme = (root / "README.md").read_text()
+    assert "new headline" in readme and "old headline" not in readme
+    assert readme.endswith("the rest\n")
+
+
+def test_the_thread_table_compares_adaptive_with_the_best_fixed_count() -> None:
+    row = "Django ORM view (CPU-bound)"
+    cells = [
+        Cell(row, "adaptive", "req/s", value=630.0),
+        Cell(row, "fixed 2", "req/s", value=669.0),
+        Cell(row, "fixed 32", "req/s", value=443.0),
+        Cell(row, "fixed 8", "req/s", valid=False, notes=["failed: x"]),
+    ]
+    table = threads_table(cells)
+    assert "| **630** | 669 (fixed 2) | 0.94x | 2: 669, 32: 443, 8: INVALID |" in table
+    assert "fixed 8: failed: x" in table

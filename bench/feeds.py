@@ -1,0 +1,81 @@
+"""The idle feed of the idle-connection benchmark, written three ways for the same server.
+
+Each serves ``/sse`` (one server-sent event, then silence until the client leaves),
+``/ws`` (accept, one text message, then silence) and ``/hello`` (a legacy page,
+measured for its p99 while every feed is open):
+
+* ``bridge_feed``: an async route and a websocket route on ``Bridge(micro)``;
+* ``asgi_feed``: the same in plain ASGI, the floor of what a connection costs;
+* Channels: ``bench.djangosite.wsgi.channels()`` (AsyncHttpConsumer, AsyncWebsocketConsumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import apps
+
+EVENT = b"data: hello\n\n"
+GREETING = "hello"
+
+
+def bridge_feed() -> Any:
+    from werkzeug.wrappers import Response
+
+    from bridge import Bridge, Request, WebSocket, WebSocketDisconnect
+
+    app = Bridge(apps.micro, max_threads=apps.threads())
+
+    @app.route("/sse")
+    async def sse(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            yield EVENT
+            await asyncio.Event().wait()  # idle; bridge stops it when the client leaves
+
+        return Response(
+            events(), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text(GREETING)
+        try:
+            while True:
+                await socket.receive_text()
+        except WebSocketDisconnect:
+            pass
+
+    return app
+
+
+async def asgi_feed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor: the same three paths with nothing between the server and the app."""
+    if scope["type"] == "lifespan":
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": GREETING})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        return
+    if scope["path"] != "/sse":
+        await apps.asgi_micro(scope, receive, send)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
+    await send({"type": "http.response.body", "body": EVENT, "more_body": True})
+    while (await receive())["type"] != "http.disconnect":
+        pass

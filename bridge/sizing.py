@@ -1,0 +1,242 @@
+"""Threads that size themselves: how many of ``max_threads`` may run the legacy app at once.
+
+Theory of operation
+-------------------
+
+No fixed thread count serves every app. A view that waits 20 ms on a database
+needs many threads (64 threads give 3,200 req/s, 8 give 400); a CPU-bound view
+(a Django ORM page) loses throughput with every thread beyond two, because they
+take turns holding the GIL and each hand-off costs a switch interval and a cold
+cache (measured: 669 req/s with 2 threads, 443 with 32). ``max_threads`` stays the
+hard ceiling on threads started; the ``Gate`` lets only ``limit`` of them run a
+call at once, and the ``HillClimb`` controller moves ``limit`` from what it
+measures, as the .NET thread pool has done since 4.0 (hill climbing on throughput,
+plus starvation detection).
+
+* Every ``interval`` (0.5 s) the gate hands the controller one window: the calls
+  completed, the seconds elapsed, the process's CPU seconds, and whether any call
+  had to wait at the gate (only then does ``limit`` bound the throughput).
+* The CPU seconds per second say whether the GIL has slack. A process that uses
+  less than ``SLACK`` (0.7) of a core while calls queue at the gate is waiting,
+  not computing: more threads will help, so ``limit`` grows (doubles below 0.35 of
+  a core, by a quarter above). Near a full core the GIL is the bottleneck and more
+  threads can only add contention.
+* The controller compares the throughput of this window with the last one at the
+  previous ``limit`` (hill climbing): a move that helped by more than ``TOLERANCE``
+  (5 %) is repeated, one that hurt is undone, and a flat result moves towards
+  fewer threads when the GIL is busy (same work, less contention, lower latency)
+  and towards more when it has slack.
+* A window in which nothing had to wait changes nothing: the demand, not the
+  limit, set the throughput.
+* Starvation: a call that waits at the gate for ``STARVATION`` (0.1 s) while no
+  call completes raises ``limit``: doubles it when the CPU is idle (the running
+  calls are blocked: long polls, slow queries, calls that wait on one another),
+  else by one. So calls always make progress, as .NET injects a thread when its
+  queue does not move for 500 ms; 64 blocked calls all run within 0.3 s.
+
+The gate costs each call one lock round trip on entry and one on exit; the
+controller runs once per interval, in the thread that closes the window. A lane
+(the thread an async view's thread-sensitive calls share for a whole request)
+passes the gate by: it holds its thread while the request awaits, not the GIL.
+``Bridge(app, adaptive_threads=False)`` removes the gate: ``max_threads`` threads
+then run at once, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# One window of measurements: long enough to hold hundreds of calls at the rates
+# where the thread count matters, short enough to climb from 8 to 64 in 2 s.
+DEFAULT_INTERVAL = 0.5
+# Where the climb starts: enough threads for a few waiting views, few enough for a
+# CPU-bound one to lose little while the controller finds its level (the pool
+# default of Python's ThreadPoolExecutor is min(32, cpus + 4); gunicorn's gthread
+# example configuration uses 2-4 x cpus).
+DEFAULT_START = 8
+# Below this many CPU seconds per second, the GIL is idle often enough that more
+# threads can overlap their waits.
+SLACK = 0.7
+# A throughput change smaller than this is noise.
+TOLERANCE = 0.05
+# A call that waits this long at the gate while no call completes is starved.
+STARVATION = 0.1
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the gate measured over one interval."""
+
+    completed: int
+    seconds: float
+    cpu_seconds: float  # the process's CPU time over the window (all threads)
+    saturated: bool  # whether a call waited at the gate: the limit bound the throughput
+
+    @property
+    def throughput(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_load(self) -> float:
+        return self.cpu_seconds / self.seconds if self.seconds > 0 else 1.0
+
+
+class HillClimb:
+    """Moves the concurrency limit between 1 and ``ceiling`` from one window to the next.
+
+    Pure: it sees only the windows it is given, so a test can drive it exactly.
+    """
+
+    def __init__(self, ceiling: int, start: int = DEFAULT_START) -> None:
+        if ceiling < 1:
+            raise ValueError(f"The thread ceiling must be at least 1, not {ceiling}.")
+        self.ceiling = ceiling
+        self.limit = max(1, min(start, ceiling))
+        self._previous: tuple[int, float] | None = None  # (limit, throughput) last window
+        self._up = True
+
+    def update(self, window: Window) -> int:
+        """Take one window's measurements; return the limit for the next window."""
+        if not window.saturated or window.completed == 0:
+            self._previous = None  # demand-bound: this window says nothing about the limit
+            return self.limit
+        throughput = window.throughput
+        slack = window.cpu_load < SLACK
+        previous = self._previous
+        probe = previous is None or previous[0] == self.limit
+        before = 0.0 if previous is None else previous[1]
+        if probe:
+            self._up = slack  # no move to judge: lean the way the GIL points
+        elif throughput > before * (1 + TOLERANCE):
+            pass  # the last move helped: make another like it
+        elif throughput < before * (1 - TOLERANCE):
+            self._up = not self._up  # it hurt: go back
+        else:
+            self._up = slack
+        self._previous = (self.limit, throughput)
+        self.limit = self._step(probe, window.cpu_load)
+        return self.limit
+
+    def starved(self, cpu_load: float = 1.0) -> int:
+        """Calls waited and none completed: more may run, twice as many if the CPU is idle.
+
+        An idle CPU while nothing completes means the running calls are blocked (on a
+        long poll, a slow query, one another), and only more threads can help.
+        """
+        grown = self.limit * 2 if cpu_load < SLACK else self.limit + 1
+        self.limit = min(grown, self.ceiling)
+        self._previous = None
+        return self.limit
+
+    def _step(self, probe: bool, cpu_load: float) -> int:
+        limit = self.limit
+        if self._up:
+            if limit >= self.ceiling:
+                return limit  # climbed to the ceiling: stay while it keeps paying
+            # Far from a busy GIL, double; closer to it, creep up by a quarter.
+            grown = limit * 2 if cpu_load < SLACK / 2 else limit + max(1, limit // 4)
+            return min(grown, self.ceiling)
+        if limit <= 1:
+            self._up = True  # at the floor: see whether a second thread pays
+            return min(2, self.ceiling)
+        # A probe from a standing start is small (an eighth), so a limit that is right
+        # loses little to it; a move that keeps paying takes a quarter each time.
+        shrunk = limit - max(1, limit // 8) if probe else min(limit - 1, int(limit * 0.75))
+        return max(1, shrunk)
+
+
+class Gate:
+    """Lets at most ``controller.limit`` calls run at once; worker threads wait here.
+
+    ``enter()`` before a call and ``leave()`` after it, in the worker thread. The
+    clocks are injectable so tests can drive windows without waiting for them.
+    """
+
+    def __init__(
+        self,
+        controller: HillClimb,
+        interval: float = DEFAULT_INTERVAL,
+        starvation: float = STARVATION,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        self.controller = controller
+        self.interval = interval
+        self.starvation = starvation
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        # The condition's own lock, entered directly: a Lock's ``with`` runs in C, a
+        # Condition's in Python, and the fast path takes only the lock.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.running = 0
+        self.waiting = 0
+        self._completed = 0  # since the window opened
+        self._total_completed = 0
+        self._saturated = False
+        self._opened = clock()
+        self._opened_cpu = cpu_clock()
+        self._starved_at = self._opened
+        self._starved_cpu = self._opened_cpu
+
+    @property
+    def limit(self) -> int:
+        return self.controller.limit
+
+    def enter(self) -> None:
+        with self._lock:
+            if self.running < self.controller.limit:
+                self.running += 1
+                return
+            self._saturated = True
+            self.waiting += 1
+            try:
+                while self.running >= self.controller.limit:
+                    seen = self._total_completed
+                    if not self._cond.wait(self.starvation) and seen == self._total_completed:
+                        self._starve()
+            finally:
+                self.waiting -= 1
+            self.running += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.running -= 1
+            self._completed += 1
+            self._total_completed += 1
+            now = self._clock()
+            if now - self._opened >= self.interval:
+                self._close_window(now)
+            free = self.controller.limit - self.running
+            if free > 0 and self.waiting:
+                self._cond.notify(free)
+
+    def _starve(self) -> None:
+        # Every waiter times out together; one step per starvation period is enough.
+        now = self._clock()
+        elapsed = now - self._starved_at
+        if elapsed >= self.starvation:
+            cpu = self._cpu_clock()
+            self.controller.starved((cpu - self._starved_cpu) / elapsed)
+            self._starved_at, self._starved_cpu = now, cpu
+            self._cond.notify(max(self.controller.limit - self.running, 0))
+
+    def _close_window(self, now: float) -> None:
+        cpu = self._cpu_clock()
+        # A call still waiting at the gate now also counts: the limit binds.
+        saturated = self._saturated or self.waiting > 0
+        self.controller.update(
+            Window(self._completed, now - self._opened, cpu - self._opened_cpu, saturated)
+        )
+        self._completed = 0
+        self._saturated = False
+        self._opened = now
+        self._opened_cpu = cpu
+
+
+def adaptive_gate(max_threads: int) -> Gate:
+    """The default gate for a pool of ``max_threads``: hill climbing from ``DEFAULT_START``."""
+    return Gate(HillClimb(max_threads))
