@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from .app import Bridge
 from .broadcast import Broadcast
-from .errors import BodyError, BodyTooLarge, ClientDisconnected
+from .errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from .metrics import Metrics
 from .requests import Request
 from .websockets import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "BodyError",
+    "BodyTimeout",
     "BodyTooLarge",
     "Bridge",
     "Broadcast",

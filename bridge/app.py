@@ -12,17 +12,19 @@ from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .access import AccessPolicy
-from .body import DEFAULT_HIGH_WATER, RequestBody
+from .admission import Admission
+from .body import DEFAULT_REQUEST_BUFFER, RequestBody
 from .broadcast import Broadcast
+from .cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
 from .dashboard import Endpoints
 from .environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ
-from .gateway import Limits, serve_legacy
+from .framing import DEFAULT_RESPONSE_BUFFER
+from .gateway import serve_wsgi
 from .lifespan import MountedLifespan, unsupported_event_loop
 from .metrics import Metrics
 from .mount_limits import within_limits
 from .options import check_options
 from .requests import Request
-from .response import DEFAULT_RESPONSE_BUFFER
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
 from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
 from .sizing import adaptive_gate
@@ -66,9 +68,12 @@ class Bridge:
     * ``max_body_size=1 GiB``: larger request bodies get 413. ``None`` for no limit.
     * ``max_header_count=100``: header fields per request (gunicorn's default); 431 past it.
     * ``request_buffer_size=1 MiB``: a body up to this size is received before a thread
-      is taken, so slow uploads do not hold threads.
+      is taken, so slow uploads do not hold threads; past it the body spools to a
+      temporary file. Raise it to keep larger bodies in memory.
     * ``response_buffer_size=1 MiB``: a response up to this size is handed to the server
       whole, so slow downloads do not hold threads.
+    * ``body_timeout=60``: seconds a request body may stall between two chunks before
+      the request fails with 408 (nginx's ``client_body_timeout``). ``None``: no limit.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
     * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan; one
       that takes an argument gets the lifespan state, a dict that views read as
@@ -107,8 +112,9 @@ class Bridge:
         adaptive_threads: bool = True,
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
-        request_buffer_size: int = DEFAULT_HIGH_WATER,
+        request_buffer_size: int = DEFAULT_REQUEST_BUFFER,
         response_buffer_size: int = DEFAULT_RESPONSE_BUFFER,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         retry_after: int = DEFAULT_RETRY_AFTER,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
@@ -135,6 +141,7 @@ class Bridge:
             max_header_count=max_header_count,
             request_buffer_size=request_buffer_size,
             response_buffer_size=response_buffer_size,
+            body_timeout=body_timeout,
             retry_after=retry_after,
             on_startup=on_startup,
             on_shutdown=on_shutdown,
@@ -152,12 +159,15 @@ class Bridge:
         self.pool = ThreadPool(max_threads, max_pending)
         if adaptive_threads:
             self.pool.gate = adaptive_gate(max_threads)
+        # Requests holding or waiting for a thread, counted from their arrival.
+        self.admission = Admission(max_threads + max_pending)
         self.limits = Limits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
             request_buffer_size=request_buffer_size,
             response_buffer_size=response_buffer_size,
             retry_after=retry_after,
+            body_timeout=body_timeout,
         )
         # The lifespan state: the server's, once lifespan has started (see _lifespan).
         self.state: dict[str, Any] = {}
@@ -292,7 +302,8 @@ class Bridge:
                     else:
                         await meter.mount(limited, child, receive, send)
                     return
-            legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+            cycle = RequestCycle(scope, receive, send, self.limits)
+            legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
             await (legacy if meter is None else meter.legacy(scope, legacy))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -303,21 +314,19 @@ class Bridge:
 
     async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve and count one request with the legacy app (a shadow route's answer)."""
-        legacy = serve_legacy(self.wsgi_app, self.pool, self.limits, scope, receive, send)
+        cycle = RequestCycle(scope, receive, send, self.limits)
+        legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
         meter = self.metrics
         await (legacy if meter is None else meter.legacy(scope, legacy))
 
     async def _serve_route(
         self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
-    ) -> int:
+    ) -> Outcome:
+        cycle = RequestCycle(scope, receive, send, self.limits)
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
-            return await serve_legacy(
-                route.wsgi, self.pool, self.limits, scope, receive, send, extra
-            )
-        return await serve_view(
-            route, values, self.pool, self.limits, self.request_class, scope, receive, send
-        )
+            return await serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
+        return await serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope)
@@ -342,9 +351,9 @@ class Bridge:
     async def _serve_websocket(
         self, route: WebSocketRoute, values: dict[str, Any], scope: Scope, receive: Receive,
         send: Send,
-    ) -> int:  # fmt: skip
-        """Run the view; the "status" is 101 (switched protocols), 431 or 500 if refused
-        or raised."""
+    ) -> Outcome:  # fmt: skip
+        """Run the view; the outcome's status is 101 (switched protocols), or 431 or 500
+        if the handshake was refused or the view raised."""
         try:
             environ = build_environ(
                 {**scope, "method": "GET"},
@@ -354,24 +363,24 @@ class Bridge:
         except TooManyHeaders as exc:
             logger.info("Refused a websocket handshake: %s", exc)
             await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
-            return 431
+            return Outcome(431)
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
         socket.request.path_params = values
         try:
             await route.view(socket, **values)
         except WebSocketDisconnect:
-            return 101
+            return Outcome(101)
         except Exception:
             logger.exception("Exception in websocket view %s", route.view.__qualname__)
             if not socket.closed:
                 # 1011: "the server is terminating the connection because it
                 # encountered an unexpected condition" (RFC 6455 7.4.1).
                 await socket.close(1011 if socket.accepted else 1000)
-            return 500
+            return Outcome(500)
         if not socket.closed:
             await socket.close(1000)
-        return 101
+        return Outcome(101)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ASGI lifespan: "state" is a namespace the server copies into every request's
@@ -431,17 +440,18 @@ class Bridge:
         run, while the server's graceful timeout still bounds the whole shutdown.
         """
         pool = self.pool
+        admission = self.admission
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while pool.in_flight and loop.time() < deadline:
+        while admission.admitted and loop.time() < deadline:
             await asyncio.sleep(0.01)
         deadline = min(deadline, loop.time() + CANCELLED_GRACE)
         while pool.running and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        if pool.in_flight or pool.running:
+        if admission.admitted or pool.running:
             logger.warning(
                 "%d requests were still running in threads at shutdown; they are abandoned.",
-                max(pool.in_flight, pool.running),
+                max(admission.admitted, pool.running),
             )
 
 

@@ -47,10 +47,12 @@ import threading
 import time
 import types
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from .metrics import Metrics, RouteStats
+
+T = TypeVar("T")
 
 # Linux has per-thread resource usage (CPU time and context switches in one call);
 # elsewhere the thread's CPU clock is read and every off-CPU moment counts as a wait.
@@ -130,8 +132,8 @@ def charge(start: Usage, end: Usage) -> float:
 
 @types.coroutine
 def stepped(
-    coro: Coroutine[Any, Any, int], metrics: Metrics, stats: RouteStats
-) -> Generator[Any, Any, int]:
+    coro: Coroutine[Any, Any, T], metrics: Metrics, stats: RouteStats
+) -> Generator[Any, Any, T]:
     """Drive ``coro`` like a task would, charging each step it takes on the loop."""
     _hook_gc()
     clock = time.perf_counter
@@ -144,7 +146,7 @@ def stepped(
             signal = coro.send(value) if error is None else coro.throw(error)
         except StopIteration as stop:
             _judge(start, threshold, clock, metrics, stats)
-            result: int = stop.value
+            result: T = stop.value
             return result
         except BaseException:
             _judge(start, threshold, clock, metrics, stats)

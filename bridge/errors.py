@@ -5,10 +5,11 @@
     OSError
     └── BodyError ............ the request body cannot be read in full
         ├── ClientDisconnected  the client went away before the body (or response) was done
-        └── BodyTooLarge ...... the body is larger than ``max_body_size``
+        ├── BodyTooLarge ...... the body is larger than ``max_body_size``
+        └── BodyTimeout ....... the body stalled for longer than ``body_timeout``
 
-Both are ``OSError`` subclasses because WSGI applications already treat a failing
-``wsgi.input`` read as an I/O error; neither ever looks like a short, complete body.
+All are ``OSError`` subclasses because WSGI applications already treat a failing
+``wsgi.input`` read as an I/O error; none ever looks like a short, complete body.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ class BodyTooLarge(BodyError):
             "raise max_body_size if such bodies are expected."
         )
         self.limit = limit
+
+
+class BodyTimeout(BodyError):
+    """The client sent no body bytes for longer than the configured ``body_timeout``."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"The request body stalled for more than body_timeout ({timeout:g} s); "
+            "raise body_timeout if clients on slow links must be able to upload."
+        )
+        self.timeout = timeout
 
 
 class ResponseError(Exception):

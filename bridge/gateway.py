@@ -1,36 +1,108 @@
-"""Serve one HTTP request through the legacy WSGI application."""
+"""The WSGI gateway: one HTTP request served by a WSGI application in a worker thread.
+
+Theory of operation
+-------------------
+
+Shape. ``Bridge.__call__`` (bridge.app) dispatches; every HTTP request it serves
+itself, legacy or migrated, is one ``RequestCycle`` (bridge.cycle), as uvicorn has
+one ``RequestResponseCycle`` per request. The cycle owns the scope, ``receive``,
+``send``, the limits, the request's admission slot and its ``Outcome``; this module
+runs a WSGI application for it in a thread, and bridge.views runs a view for it.
+The response is framed by one state machine with no I/O (``Framing``, bridge.framing),
+which the cycle feeds and drains.
+
+Admission. A request that needs a thread (legacy, a sync view, a route inside the
+legacy middleware) takes its slot in ``Admission`` (bridge.admission) when it
+arrives, before a byte of its body is read, and gives it back when its thread is
+done. At most ``max_threads + max_pending`` hold one; the next gets 503 with
+``Retry-After`` at once, however late its body arrives.
+
+Who owns which buffer. The event loop owns the connection: only the cycle calls
+``receive`` and ``send``. A worker thread owns the WSGI call: only the thread calls
+the application, iterates its body and calls ``close()``. They meet in two buffers:
+
+* ``RequestBody`` (bridge.body): written by the cycle, read by the thread. Up to
+  ``request_buffer_size`` is received on the loop *before* a thread is taken (nginx
+  does the same for gunicorn), so a slow uploader costs a coroutine, not a thread.
+  The rest is received by the cycle's listener while the application reads; past
+  ``request_buffer_size`` the body spools to an anonymous temporary file, so the
+  listener never waits for the reader and memory stays bounded. Async and sync
+  views get the whole body received first (the contract), spooled the same way, and
+  read it lazily.
+
+* ``Framing`` (bridge.framing): fed by the thread (``start_response``, ``write``,
+  each chunk, the end or the error), drained by the loop. The thread changes it
+  under the cycle's lock, held for a state change only. A list body, or one that
+  reaches its Content-Length, is held in the machine and costs one handoff: the
+  loop sends it when ``pool.run`` returns. A generator's first held chunk wakes the
+  loop once (``call_soon_threadsafe``) to arm the hold deadline; once the body
+  streams, a chunk wakes the loop only if the sender is idle.
+
+The framing rule (bridge.framing has the table): after ``start_response`` the body
+is held until it ends (sent whole, with a Content-Length), or more than
+``response_buffer_size`` is held, or ``hold_time`` (0.1 s, on an injected clock)
+has passed since its first byte; then the headers go out and the rest streams.
+HTTP/1.0 responses without a Content-Length are held to the end (up to the buffer).
+So the same application gives the same framing every time, whatever the thread
+scheduling: a body produced without blocking is always sent whole, and an error
+before the rule fires is always a clean 500.
+
+Who may block. The thread: on ``wsgi.input`` reads past what has arrived, when
+more than ``response_buffer_size`` waits for the client (backpressure: a slow
+reader holds a thread only for responses larger than that), and in application
+code. The loop: never; it awaits ``receive``, ``send`` and futures the thread
+resolves with ``call_soon_threadsafe``. The worker records the server's loop in
+asgiref's thread-local, so ``async_to_sync`` in legacy code runs on the server's
+own loop (bridge.threads).
+
+Disconnects. The cycle is the only reader of ``receive``, and whenever the body is
+still arriving or the response streams, its listener task is reading it, so
+``http.disconnect`` is always seen (uvicorn, hypercorn, daphne and granian send it
+and return silently from ``send`` afterwards; a ``send`` that raises ``OSError``
+counts too). It marks both sides: the next ``wsgi.input`` read past the received
+bytes raises ``ClientDisconnected``, and the next body chunk raises it too, so
+iteration stops within one chunk and ``close()`` runs in the thread. A request the
+server cancels is treated the same way.
+
+Deadlines. ``body_timeout`` (60 s, nginx's ``client_body_timeout``) bounds each wait
+for the next body chunk: past it, before the application runs, the client gets
+408; while it runs, its read raises ``BodyTimeout`` and the client gets 408 if no
+response has started. ``hold_time`` bounds how long a response is held. A body past
+``max_body_size`` gets 413 the same way, whatever the application does with the
+``BodyTooLarge`` its read raises: the refusal is decided before the read fails.
+
+Errors. Until the headers go out, an exception (or a body shorter than its
+Content-Length) becomes a clean 500 with no detail, and ``start_response(...,
+exc_info)`` may still replace the headers. After, the queued bytes go out and no
+final ``http.response.body`` follows, so the server cuts the connection and the
+client sees a truncated response (raising instead would do the same, but daphne
+4.2 then loses its application checker for the rest of the process).
+
+Defaults and their precedent: ``request_buffer_size`` 1 MiB (nginx buffers request
+bodies before the upstream sees them; its client_body_buffer_size spools past it),
+``response_buffer_size`` 1 MiB (nginx's proxy_buffers hold a response so the upstream
+is free), ``body_timeout`` 60 s (nginx), ``hold_time`` 0.1 s (the limit below which a
+delay is not perceived), ``max_threads`` 32 and ``max_pending`` 2048 (bridge.threads:
+Python's executor cap and gunicorn's backlog).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from ._types import Environ, Receive, Scope, Send, WSGIApp
-from .body import RequestBody
-from .environ import TooManyHeaders, build_environ
-from .errors import BodyTooLarge, ClientDisconnected, ResponseError
+from ._types import Environ, RawHeaders, Send, WSGIApp
+from .admission import Admission
+from .cycle import Limits, Outcome, RequestCycle
 from .filewrapper import FileWrapper
-from .response import Responder, iterate, plain_response_messages
+from .framing import CLOSE, REFUSALS, plain_response
 from .threads import ThreadPool
 
-logger = logging.getLogger("bridge")
+__all__ = ["REFUSALS", "Limits", "call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The per-request limits of a ``Bridge``; see ``Bridge`` for each default's reason."""
-
-    max_body_size: int | None
-    max_header_count: int
-    request_buffer_size: int
-    response_buffer_size: int
-    retry_after: int
-
-
-def call_app(app: WSGIApp, environ: Environ, responder: Responder, extensions: Any) -> None:
+def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: Any) -> None:
     """Call the application and drive its iterable; runs in a pool thread.
 
     PEP 3333: "If the iterable returned by the application has a close() method, the
@@ -38,262 +110,84 @@ def call_app(app: WSGIApp, environ: Environ, responder: Responder, extensions: A
     whether the request was completed normally, or terminated early due to an
     application error during iteration or an early disconnect of the browser."
     """
+    error: BaseException | None = None
     try:
-        iterable: Iterable[bytes] = app(environ, responder.start_response)
+        iterable: Iterable[bytes] = app(environ, cycle.start_response)
         try:
-            iterate(responder, iterable, extensions)
+            iterate(cycle, iterable, extensions)
         finally:
             close = getattr(iterable, "close", None)
             if close is not None:
                 close()
-    finally:
-        responder.finish_in_thread()
+    except BaseException as exc:
+        error = exc
+    cycle.app_done(error)
 
 
-def environ_or_none(scope: Scope, limits: Limits) -> Environ | None:
-    """The environ for ``scope``, or None when it has too many headers (answer 431)."""
-    try:
-        return build_environ(
-            scope, None, max_header_count=limits.max_header_count, file_wrapper=FileWrapper
-        )
-    except TooManyHeaders as exc:
-        logger.info("Refused a request: %s", exc)
-        return None
-
-
-def content_length_of(environ: Environ) -> int | None:
-    declared = environ.get("CONTENT_LENGTH")
-    return int(declared) if declared and declared.isdigit() else None
-
-
-REFUSALS = {
-    413: "Request Entity Too Large\n",
-    431: "Request Header Fields Too Large\n",
-    503: "Service Unavailable: every worker thread is busy; retry shortly.\n",
-}
-
-
-async def refuse(send: Send, status: int, retry_after: int = 1) -> int:
-    """Answer a request bridge will not serve (413, 431, 503) and close the connection.
-
-    Closing matters: otherwise the server reads and discards whatever body the client
-    goes on sending, and a chunked upload has no end it must reach.
-    """
-    headers = [(b"connection", b"close")]
-    if status == 503:
-        headers.append((b"retry-after", str(retry_after).encode("ascii")))
-    await send_plain(send, status, REFUSALS[status], headers)
-    return status
-
-
-async def prepare(
-    scope: Scope, receive: Receive, send: Send, limits: Limits, whole: bool
-) -> tuple[Environ, RequestBody] | int:
-    """The environ and the start of the body (all of it if ``whole``), or the status
-    already answered instead (413, 431; 0 if the client left first)."""
-    environ = environ_or_none(scope, limits)
-    if environ is None:
-        return await refuse(send, 431)
-    body = await read_body_start(receive, limits, content_length_of(environ), whole)
-    if body is None:
-        return 0  # the client left before its request was complete
-    if isinstance(body, int):
-        return await refuse(send, 413)
-    environ["wsgi.input"] = body
-    return environ, body
-
-
-async def send_plain(send: Send, status: int, text: str, headers: Any = None) -> None:
-    start, body = plain_response_messages(status, text, headers)
-    await send(start)
-    await send(body)
-
-
-async def read_body_start(
-    receive: Receive, limits: Limits, content_length: int | None, whole: bool = False
-) -> RequestBody | int | None:
-    """Receive the body up to ``request_buffer_size`` (or all of it, if ``whole``).
-
-    Returns the body (complete, or streaming with the rest to be pumped), a status
-    code to answer instead (413), or None if the client has already gone.
-    """
-    max_body_size = limits.max_body_size
-    if max_body_size is not None and content_length is not None and content_length > max_body_size:
-        return 413  # refused before a byte of the body is read
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    chunk: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if max_body_size is not None and len(chunk) > max_body_size:
-            return 413
-        return RequestBody(chunk)
-    chunks = [chunk]
-    size = len(chunk)
-    while whole or size < limits.request_buffer_size:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if max_body_size is not None and size > max_body_size:
-            return 413
-        if not message.get("more_body", False):
-            return RequestBody(b"".join(chunks))
-    body = RequestBody(b"".join(chunks), complete=False)
-    body.received = size
-    return body
-
-
-async def listen(
-    receive: Receive, body: RequestBody, responder: Responder, max_body_size: int | None
-) -> None:
-    """Pump the rest of a streaming body, then wait for the client to go away."""
-    if body.streaming:
-        await body.pump(receive, max_body_size)
-    await disconnected(receive)
-    body.fail(ClientDisconnected("The client disconnected before the body was sent."))
-    responder.client_gone()
-
-
-async def disconnected(receive: Receive) -> None:
-    """Return when the client goes away; once the body is in, nothing else can arrive."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def serve_legacy(
-    app: WSGIApp,
-    pool: ThreadPool,
-    limits: Limits,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    extra: Environ | None = None,
-) -> int:
-    """Answer one HTTP request with a WSGI application (the legacy one, most often).
-
-    ``extra`` is added to the environ: the path values of a route served in the
-    legacy middleware. Returns the status sent, 0 if the client left first.
-    """
-    if not pool.has_room():
-        return await refuse(send, 503, limits.retry_after)
-    prepared = await prepare(scope, receive, send, limits, whole=False)
-    if isinstance(prepared, int):
-        return prepared
-    environ, body = prepared
-    if extra:
-        environ.update(extra)
-    return await run_wsgi(app, pool, limits, environ, body, scope, receive, send)
+def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> None:
+    """Drive the application's iterable in the thread, stopping when no more is wanted."""
+    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
+        found = iterable.pathsend_target(cycle.framing.status, cycle.framing.content_length)
+        if found is not None and cycle.send_path(*found):
+            return
+    # A list or tuple is already whole in memory: holding it costs nothing and
+    # turns the response into a single handoff however many items it has.
+    whole = type(iterable) in (list, tuple)
+    push = cycle.push
+    for chunk in iterable:
+        if push(chunk, whole):
+            return
 
 
 async def run_wsgi(
-    app: WSGIApp,
-    pool: ThreadPool,
-    limits: Limits,
-    environ: Environ,
-    body: RequestBody,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> int:
-    """Run a WSGI application in a thread for an environ whose body has started."""
-    environ["wsgi.input"] = body
-    loop = asyncio.get_running_loop()
-    responder = Responder(loop, send, scope["method"], limits.response_buffer_size)
-    listener: asyncio.Task[None] | None = None
-
-    def start_listener() -> None:
-        nonlocal listener
-        if listener is None:
-            listener = loop.create_task(listen(receive, body, responder, limits.max_body_size))
-
-    responder.on_stream = start_listener
-    if body.streaming:
-        start_listener()
+    cycle: RequestCycle, pool: ThreadPool, app: WSGIApp, environ: Environ
+) -> Outcome:
+    """Run ``app`` in a thread for an environ whose body has started; send its response."""
+    extensions = cycle.scope.get("extensions") or {}
     try:
-        return await exchange(app, pool, environ, body, responder, scope.get("extensions") or {})
-    finally:
-        if listener is not None:
-            listener.cancel()
-
-
-async def exchange(
-    app: WSGIApp,
-    pool: ThreadPool,
-    environ: Environ,
-    body: RequestBody,
-    responder: Responder,
-    extensions: Any,
-) -> int:
-    """Run the application in a thread and send what it produced; return the status sent."""
-    error: BaseException | None = None
-    try:
-        await pool.run(call_app, app, environ, responder, extensions)
+        await pool.run(call_app, app, environ, cycle, extensions)
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
-        responder.client_gone()
-        # The body itself, not environ["wsgi.input"]: middleware may have replaced it.
-        body.fail(ClientDisconnected("The request was cancelled."))
+        cycle.cancelled()
         raise
-    except Exception as exc:
-        error = exc
+    cycle.release()  # the thread is free: the slot may go to the next request
+    return await cycle.finish()
 
-    if error is None:
-        if responder.streaming:
-            if await responder.finish_streaming() or responder.gone:
-                return responder.status_code
-            error = ResponseError(
-                f"The application declared a Content-Length of {responder.content_length} "
-                f"bytes but produced {responder.written}."
-            )
-        elif responder.gone:
-            return 0
-        elif not responder.status_code:
-            error = ResponseError("The application returned without calling start_response().")
-        elif (
-            responder.body_allowed
-            and responder.content_length is not None
-            and responder.written < responder.content_length
-        ):
-            error = ResponseError(
-                f"The application declared a Content-Length of {responder.content_length} "
-                f"bytes but produced {responder.written}."
-            )
-        else:
-            await responder.send_whole()
-            return responder.status_code
 
-    if isinstance(error, ClientDisconnected) or responder.gone:
-        logger.debug("The client disconnected before the response was complete.")
-        if responder.streaming:
-            await responder.finish_streaming()
-            return responder.status_code
-        return 0
-    if responder.streaming:
-        # Headers and part of the body are out: the only honest answer left is to
-        # cut the response, so the client sees a truncated body, never a short one
-        # that looks complete. Returning without the final body message makes
-        # uvicorn, hypercorn and granian close the connection without the last
-        # chunk. Raising would do the same, but daphne 4.2 then loses its
-        # application checker for the rest of the process (docs/compatibility.md).
-        await responder.finish_streaming(abort=True)
-        logger.error(
-            "Exception in WSGI application after the response started, %s %s; "
-            "the response was cut.",
-            environ["REQUEST_METHOD"],
-            environ["PATH_INFO"],
-            exc_info=error,
-        )
-        return 500  # what was sent says 200, but for counting this is a server error
-    if isinstance(error, BodyTooLarge):
-        return await refuse(responder.send, 413)
-    logger.error(
-        "Exception in WSGI application %s %s",
-        environ["REQUEST_METHOD"],
-        environ["PATH_INFO"],
-        exc_info=error,
-    )
-    await send_plain(responder.send, 500, "Internal Server Error\n")
-    return 500
+async def serve_wsgi(
+    cycle: RequestCycle,
+    app: WSGIApp,
+    pool: ThreadPool,
+    admission: Admission,
+    extra: Environ | None = None,
+) -> Outcome:
+    """Answer one HTTP request with a WSGI application (the legacy one, most often).
+
+    ``extra`` is added to the environ: the path values of a route served in the
+    legacy middleware.
+    """
+    if not cycle.admit(admission):
+        await cycle.answer(503)
+        return cycle.close()
+    try:
+        environ = cycle.environ()
+        if environ is None:
+            await cycle.answer(431)
+            return cycle.close()
+        if not await cycle.receive_body(environ, whole=False):
+            return cycle.close()
+        if extra:
+            environ.update(extra)
+        return await run_wsgi(cycle, pool, app, environ)
+    finally:
+        cycle.release()
+
+
+async def refuse(send: Send, status: int, retry_after: int = 1) -> None:
+    """Answer with bridge's own refusal (413, 431, 503) and close the connection, for
+    code that serves outside a request cycle (the limits of mounted apps)."""
+    extra: RawHeaders = [CLOSE]
+    if status == 503:
+        extra.append((b"retry-after", str(retry_after).encode("ascii")))
+    for message in plain_response(status, extra):
+        await send(message)

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._types import Message, Receive, Scope, Send
 from .blocking import stepped
+from .cycle import Outcome
 from .multiprocess import Shared, whole_server
 from .routing import route_path
 
@@ -300,7 +301,7 @@ class Metrics:
 
     # -- measuring (on the loop, per request) -----------------------------------------
 
-    async def legacy(self, scope: Scope, serving: Awaitable[int]) -> None:
+    async def legacy(self, scope: Scope, serving: Awaitable[Outcome]) -> None:
         """Await ``serving`` (the legacy app answering ``scope``) and count it.
 
         The labelled group of each path is remembered (in a cache bounded in bytes),
@@ -321,7 +322,7 @@ class Metrics:
                 self._path_bytes += cost
         await self._measure(stats, serving)
 
-    async def route(self, route: Route, serving: Coroutine[Any, Any, int]) -> None:
+    async def route(self, route: Route, serving: Coroutine[Any, Any, Outcome]) -> None:
         stats = self.route_stats(route)
         if route.is_async and route.wsgi is None and self.block_threshold is not None:
             serving = stepped(serving, self, stats)
@@ -337,32 +338,32 @@ class Metrics:
                 status = message["status"]
             await send(message)
 
-        async def serve() -> int:
+        async def serve() -> Outcome:
             await mount.app(scope, receive, send_status)
-            return status
+            return Outcome(status)
 
-        serving: Coroutine[Any, Any, int] = serve()
+        serving: Coroutine[Any, Any, Outcome] = serve()
         if self.block_threshold is not None:
             serving = stepped(serving, self, stats)
         await self._measure(stats, serving)
 
-    async def websocket(self, rule: str, serving: Awaitable[int]) -> None:
+    async def websocket(self, rule: str, serving: Awaitable[Outcome]) -> None:
         """Count one websocket connection to ``rule``, kind "websocket", for its duration."""
         await self._measure(self.stats(rule, "websocket"), serving)
 
-    async def _measure(self, stats: RouteStats, serving: Awaitable[int]) -> None:
+    async def _measure(self, stats: RouteStats, serving: Awaitable[Outcome]) -> None:
         probe = self._probe
         if probe is None or probe.done():
             self.start()
         token = _current.set(stats)
         start = time.perf_counter()
         try:
-            status = await serving
+            outcome = await serving
         except Exception:
             stats.errors += 1
             raise
         else:
-            if status >= 500:
+            if outcome.failed:
                 stats.errors += 1
         finally:
             stats.requests += 1

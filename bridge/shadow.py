@@ -91,7 +91,7 @@ DEFAULT_KEEP_BODY_CHARS = 1024
 DEFAULT_LOG_INTERVAL = 60.0
 
 Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
-ServeView = Callable[["Route", dict[str, Any], Scope, Receive, Send], Awaitable[int]]
+ServeView = Callable[["Route", dict[str, Any], Scope, Receive, Send], Awaitable[object]]
 
 
 @dataclass(frozen=True)

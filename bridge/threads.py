@@ -3,31 +3,11 @@
 Theory of operation
 -------------------
 
-The event loop owns the connection: only the loop calls ``receive`` and ``send``.
-A worker thread owns the WSGI call: only the thread calls the application, iterates
-its body and calls ``close()``. They meet in two buffers, each guarded by a
-``threading.Lock`` that is held only for a copy, so the loop never waits on the
-thread:
+The request cycle's theory of operation (the buffers, the framing rule, who may
+block, disconnects and deadlines) is at the top of ``bridge.gateway``; this module
+is the thread side of it.
 
-* ``RequestBody`` (``bridge.body``), filled by the loop and read by the thread.
-  A body of up to ``request_buffer_size`` is received whole on the loop *before* a
-  thread is taken (nginx does the same for gunicorn), so a slow uploader costs a
-  coroutine, not a thread. A larger body streams: a loop task keeps at most
-  ``DEFAULT_HIGH_WATER`` bytes ahead of the reader, and the reader blocks.
-
-* ``Responder`` (``bridge.response``), filled by the thread and drained by the loop.
-  The common case costs one handoff: a body that is a list, or that reaches its
-  declared Content-Length, is *held* in the thread and handed back with the return
-  value of the call; the loop then sends ``http.response.start`` and the body.
-  Any other body is queued chunk by chunk, and the first chunk asks the loop (with
-  ``call_soon_threadsafe``) to commit the headers and start a sender task. The loop
-  does so only if the thread is still producing when it gets there; a body that
-  finishes without blocking is sent whole, with a Content-Length. Once streaming,
-  a push wakes the loop only if the sender is idle, and the thread blocks only when
-  more than ``response_buffer_size`` is queued: a slow reader holds a thread only
-  for responses larger than that.
-
-Who may block: the thread, on ``wsgi.input`` reads, on a full response queue, and in
+Who may block: the thread, on ``wsgi.input`` reads, on a full response backlog, and in
 application code. The loop, never: it awaits ``receive``/``send`` and an
 ``asyncio.Future`` that the worker resolves with ``call_soon_threadsafe``. The worker
 records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
@@ -35,19 +15,6 @@ records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, 
 starting a new one (the idea of "Taking Channels Async", DjangoCon Europe 2018), and
 ``sync_to_async(thread_sensitive=True)`` inside those coroutines comes back to the
 request's own thread.
-
-Disconnects: while a body streams in, or a response streams out, a loop task waits
-on ``receive``. ``http.disconnect`` (uvicorn, hypercorn, daphne and granian all send
-it, and all return silently from ``send`` afterwards; a ``send`` that raises
-``OSError`` counts too) marks both buffers: the next ``wsgi.input`` read past the received
-bytes raises ``ClientDisconnected``, and the next push of a body chunk raises it too,
-so iteration stops within one chunk and ``close()`` runs in the thread at once.
-
-Errors: until the loop commits the headers, an exception in the thread (or a body
-shorter than its Content-Length) becomes a clean ``500`` with no detail, and
-``start_response(..., exc_info)`` may still replace the headers. After the commit,
-the loop sends what was queued and returns without the final ``http.response.body``,
-so the server cuts the connection and the client sees a truncated response.
 
 Threads: one budget. Every thread a request uses comes from one pool of at most
 ``max_threads`` per ``Bridge``, started on demand: the WSGI call of a legacy request
@@ -81,9 +48,9 @@ server's loop and the ``task_context`` list, what ``SyncToAsync.thread_handler``
 records) and, before asgiref 3.13 added ``ThreadSensitiveContext(executor=...)``,
 its map of contexts to executors. pyproject pins the range tested at both ends.
 
-Admission: at most ``max_threads + max_pending`` requests may hold or wait for a
-thread; the next gets ``503`` with ``Retry-After`` at once instead of queueing
-without bound.
+Admission (``bridge.admission``, owned by the ``Bridge``): at most ``max_threads +
+max_pending`` requests may hold or wait for a thread, counted from their arrival;
+the next gets ``503`` with ``Retry-After`` at once instead of queueing without bound.
 """
 
 from __future__ import annotations

@@ -11,11 +11,10 @@ through ``async_to_sync`` while its thread waits.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -23,10 +22,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
-from ._types import Environ, Receive, Scope, Send, WSGIApp
-from .body import RequestBody
-from .gateway import Limits, disconnected, prepare, refuse, run_wsgi, send_plain
-from .headers import carries_body, encode_headers
+from ._types import Environ, WSGIApp
+from .admission import Admission
+from .cycle import Outcome, RequestCycle
+from .gateway import run_wsgi
+from .headers import encode_headers
 from .requests import Request
 from .routing import Route, View
 from .threads import ThreadPool
@@ -62,10 +62,37 @@ def as_wsgi(view: View, request_class: type[Request]) -> WSGIApp:
         except HTTPException as exc:
             result = exc.get_response(environ)
         response = make_response(result, view)
+        if hasattr(response.response, "__aiter__"):
+            # The middleware stack iterates in this thread: pull each chunk of the
+            # async body from the server's loop, as the view itself ran there.
+            response.response = _pull(response.response)  # type: ignore[arg-type]
         # Uploaded files are closed once the response is done with.
         return ClosingIterator(response(environ, start_response), request.close)
 
     return app
+
+
+def _pull(body: AsyncIterator[Any]) -> Iterator[Any]:
+    """Iterate an async body from a worker thread, one ``async_to_sync`` per chunk."""
+
+    async def next_chunk() -> Any:
+        return await body.__anext__()
+
+    async def close() -> None:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    pull = async_to_sync(next_chunk)
+    try:
+        while True:
+            try:
+                chunk = pull()
+            except StopAsyncIteration:
+                return
+            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+    finally:
+        async_to_sync(close)()
 
 
 def _call_sync_view(view: View, request: Request, values: dict[str, Any]) -> Any:
@@ -73,102 +100,75 @@ def _call_sync_view(view: View, request: Request, values: dict[str, Any]) -> Any
 
 
 async def serve_view(
+    cycle: RequestCycle,
     route: Route,
     values: dict[str, Any],
     pool: ThreadPool,
-    limits: Limits,
+    admission: Admission,
     request_class: type[Request],
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> int:
-    """Answer one request with a migrated (not middleware-wrapped) view; return the status."""
-    prepared = await prepare(scope, receive, send, limits, whole=True)
-    if isinstance(prepared, int):
-        return prepared
-    environ, _ = prepared
-    request = request_class(environ)
-    request.path_params = values
-    with request:  # closes the uploaded files spooled to disk
-        try:
-            if route.is_async:
-                async with pool.request_context():
-                    result = await route.view(request, **values)
-            elif not pool.has_room():
-                return await refuse(send, 503, limits.retry_after)
-            else:
-                result = await pool.run(_call_sync_view, route.view, request, values)
-            response = make_response(result, route.view)
-        except HTTPException as exc:
-            response = exc.get_response(environ)
-        except Exception:
-            logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
-            await send_plain(send, 500, "Internal Server Error\n")
-            return 500
-        return await send_response(response, environ, pool, limits, scope, receive, send)
+) -> Outcome:
+    """Answer one request with a migrated (not middleware-wrapped) view.
+
+    A sync view needs a thread, so it takes an admission slot before its body is
+    read, as a legacy request does; an async view runs on the loop and takes none.
+    """
+    if not route.is_async and not cycle.admit(admission):
+        await cycle.answer(503)
+        return cycle.close()
+    try:
+        environ = cycle.environ()
+        if environ is None:
+            await cycle.answer(431)
+            return cycle.close()
+        if not await cycle.receive_body(environ, whole=True):
+            return cycle.close()
+        request = request_class(environ)
+        request.path_params = values
+        with request:  # closes the uploaded files spooled to disk
+            try:
+                if route.is_async:
+                    async with pool.request_context():
+                        result = await route.view(request, **values)
+                else:
+                    result = await pool.run(_call_sync_view, route.view, request, values)
+                    cycle.release()
+                response = make_response(result, route.view)
+            except HTTPException as exc:
+                response = exc.get_response(environ)
+            except Exception:
+                logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
+                await cycle.answer(500)
+                return cycle.close()
+            return await send_response(cycle, response, environ, pool, admission)
+    finally:
+        cycle.release()
 
 
 async def send_response(
+    cycle: RequestCycle,
     response: Response,
     environ: Environ,
     pool: ThreadPool,
-    limits: Limits,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> int:
+    admission: Admission,
+) -> Outcome:
     """Send a view's response: on the loop when its body is in memory or async."""
     body = response.response
     if not (response.is_sequence or hasattr(body, "__aiter__")):
-        # A synchronous iterator may block: iterate it in a thread, as WSGI.
-        return await run_wsgi(response, pool, limits, environ, RequestBody(), scope, receive, send)
-    status = response.status_code
+        # A synchronous iterator may block: iterate it in a thread, as WSGI, with a
+        # slot of its own.
+        if not cycle.admit(admission):
+            await cycle.answer(503)
+            return cycle.close()
+        return await run_wsgi(cycle, pool, response, environ)
     try:
-        headers, _ = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
+        headers, length = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
     except Exception:
         logger.exception("The view's response has invalid headers.")
-        await send_plain(send, 500, "Internal Server Error\n")
-        return 500
-    has_body = carries_body(environ["REQUEST_METHOD"] == "HEAD", status)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+        await cycle.answer(500)
+        return cycle.close()
     if response.is_sequence:
-        data = b"".join(response.iter_encoded()) if has_body else b""
-        await send({"type": "http.response.body", "body": data})
-        return status
-    try:
-        if not has_body:
-            await send({"type": "http.response.body", "body": b""})
-        else:
-            await stream_until_disconnect(body, receive, send)
-    finally:
-        close: Callable[[], Any] | None = getattr(body, "aclose", None)
-        if close is not None:
-            await close()
-    return status
-
-
-async def stream_until_disconnect(body: Any, receive: Receive, send: Send) -> None:
-    """Send an async iterable body, and stop it as soon as the client goes away."""
-
-    async def pump() -> None:
-        async for chunk in body:
-            data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-            if data:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-    streaming = asyncio.ensure_future(pump())
-    watching = asyncio.ensure_future(disconnected(receive))
-    try:
-        await asyncio.wait({streaming, watching}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-        if not streaming.done():
-            streaming.cancel()
-            # Let the generator's own finally blocks run before it is closed.
-            await asyncio.wait({streaming})
-    if streaming.cancelled():
-        return
-    error = streaming.exception()
-    if error is not None and not isinstance(error, OSError):  # OSError: the client is gone
-        raise error
+        return await cycle.respond(
+            response.status_code, headers, length, list(response.iter_encoded())
+        )
+    stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
+    return await cycle.stream(response.status_code, headers, length, stream)

@@ -27,6 +27,7 @@ def echo_length(environ: Environ, start_response: Any) -> list[bytes]:
 def test_public_names() -> None:
     assert bridge.__all__ == [
         "BodyError",
+        "BodyTimeout",
         "BodyTooLarge",
         "Bridge",
         "Broadcast",

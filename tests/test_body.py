@@ -1,18 +1,16 @@
-"""``wsgi.input``: file semantics, streaming from ``receive`` with bounded memory, failures."""
+"""``wsgi.input``: file semantics, fed while it is read, spooled past its buffer, failures."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from bridge.body import DEFAULT_HIGH_WATER, RequestBody
-from bridge.errors import BodyTooLarge, ClientDisconnected
-
-from .asgi import Client
+from bridge.body import DEFAULT_REQUEST_BUFFER, RequestBody
+from bridge.errors import BodyTimeout, BodyTooLarge, ClientDisconnected
 
 TEXT = b"first line\nsecond line\n\nlast without newline"
 
@@ -42,20 +40,24 @@ def stream(
     chunks: list[bytes],
     reader: Callable[[RequestBody], Any],
     *,
-    disconnect: bool = False,
-    max_body_size: int | None = None,
+    error: Exception | None = None,
+    buffer_size: int = DEFAULT_REQUEST_BUFFER,
 ) -> Any:
-    """Feed ``chunks`` through ``pump`` while ``reader`` reads in a thread; return its result."""
+    """Feed ``chunks`` on the loop, one per step, while ``reader`` reads in a thread;
+    then finish the body, or fail it with ``error``. Returns what the reader returned."""
 
     async def main() -> Any:
-        client = Client(chunks, disconnect=disconnect, complete=not disconnect)
-        body = RequestBody(complete=False)
+        body = RequestBody(complete=False, buffer_size=buffer_size)
         loop = asyncio.get_running_loop()
-        pump = asyncio.ensure_future(body.pump(client.receive, max_body_size))
-        try:
-            return await loop.run_in_executor(None, reader, body)
-        finally:
-            pump.cancel()
+        reading = loop.run_in_executor(None, reader, body)
+        for chunk in chunks:
+            body.feed(chunk)
+            await asyncio.sleep(0.001)
+        if error is None:
+            body.finish()
+        else:
+            body.fail(error)  # type: ignore[arg-type]
+        return await reading
 
     return asyncio.run(main())
 
@@ -82,11 +84,14 @@ def test_readline_size_is_never_short_while_more_may_come() -> None:
 
 
 def test_disconnect_mid_body_raises_instead_of_a_short_body() -> None:
-    def reader(body: RequestBody) -> bytes:
-        return body.read()
-
     with pytest.raises(ClientDisconnected):
-        stream([b"partial", b"more"], reader, disconnect=True)
+        stream([b"partial", b"more"], lambda body: body.read(), error=ClientDisconnected("gone"))
+
+
+def test_a_short_read_n_raises_rather_than_look_complete() -> None:
+    # Django trusts one read(CONTENT_LENGTH): 11 bytes of 100 must not come back as all.
+    with pytest.raises(BodyTimeout):
+        stream([b"partial", b"more"], lambda body: body.read(100), error=BodyTimeout(1))
 
 
 def test_disconnect_mid_body_lets_buffered_bytes_be_read_first() -> None:
@@ -100,69 +105,62 @@ def test_disconnect_mid_body_lets_buffered_bytes_be_read_first() -> None:
         return first, "no error"
 
     async def main() -> tuple[bytes, str]:
-        client = Client([b"data"], disconnect=True, complete=False)
         body = RequestBody(complete=False)
-        pump = asyncio.ensure_future(body.pump(client.receive, None))
-        result = await asyncio.get_running_loop().run_in_executor(None, reader, body)
-        await pump
-        return result
+        body.feed(b"data")
+        body.fail(ClientDisconnected("gone"))
+        return await asyncio.get_running_loop().run_in_executor(None, reader, body)
 
     assert asyncio.run(main()) == (b"data", "ClientDisconnected")
 
 
 def test_body_past_max_body_size_raises_body_too_large() -> None:
     with pytest.raises(BodyTooLarge, match="max_body_size"):
-        stream([b"x" * 10] * 5, lambda body: body.read(), max_body_size=25)
+        stream([b"x" * 10] * 5, lambda body: body.read(), error=BodyTooLarge(25))
 
 
-def test_streaming_holds_at_most_the_high_water_mark_ahead_of_the_reader() -> None:
-    chunk = b"z" * (64 * 1024)
-    count = 64  # 4 MiB in all
-    peak = 0
+def test_past_its_buffer_the_body_spools_to_a_file_and_memory_stays_bounded() -> None:
+    chunk = os.urandom(64 * 1024)
+    count = 64  # 4 MiB in all, through a 256 KiB buffer
+    peaks: list[int] = []
 
-    async def main() -> int:
-        nonlocal peak
-        sent = 0
+    def reader(body: RequestBody) -> bytes:
+        parts = []
+        while data := body.read(10_000):
+            peaks.append(body.in_memory)
+            parts.append(data)
+        return b"".join(parts)
 
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            sent += 1
-            return {"type": "http.request", "body": chunk, "more_body": sent < count}
+    assert stream([chunk] * count, reader, buffer_size=256 * 1024) == chunk * count
+    assert max(peaks) <= 256 * 1024
 
-        body = RequestBody(complete=False)
-        pump = asyncio.ensure_future(body.pump(receive, None))
-        started = threading.Event()
-        release = threading.Event()
 
-        def reader() -> int:
-            started.set()
-            release.wait(5)
-            total = 0
-            while data := body.read(16 * 1024):
-                total += len(data)
-            return total
-
-        future = asyncio.get_running_loop().run_in_executor(None, reader)
-        # While the reader does not read, the pump stops at the high-water mark.
-        for _ in range(50):
-            await asyncio.sleep(0.005)
-        peak = body.received
-        release.set()
-        total = await future
-        await pump
-        return total
-
-    assert asyncio.run(main()) == len(chunk) * count
-    assert DEFAULT_HIGH_WATER <= peak <= DEFAULT_HIGH_WATER + len(chunk)
+def test_the_writer_never_waits_for_a_reader_that_does_not_read() -> None:
+    # The cycle keeps receiving (and so sees a disconnect) whatever the reader does.
+    body = RequestBody(complete=False, buffer_size=1024)
+    for _ in range(100):
+        body.feed(b"w" * 1000)
+    body.finish()
+    assert body.spooled and body.in_memory == 0 and body.size == 100_000
+    assert body.readline(5) == b"wwwww" and len(body.read()) == 99_995
+    body.close()
+    assert not body.spooled and body.read() == b""
 
 
 def test_read_n_returns_n_bytes_across_messages_until_the_end() -> None:
     # Django reads request.body with a single read(CONTENT_LENGTH).
     chunk = b"y" * (64 * 1024)
-    size = 3 * DEFAULT_HIGH_WATER + 5
+    size = 3 * 64 * 1024 + 5
 
     def reader(body: RequestBody) -> tuple[int, int]:
         return len(body.read(size)), len(body.read(10))
 
     chunks = [chunk] * (size // len(chunk)) + [b"y" * (size % len(chunk))]
-    assert stream(chunks, reader) == (size, 0)
+    assert stream(chunks, reader, buffer_size=100_000) == (size, 0)
+
+
+def test_readline_across_the_memory_and_file_parts() -> None:
+    body = RequestBody(complete=False, buffer_size=8)
+    for part in (b"abc\nde", b"fgh", b"ij\nklm"):
+        body.feed(part)
+    body.finish()
+    assert list(body) == [b"abc\n", b"defghij\n", b"klm"]

@@ -11,6 +11,7 @@ from typing import Any
 from wsgiref.validate import validator
 
 from bridge import Bridge
+from bridge.cycle import Outcome
 from bridge.metrics import OTHER_GROUP, Metrics
 
 from .asgi import Client, http_scope
@@ -27,8 +28,8 @@ def legacy_app(environ: Environ, start_response: Any) -> list[bytes]:
     return [b"ok"]
 
 
-async def ok() -> int:
-    return 200
+async def ok() -> Outcome:
+    return Outcome(200)
 
 
 def growth(paths: Iterable[str], *, bridge: Bridge | None = None) -> int:
