@@ -8,6 +8,7 @@ from .broadcast import Broadcast
 from .errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from .metrics import Metrics
 from .requests import Request
+from .shadow import Shadow
 from .websockets import WebSocket, WebSocketDisconnect
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ClientDisconnected",
     "Metrics",
     "Request",
+    "Shadow",
     "WebSocket",
     "WebSocketDisconnect",
 ]

@@ -1,8 +1,8 @@
 """Run a migrated view: build its request, call it, and send its response.
 
-An ``async def`` view runs on the event loop, inside a per-request
-``ThreadSensitiveContext``, so ``sync_to_async(thread_sensitive=True)`` calls it makes
-(the legacy ORM, say) all run on one thread of their own and thread-local
+An ``async def`` view runs on the event loop, inside ``pool.request_context()``, so
+``sync_to_async(thread_sensitive=True)`` calls it makes (the legacy ORM, say) all run
+on one pool thread lent to the request, waited for like any other, and thread-local
 connections behave as in the legacy app. A plain ``def`` view runs in the pool.
 A view routed through the legacy middleware becomes a WSGI app (``as_wsgi``) and is
 served exactly like the legacy app; an async view there runs on the server's loop

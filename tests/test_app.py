@@ -34,6 +34,7 @@ def test_public_names() -> None:
         "ClientDisconnected",
         "Metrics",
         "Request",
+        "Shadow",
         "WebSocket",
         "WebSocketDisconnect",
     ]
