@@ -140,6 +140,21 @@ class RequestCycle:
 
     # -- the request: environ, body, refusals (loop) -----------------------------------
 
+    async def open(self, admission: Admission | None, whole: bool) -> Environ | None:
+        """Admit the request (given an ``admission``: it needs a thread), build its
+        environ and receive its body (all of it if ``whole``). None when the request was
+        answered instead (503, 431, 413, 408) or the client left first."""
+        if admission is not None and not self.admit(admission):
+            await self.answer(503)
+            return None
+        environ = self.environ()
+        if environ is None:
+            await self.answer(431)
+            return None
+        if not await self.receive_body(environ, whole):
+            return None
+        return environ
+
     def environ(self) -> Environ | None:
         """The WSGI environ for the scope, or None when it has too many headers (431)."""
         try:

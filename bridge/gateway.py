@@ -166,15 +166,9 @@ async def serve_wsgi(
     ``extra`` is added to the environ: the path values of a route served in the
     legacy middleware.
     """
-    if not cycle.admit(admission):
-        await cycle.answer(503)
-        return cycle.close()
     try:
-        environ = cycle.environ()
+        environ = await cycle.open(admission, whole=False)
         if environ is None:
-            await cycle.answer(431)
-            return cycle.close()
-        if not await cycle.receive_body(environ, whole=False):
             return cycle.close()
         if extra:
             environ.update(extra)

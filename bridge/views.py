@@ -112,15 +112,9 @@ async def serve_view(
     A sync view needs a thread, so it takes an admission slot before its body is
     read, as a legacy request does; an async view runs on the loop and takes none.
     """
-    if not route.is_async and not cycle.admit(admission):
-        await cycle.answer(503)
-        return cycle.close()
     try:
-        environ = cycle.environ()
+        environ = await cycle.open(None if route.is_async else admission, whole=True)
         if environ is None:
-            await cycle.answer(431)
-            return cycle.close()
-        if not await cycle.receive_body(environ, whole=True):
             return cycle.close()
         request = request_class(environ)
         request.path_params = values
