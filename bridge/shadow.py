@@ -221,31 +221,48 @@ class QuietShadows(logging.Filter):
 _QUIET = QuietShadows()
 
 
-class RequestTee:
-    """``receive`` for the legacy app: passes every message on, and keeps the body."""
+class BoundedCopy:
+    """A copy of one message stream's body, dropped whole once it passes ``limit`` bytes."""
 
-    __slots__ = ("_receive", "chunks", "complete", "limit", "size")
+    __slots__ = ("chunks", "complete", "limit", "size")
 
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self._receive = receive
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
         self.chunks: list[bytes] | None = []  # None: over the limit, dropped
         self.complete = False
 
+    def keep(self, message: Message) -> None:
+        """Copy a body message's bytes (while within the limit) and note the last one."""
+        chunks = self.chunks
+        if chunks is not None:
+            body = message.get("body", b"")
+            self.size += len(body)
+            if self.size > self.limit:
+                self.chunks = None
+            elif body:
+                chunks.append(bytes(body))
+        if not message.get("more_body", False):
+            self.complete = True
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks or ())
+
+
+class RequestTee(BoundedCopy):
+    """``receive`` for the legacy app: passes every message on, and keeps the body."""
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        super().__init__(limit)
+        self._receive = receive
+
     async def receive(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
-            chunks = self.chunks
-            if chunks is not None:
-                body = message.get("body", b"")
-                self.size += len(body)
-                if self.size > self.limit:
-                    self.chunks = None
-                elif body:
-                    chunks.append(bytes(body))
-            if not message.get("more_body", False):
-                self.complete = True
+            self.keep(message)
         return message
 
     def problem(self) -> str | None:
@@ -255,24 +272,17 @@ class RequestTee:
             return "incomplete"  # the legacy app did not read it all: no whole request
         return None
 
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks or ())
 
-
-class ResponseCapture:
+class ResponseCapture(BoundedCopy):
     """``send`` that keeps the response, and passes every message on when given a ``send``."""
 
-    __slots__ = ("_send", "chunks", "complete", "file", "headers", "limit", "size", "status")
+    __slots__ = ("_send", "file", "headers", "status")
 
     def __init__(self, send: Send | None, limit: int) -> None:
+        super().__init__(limit)
         self._send = send
-        self.limit = limit
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self.size = 0
-        self.chunks: list[bytes] | None = []
-        self.complete = False
         self.file = False
 
     async def send(self, message: Message) -> None:
@@ -281,16 +291,7 @@ class ResponseCapture:
             self.status = message["status"]
             self.headers = list(message.get("headers", ()))
         elif kind == "http.response.body":
-            chunks = self.chunks
-            if chunks is not None:
-                body = message.get("body", b"")
-                self.size += len(body)
-                if self.size > self.limit:
-                    self.chunks = None
-                elif body:
-                    chunks.append(bytes(body))
-            if not message.get("more_body", False):
-                self.complete = True
+            self.keep(message)
         elif kind == "http.response.pathsend":
             self.file = True
             self.complete = True
@@ -307,7 +308,7 @@ class ResponseCapture:
         return None
 
     def captured(self) -> Captured:
-        return Captured(self.status, self.headers, b"".join(self.chunks or ()))
+        return Captured(self.status, self.headers, self.body)
 
 
 def replay(body: bytes) -> Receive:
