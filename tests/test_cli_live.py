@@ -435,15 +435,20 @@ def http10_stream(url: str) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
-def test_http_h11_never_chunks_for_http_1_0(tmp_path: Path, server: str) -> None:
-    with serve(tmp_path, GUNICORN_APP, "--server", server, "--http", "h11", ready_path="/") as s:
+@pytest.mark.parametrize(
+    ("server", "http"), [("uvicorn", "h11"), ("uvicorn", "httptools"), ("gunicorn", "h11")]
+)
+def test_a_streamed_response_to_http_1_0_is_never_chunked(
+    tmp_path: Path, server: str, http: str
+) -> None:
+    # uvicorn's httptools protocol would chunk even for HTTP/1.0 (issue 17); bridge holds
+    # a streamed body for an HTTP/1.0 request and sends it with a Content-Length.
+    args = (GUNICORN_APP, "--server", server, "--http", http)
+    with serve(tmp_path, *args, ready_path="/") as s:
         head, _, body = http10_stream(s.url).partition(b"\r\n\r\n")
         assert b"transfer-encoding" not in head.lower()
+        assert b"content-length: 21" in head.lower()
         assert body == b"part 0\npart 1\npart 2\n"
-    with serve(tmp_path, GUNICORN_APP, "--http", "httptools", ready_path="/") as s:
-        # uvicorn's httptools protocol chunks even for HTTP/1.0 (issue 17): the flag is real.
-        assert b"transfer-encoding: chunked" in http10_stream(s.url).lower()
 
 
 def test_server_gunicorn_runs_the_config_file_hooks(tmp_path: Path) -> None:
