@@ -34,7 +34,6 @@ from .errors import BodyError
 # such as nginx buffers per request in memory (client_body_buffer_size, past which
 # nginx also writes the body to a temporary file).
 DEFAULT_REQUEST_BUFFER = 1024 * 1024
-DEFAULT_HIGH_WATER = DEFAULT_REQUEST_BUFFER  # the name it had before spooling
 
 # A readline() scans the body this many bytes at a time.
 _SCAN = 64 * 1024

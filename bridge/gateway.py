@@ -94,12 +94,12 @@ from typing import Any
 
 from ._types import Environ, RawHeaders, Send, WSGIApp
 from .admission import Admission
-from .cycle import Limits, Outcome, RequestCycle
+from .cycle import Outcome, RequestCycle
 from .filewrapper import FileWrapper
-from .framing import CLOSE, REFUSALS, plain_response
+from .framing import CLOSE, plain_response
 from .threads import ThreadPool
 
-__all__ = ["REFUSALS", "Limits", "call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
+__all__ = ["call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
 
 
 def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: Any) -> None:

@@ -15,7 +15,9 @@ websocket routes refuse it (``bridge.websockets.refuse_handshake``).
 from __future__ import annotations
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .gateway import REFUSALS, Limits, refuse
+from .cycle import Limits
+from .framing import REFUSALS
+from .gateway import refuse
 from .websockets import refuse_handshake
 
 

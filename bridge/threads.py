@@ -113,7 +113,6 @@ class ThreadPool:
             raise ValueError(f"max_pending must be 0 or more, not {max_pending}.")
         self.max_threads = max_threads
         self.max_pending = max_pending
-        self.capacity = max_threads + max_pending
         self.in_flight = 0  # calls of run() holding or waiting for a thread; loop-only
         self._queue: SimpleQueue[_Call | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -129,9 +128,6 @@ class ThreadPool:
         self.on_wait: Callable[[float], None] | None = None
         # How many calls may run at once, below max_threads (bridge.sizing); None: all.
         self.gate: Gate | None = None
-
-    def has_room(self) -> bool:
-        return self.in_flight < self.capacity
 
     @property
     def busy(self) -> int:
