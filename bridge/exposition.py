@@ -36,7 +36,8 @@ _HELP = {
 }
 
 
-def _escape(value: str) -> str:
+def escape(value: str) -> str:
+    """A label value as the text format writes it: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -59,7 +60,7 @@ def render_prometheus(metrics: Metrics) -> str:
         lines.append(f"# TYPE {name} {kind}")
 
     def labels(stats: RouteStats) -> str:
-        return f'route="{_escape(stats.route)}",kind="{stats.kind}"'
+        return f'route="{escape(stats.route)}",kind="{stats.kind}"'
 
     for name, attribute in (
         ("bridge_requests_total", "requests"),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .compare import Captured, Difference, kept, truncate
+from .exposition import escape
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -137,10 +138,6 @@ _HELP = {
 }
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def prometheus(all_stats: list[ShadowStats]) -> str:
     """The shadow counters in the Prometheus text format 0.0.4; empty with no shadow route.
 
@@ -158,7 +155,7 @@ def prometheus(all_stats: list[ShadowStats]) -> str:
         lines.append(f"# HELP {name} {text}")
         lines.append(f"# TYPE {name} {kind}")
         for rule, group in sorted(by_rule.items()):
-            route = f'route="{_escape(rule)}"'
+            route = f'route="{escape(rule)}"'
             for extra, value in values(group):
                 lines.append(f"{name}{{{route}{extra}}} {value}")
 
