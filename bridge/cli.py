@@ -291,7 +291,11 @@ def run(
     # Several workers count into one directory, so /_bridge/metrics and the dashboard
     # show the whole server whichever worker answers (bridge/multiprocess.py).
     # Set after this process built the app: it only supervises, and counts nothing.
+    # gunicorn forks its workers inside adapter.run(), and a worker that exits unwinds
+    # through this same frame: only the process that made the directory removes it, or
+    # the first recycled worker would delete it under the live ones.
     shared = None
+    owner = os.getpid()
     try:
         built = build(recipe, obj)
         if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
@@ -317,7 +321,7 @@ def run(
             print(f"bridge: warning: {warning}", file=sys.stderr, flush=True)
         adapter.run(FACTORY, options, sockets)
     finally:
-        if shared is not None:
+        if shared is not None and os.getpid() == owner:
             os.environ.pop(METRICS_VARIABLE, None)
             shutil.rmtree(shared, ignore_errors=True)
 

@@ -549,3 +549,24 @@ def test_gunicorn_request_limits_under_bridge_serve(tmp_path: Path) -> None:
         assert s.get("/" + "a" * 120).status_code == 414
         assert s.get("/", headers={f"x-h{i}": "v" for i in range(25)}).status_code == 431
         assert s.get("/", headers={"x-big": "v" * 300}).status_code == 431
+
+
+def test_gunicorn_recycling_keeps_the_server_and_its_metrics_directory(tmp_path: Path) -> None:
+    """Two gunicorn workers recycled every 20 requests: all 400 answer, the server lives.
+
+    A worker that exits unwinds through the frame that created the shared metrics
+    directory; only the process that made it may remove it, or the next worker cannot
+    boot and gunicorn halts the whole server.
+    """
+    args = (f"{APPS}:where_app", "--server", "gunicorn", "--workers", "2", "--max-requests", "20")
+    with serve(tmp_path, *args, ready_path="/") as s:
+        pids: set[str] = set()
+        statuses = []
+        for _ in range(400):
+            response = s.get("/")
+            statuses.append(response.status_code)
+            pids.add(response.text.rsplit("|", 1)[-1])
+        assert statuses == [200] * 400
+        assert len(pids) >= 10  # the workers really were replaced, several times over
+        assert s.process.poll() is None
+        assert "FileNotFoundError" not in s.output()
