@@ -11,26 +11,27 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
-from .access import AccessPolicy
-from .admission import Admission
-from .body import DEFAULT_REQUEST_BUFFER, RequestBody
-from .broadcast import Broadcast
-from .cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
-from .dashboard import Endpoints
-from .environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ
-from .framing import DEFAULT_RESPONSE_BUFFER
-from .gateway import serve_wsgi
+from .broadcast.hub import Broadcast
 from .lifespan import MountedLifespan, unsupported_event_loop
-from .metrics import Metrics
-from .mount_limits import within_limits
+from .metrics.registry import Metrics
+from .mounts import within_limits
 from .options import check_options
+from .pages.access import AccessPolicy
+from .pages.dashboard import Endpoints
 from .requests import Request
-from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute, route_path
-from .shadow import DEFAULT_MAX_SHADOWS, Shadow, Shadows
-from .sizing import adaptive_gate
-from .threads import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
+from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute
+from .shadow.config import Shadow
+from .shadow.runner import DEFAULT_MAX_SHADOWS, Shadows
+from .threads.admission import Admission
+from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
+from .threads.sizing import adaptive_gate
 from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
+from .wsgi.body import DEFAULT_REQUEST_BUFFER, RequestBody
+from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
+from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ, route_path
+from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
+from .wsgi.gateway import serve_wsgi
 
 logger = logging.getLogger("bridge")
 
@@ -61,7 +62,7 @@ class Bridge:
     * ``max_threads=32``: threads running the legacy app at once. Raise it for apps
       that mostly wait on I/O (a database, an HTTP API); each thread costs a stack.
     * ``adaptive_threads=True``: how many of ``max_threads`` run at once is decided from
-      measured throughput and CPU load (``bridge.sizing``), so CPU-bound views do not
+      measured throughput and CPU load (``bridge.threads.sizing``), so CPU-bound views do not
       fight over the GIL. ``False`` lets all ``max_threads`` run at once.
     * ``max_pending=2048``: requests that may wait for a thread; the next gets 503
       with ``Retry-After``. Lower it to shed load sooner.
@@ -464,7 +465,7 @@ def _mounted_scope(
     ``path`` is ``route_path(scope)``, so the mounted app (a nested ``Bridge`` too)
     sees what the legacy app would have seen below the prefix. ``raw_path`` stays
     the bytes the client sent: the mounted app uses it only where it agrees with
-    ``path`` (see ``bridge.environ.request_path``). ``state`` is bridge's own lifespan
+    ``path`` (see ``bridge.wsgi.environ.request_path``). ``state`` is bridge's own lifespan
     state, for a server that keeps none (ASGI: "the server will copy it").
     """
     root_path = scope.get("root_path", "").rstrip("/") + prefix

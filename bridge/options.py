@@ -131,7 +131,7 @@ class MetricsOption:
     """``True``, ``False`` or a ``bridge.metrics.Metrics``."""
 
     def check(self, name: str, value: object) -> None:
-        from .metrics import Metrics
+        from .metrics.registry import Metrics
 
         if not isinstance(value, (bool, Metrics)):
             raise TypeError(
@@ -154,7 +154,7 @@ RULES: dict[str, Any] = {
     "request_buffer_size": Whole(0, "1024 * 1024"),
     "response_buffer_size": Whole(0, "1024 * 1024"),
     "retry_after": Whole(0, "1"),
-    "body_timeout": Seconds("30"),
+    "body_timeout": Seconds("60"),
     "max_shadows": Whole(0, "4"),
     "on_startup": Hooks(),
     "on_shutdown": Hooks(),

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 
-from ._types import ASGIApp, Scope, WSGIApp
-from .environ import request_path
+from ._types import ASGIApp, WSGIApp
 
 if TYPE_CHECKING:
-    from .shadow import Shadow
+    from .shadow.config import Shadow
 
 View = Callable[..., Any]
 Middleware = Callable[[WSGIApp], WSGIApp]
@@ -66,21 +65,6 @@ class Mount:
 def literal_prefix(rule: str) -> str:
     """The part of a rule before its first variable: ``/items/<int:id>`` gives ``/items/``."""
     return rule.split("<", 1)[0]
-
-
-def route_path(scope: Scope) -> str:
-    """The request path below ``root_path``, as text (the form werkzeug rules match).
-
-    It is ``PATH_INFO`` read back as UTF-8, by ``bridge.environ.request_path``'s rule,
-    so a route, a mount and the legacy app always see the same path.
-    """
-    path: str = scope["path"]
-    if not scope.get("root_path"):
-        raw_path = scope.get("raw_path")
-        if not raw_path or raw_path == path.encode("utf-8"):
-            return path or "/"  # the common case, on the legacy path of every request
-    path_info = request_path(scope)[1]
-    return path_info.encode("latin-1").decode("utf-8", "replace") or "/"
 
 
 def _methods(methods: Iterable[str] | None) -> frozenset[str] | None:

@@ -23,13 +23,13 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
 from ._types import Environ, WSGIApp
-from .admission import Admission
-from .cycle import Outcome, RequestCycle
-from .gateway import run_wsgi
-from .headers import encode_headers
 from .requests import Request
 from .routing import Route, View
-from .threads import ThreadPool
+from .threads.admission import Admission
+from .threads.pool import ThreadPool
+from .wsgi.cycle import Outcome, RequestCycle
+from .wsgi.gateway import run_wsgi
+from .wsgi.headers import encode_headers
 
 logger = logging.getLogger("bridge")
 

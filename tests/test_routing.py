@@ -10,7 +10,8 @@ from wsgiref.validate import validator
 import pytest
 
 from bridge import Bridge, Request
-from bridge.routing import Router, literal_prefix, route_path
+from bridge.routing import Router, literal_prefix
+from bridge.wsgi.environ import route_path
 
 from .asgi import Client, http_scope
 

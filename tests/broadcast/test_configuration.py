@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bridge import Bridge, Broadcast
-from bridge.cli import Recipe, build, main
-from tests.broadcast.test_websocket_metrics import hello_wsgi
+from bridge.serve.cli import Recipe, build, main
+from tests.metrics.test_websocket_metrics import hello_wsgi
 
 APPS = "tests.apps.cli_apps"
 
@@ -88,7 +88,7 @@ def test_lifespan_starts_and_stops_the_broadcast() -> None:
 def test_several_workers_on_memory_with_websockets_are_warned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bridge.cli import broadcast_warning
+    from bridge.serve.cli import broadcast_warning
 
     monkeypatch.setenv("BRIDGE_BROADCAST_URL", "")
     live = build(Recipe("sample_wsgi_app.modern:application"))

@@ -111,7 +111,7 @@ def test_a_redis_restart_loses_nothing_and_the_next_events_arrive(
 def test_the_outbox_is_bounded_while_redis_is_away(
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge import _broadcast_redis
+    from bridge.broadcast import redis as _broadcast_redis
 
     monkeypatch.setattr(_broadcast_redis, "OUTBOX_LIMIT", 5)
 

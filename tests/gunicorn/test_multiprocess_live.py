@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bridge.processes import VARIABLE
+from bridge.wsgi.multiprocess import VARIABLE
 from tests.servers import free_port, running
 
 pytestmark = pytest.mark.live

@@ -27,6 +27,10 @@ def test_the_wheel_contains_bridge_only(tmp_path: Path) -> None:
         wheel.name.split("-py3")[0] + ".dist-info",
     }
     assert "bridge/gunicorn.py" in names
+    # Package data a user's tools rely on: the typing marker (type checkers ignore an
+    # untyped package's annotations without it), the dashboard's page, the licence.
+    assert {"bridge/py.typed", "bridge/pages/dashboard.html"} <= set(names)
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "bridge = bridge.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -11,8 +11,8 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from bridge import Bridge
-from bridge.gunicorn import AccessLog, H11Worker, Worker, access_environ
-from bridge.request_limits import RequestLimits
+from bridge.serve.request_limits import RequestLimits
+from bridge.serve.worker import AccessLog, H11Worker, Worker, access_environ
 from tests.apps import cli_apps
 
 _made: list[Worker] = []

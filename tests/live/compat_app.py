@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bridge import Bridge, WebSocket
-from bridge.filewrapper import FileWrapper
+from bridge.wsgi.filewrapper import FileWrapper
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from bridge import Bridge
-from bridge.environ import build_environ
-from bridge.filewrapper import FileWrapper
+from bridge.wsgi.environ import build_environ
+from bridge.wsgi.filewrapper import FileWrapper
 
 WSGIApp = Any
 

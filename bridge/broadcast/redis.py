@@ -1,0 +1,272 @@
+"""The ``redis://`` backend: each channel is a Redis Stream, read by one connection per process.
+
+Theory of operation. Publishing is ``XADD <prefix><channel> MAXLEN ~ max_len``, on
+redis-py's pooled asyncio client. Reading is one task per process holding one
+connection of its own, blocked in ``XREAD`` on every channel that has a local
+subscriber, from the last id it read of each. A channel subscribed for the first time
+starts at the stream's newest id (read with ``XREVRANGE``), and the reader is woken
+from its block with ``CLIENT UNBLOCK`` to add it, so its first event is not late.
+
+When Redis goes away the reader logs one warning, retries with exponential backoff
+(0.1 s doubling to 5 s, with jitter, as redis-py's own ``ExponentialBackoff``), and
+on reconnecting reads on from the ids it remembers: whatever was added meanwhile
+arrives, in order. Publishes that fail meanwhile wait in a bounded outbox, in order,
+and are sent when Redis answers again; so a legacy request that creates an item
+while Redis is down still answers, and its event is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import Event, Hub
+
+logger = logging.getLogger("bridge.broadcast")
+
+# The reader's longest block; CLIENT UNBLOCK ends it sooner when a channel is added.
+BLOCK_MS = 5000
+# Entries one XREAD may return; a burst larger than this is read in several calls.
+READ_COUNT = 1000
+# Backoff between reconnection attempts (seconds), as redis-py's ExponentialBackoff.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
+# Events a process holds while Redis is away, oldest dropped past it: about a
+# minute's worth for a busy app, a few MiB at most.
+OUTBOX_LIMIT = 10_000
+
+FIELD = "d"
+# What an unreachable or restarting Redis raises.
+UNREACHABLE = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+def _backoff(attempt: int) -> float:
+    delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    return delay * random.uniform(0.5, 1.0)
+
+
+class RedisBackend:
+    """Streams in Redis for the events, one reader per process for the subscribers."""
+
+    def __init__(self, url: str, *, max_len: int, prefix: str) -> None:
+        if url.startswith("valkey"):
+            url = "redis" + url[len("valkey") :]
+        self.url = url
+        self.max_len = max_len
+        self.prefix = prefix
+        self._hub: Hub | None = None
+        self._client: Any = None  # redis.asyncio.Redis, for XADD, XRANGE, CLIENT UNBLOCK
+        self._reader: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._positions: dict[str, str] = {}  # channel -> last id read
+        self._version = 0  # bumped when the set of channels changes
+        self._reading_version = -1  # the version the reader's current XREAD covers
+        self._reader_id: int | None = None  # the reader connection's CLIENT ID
+        self._changed = asyncio.Event()
+        self._outbox: deque[tuple[str, str]] = deque()
+        self._down_since: float | None = None
+        self._stopping = False
+        self.dropped = 0  # outbox events lost because Redis stayed away too long
+
+    def _client_for(self, **options: Any) -> Any:
+        return redis.asyncio.Redis.from_url(
+            self.url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 1),
+            **options,
+        )
+
+    def _key(self, channel: str) -> str:
+        return self.prefix + channel
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, hub: Hub) -> None:
+        self._hub = hub
+        self._client = self._client_for(socket_timeout=5)
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+
+    async def stop(self) -> None:
+        # redis-py may absorb a cancellation that lands inside a command, so the
+        # reader also checks this flag, and is woken if it waits for channels.
+        self._stopping = True
+        self._changed.set()
+        if self._reader_id is not None and self._client is not None:
+            with contextlib.suppress(*UNREACHABLE):
+                await self._client.client_unblock(self._reader_id)
+        tasks = [t for t in (self._reader, self._flusher) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=BLOCK_MS / 1000 + 1)
+        self._reader = self._flusher = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def publish(self, channel: str, payload: str) -> str | None:
+        if not self._outbox:
+            try:
+                event_id: str = await self._client.xadd(
+                    self._key(channel), {FIELD: payload}, maxlen=self.max_len, approximate=True
+                )
+                return event_id
+            except UNREACHABLE as exc:
+                self._went_down(exc, "publishing")
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self._outbox.popleft()
+            self.dropped += 1
+        self._outbox.append((channel, payload))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return None
+
+    async def _flush(self) -> None:
+        """Send the outbox in order once Redis answers again."""
+        attempt = 0
+        while self._outbox and not self._stopping:
+            channel, payload = self._outbox[0]
+            try:
+                await self._client.xadd(
+                    self._key(channel), {FIELD: payload}, maxlen=self.max_len, approximate=True
+                )
+            except UNREACHABLE as exc:
+                self._went_down(exc, "publishing")
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+                continue
+            self._outbox.popleft()
+            attempt = 0
+        self._came_back()
+
+    # -- replay -------------------------------------------------------------------------
+
+    async def history(self, channel: str, after: str) -> list[Event]:
+        try:
+            # "(" makes the start exclusive (Redis 6.2+).
+            entries = await self._client.xrange(self._key(channel), min=f"({after}")
+        except UNREACHABLE as exc:
+            logger.warning(
+                'Replaying channel "%s" after id %s failed (%s); the subscriber gets live '
+                "events only.",
+                channel,
+                after,
+                exc,
+            )
+            return []
+        return [Event.make(i, channel, f[FIELD]) for i, f in entries]
+
+    # -- subscribing --------------------------------------------------------------------
+
+    async def watch(self, channel: str) -> None:
+        """Start reading ``channel`` from its newest entry (now)."""
+        try:
+            newest = await self._client.xrevrange(self._key(channel), count=1)
+            start = newest[0][0] if newest else "0-0"
+        except UNREACHABLE:
+            # Redis is away: start from this host's clock, which is Redis's own on one
+            # machine and close to it on a network.
+            start = f"{int(time.time() * 1000)}-0"
+        self._positions.setdefault(channel, start)
+        self._version += 1
+        self._changed.set()
+        asyncio.get_running_loop().create_task(self._wake())
+
+    def unwatch(self, channel: str) -> None:
+        self._positions.pop(channel, None)
+        self._version += 1
+
+    async def _wake(self) -> None:
+        """Unblock the reader's XREAD until it reads with the new set of channels."""
+        for _ in range(200):
+            reader_id, client = self._reader_id, self._client
+            if self._reading_version >= self._version or reader_id is None or client is None:
+                return
+            with contextlib.suppress(*UNREACHABLE):
+                await client.client_unblock(reader_id)
+            await asyncio.sleep(0.005)
+
+    async def _read_forever(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            connection = self._client_for(
+                single_connection_client=True, socket_timeout=BLOCK_MS / 1000 + 10
+            )
+            try:
+                self._reader_id = await connection.client_id()
+                attempt = 0
+                self._came_back()
+                await self._read(connection)
+            except asyncio.CancelledError:
+                raise
+            except UNREACHABLE as exc:
+                self._went_down(exc, "reading")
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+            except Exception:
+                logger.exception("The live-event reader failed; it starts again.")
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+            finally:
+                self._reader_id = None
+                with contextlib.suppress(Exception):
+                    await connection.aclose()
+
+    async def _read(self, connection: Any) -> None:
+        hub = self._hub
+        assert hub is not None
+        positions = self._positions
+        while not self._stopping:
+            self._reading_version = self._version
+            if not positions:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            channels = {self._key(c): c for c in positions}
+            streams = {key: positions[c] for key, c in channels.items()}
+            reply = await connection.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+            for key, entries in reply or ():
+                channel = channels[key]
+                for event_id, fields in entries:
+                    if channel in positions:
+                        positions[channel] = event_id
+                    hub.deliver(Event.make(event_id, channel, fields[FIELD]))
+
+    # -- outage bookkeeping -------------------------------------------------------------
+
+    def _went_down(self, exc: BaseException, doing: str) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning(
+                "Redis at %s is unreachable while %s live events (%s); retrying with "
+                "backoff. Publishes wait in an outbox of %d events meanwhile.",
+                self.url,
+                doing,
+                exc,
+                OUTBOX_LIMIT,
+            )
+
+    def _came_back(self) -> None:
+        if self._down_since is not None and not self._outbox:
+            logger.warning(
+                "Redis at %s answers again after %.1f s; live events resume.",
+                self.url,
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None

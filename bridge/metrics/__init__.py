@@ -1,0 +1,16 @@
+"""What bridge counts, and how it shows the whole server.
+
+- ``values.py``: the leaf: fixed-bucket ``Histogram``, one route's ``RouteStats``.
+- ``registry.py``: ``Metrics``, the per-worker registry: label policy, the loop-lag
+  probe, history and the dashboard's snapshot.
+- ``blocking.py``: the detector that charges an async step the time it held the loop.
+- ``prometheus.py``: the Prometheus text format of one worker.
+- ``whole_server.py``: several workers counted as one server (prometheus-client's
+  multiprocess files).
+"""
+
+from __future__ import annotations
+
+from .registry import Metrics
+
+__all__ = ["Metrics"]

@@ -1,0 +1,480 @@
+"""Counters for a migration under way: per-route traffic, latency, thread waits, loop health.
+
+Everything here is cheap enough to leave on. A request costs two ``perf_counter()``
+calls, a dict lookup and two histogram updates (a ``bisect`` over a fixed list of
+bucket bounds). Gauges (pool, loop lag) are read when asked for, or sampled by one
+background task that sleeps ``LAG_INTERVAL`` seconds and measures how late it wakes
+up: the event-loop lag.
+
+Memory is bounded whatever the paths clients send: one fixed histogram per label, a
+ring buffer of ``history_length`` points, and for the legacy app
+
+* at most ``max_groups`` labels of their own; every other group counts as ``other``.
+  The first half go to the first groups seen (an application's own routes, which is
+  what a small app or a test sees). The other half are *earned*: a group is counted
+  in a Misra-Gries summary of ``4 * max_groups`` candidates, and gets a label once
+  its count there reaches ``label_after``. When the summary is full, a newcomer
+  takes one from every candidate instead of a place, and candidates at zero leave;
+  the count of a group is never more than its requests, and a group with more than
+  one request in ``4 * max_groups + 1`` stays in. So a flood of distinct paths takes
+  at most the first half of the labels, and a route that is busy during the flood
+  still earns one. Labels are never taken back (a Prometheus series keeps its name);
+  an attacker who repeats each of many paths ``label_after`` times can still use up
+  the earned half, which a ``legacy_group`` that knows the URL scheme prevents.
+* groups longer than ``MAX_LABEL_LENGTH`` characters never get a label;
+* a cache from path to labelled group of at most ``PATH_CACHE_BYTES`` (counted as the
+  path's length plus ``_PATH_ENTRY_BYTES`` for the string and dict slot), emptied
+  when full; paths longer than ``_MAX_CACHED_PATH`` are not cached.
+
+Together they hold well under 1 MiB (tests/metrics/test_registry_memory.py measures it with
+tracemalloc over 11,000 distinct paths and 60 KiB segments).
+
+Async views and mounted apps are driven one step (one ``send()`` into the
+coroutine) at a time; a step that holds the loop longer than ``block_threshold``
+is a block, counted and logged with the route's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..wsgi.cycle import Outcome
+from ..wsgi.environ import route_path
+from .blocking import stepped
+from .values import BOUNDS, RouteStats
+from .whole_server import Shared, whole_server
+
+if TYPE_CHECKING:
+    from ..threads.pool import ThreadPool
+
+logger = logging.getLogger("bridge")
+
+# A step that holds the loop this long stalls every connection noticeably; asyncio's
+# own debug mode warns at 100 ms (loop.slow_callback_duration).
+DEFAULT_BLOCK_THRESHOLD = 0.1
+# One warning per route per minute says what is wrong without flooding the log.
+DEFAULT_BLOCK_LOG_INTERVAL = 60.0
+# Legacy groups beyond this share the "other" group, so a path segment that is an id
+# cannot grow memory or the Prometheus label set without bound.
+DEFAULT_MAX_GROUPS = 100
+OTHER_GROUP = "other"
+# Requests a group must be counted (among the candidates) to earn one of the second
+# half of the labels: a few seconds of a route that matters, more than an attacker's
+# one-off paths.
+DEFAULT_LABEL_AFTER = 20
+# Candidates for an earned label, per label: more keeps routes with a smaller share.
+_CANDIDATES_PER_LABEL = 4
+# Prometheus accepts any length, but a label this long is an attack, not a route.
+MAX_LABEL_LENGTH = 256
+# The lag probe wakes four times a second: often enough to see a stall, rarely
+# enough to cost nothing (one timer per 250 ms).
+LAG_INTERVAL = 0.25
+# The dashboard's history: 120 points of 5 s, the last ten minutes.
+DEFAULT_HISTORY_INTERVAL = 5.0
+DEFAULT_HISTORY_LENGTH = 120
+
+
+# Paths whose legacy group is remembered, in bytes; when full, the cache is emptied and
+# refilled. 512 KiB holds about 4,000 paths of 80 characters.
+PATH_CACHE_BYTES = 512 * 1024
+_PATH_ENTRY_BYTES = 100  # a str's header (49 bytes) and a dict slot, rounded up
+_MAX_CACHED_PATH = 1024
+
+_current: ContextVar[RouteStats | None] = ContextVar("bridge_route_stats", default=None)
+_set_current = _current.set
+_get_current = _current.get
+_clock = time.perf_counter
+
+
+def first_segment(path: str) -> str:
+    """The default legacy grouping: ``/items/7`` gives ``/items``, ``/`` gives ``/``."""
+    end = path.find("/", 1)
+    if end < 0:
+        return path or "/"
+    return path[:end]
+
+
+class Metrics:
+    """The registry of one ``Bridge``: ``Bridge(app, metrics=Metrics(...))`` to configure it.
+
+    * ``legacy_group=first_segment``: maps a legacy request's path to its label; give a
+      function that knows your URL scheme (``/users/<id>`` → ``/users``) for finer groups.
+    * ``max_groups=100``: legacy groups kept apart; the rest count as ``other``. The
+      first half go to the first groups seen, the rest must be earned (``label_after``).
+    * ``label_after=20``: requests a legacy group must be counted (among the busiest
+      candidates) to earn a label once the first half are taken; 1 gives every label
+      to the first groups seen.
+    * ``block_threshold=0.1``: seconds an async view or mounted app may hold the loop in
+      one step before it is reported; ``None`` turns the detector off.
+    * ``block_log_interval=60``: seconds between two warnings about the same route.
+    * ``history_interval=5``, ``history_length=120``: the dashboard's time series.
+    """
+
+    def __init__(
+        self,
+        *,
+        legacy_group: Callable[[str], str] = first_segment,
+        max_groups: int = DEFAULT_MAX_GROUPS,
+        label_after: int = DEFAULT_LABEL_AFTER,
+        block_threshold: float | None = DEFAULT_BLOCK_THRESHOLD,
+        block_log_interval: float = DEFAULT_BLOCK_LOG_INTERVAL,
+        history_interval: float = DEFAULT_HISTORY_INTERVAL,
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+    ) -> None:
+        if max_groups < 1:
+            raise ValueError(f"max_groups must be at least 1, not {max_groups}.")
+        if label_after < 1:
+            raise ValueError(f"label_after must be at least 1, not {label_after}.")
+        if history_interval < LAG_INTERVAL:
+            raise ValueError(
+                f"history_interval must be at least {LAG_INTERVAL} s, not {history_interval}."
+            )
+        self.legacy_group = legacy_group
+        self.max_groups = max_groups
+        self.label_after = label_after
+        self._open_labels = max_groups - max_groups // 2
+        self._candidate_slots = _CANDIDATES_PER_LABEL * max_groups
+        self._candidates: dict[str, int] = {}  # group -> its Misra-Gries count
+        self.block_threshold = block_threshold
+        self.block_log_interval = block_log_interval
+        self.history_interval = history_interval
+        self.history: deque[dict[str, Any]] = deque(maxlen=history_length)
+        self.pool: ThreadPool | None = None
+        self.loop_lag = 0.0  # the latest probe's overshoot, seconds
+        self._interval_lag = 0.0  # the worst probe since the last history point
+        self._interval_busy = 0
+        self._interval_queue = 0
+        self._stats: dict[tuple[str, str], RouteStats] = {}
+        self._legacy: dict[str, RouteStats] = {}  # labelled group -> its stats
+        self._paths: dict[str, RouteStats] = {}  # request path -> its labelled group's stats
+        self._path_bytes = 0
+        self._by_route: dict[int, RouteStats] = {}
+        self._logged: dict[tuple[str, str], float] = {}
+        self._probe: asyncio.Task[None] | None = None
+        self._last_totals = (0, 0)
+        self._sources: dict[str, Source] = {}
+        self.started = time.time()
+        # With $PROMETHEUS_MULTIPROC_DIR (bridge serve --workers N), every count is also
+        # written where all workers' counts are summed: see multiprocess.py.
+        self.shared = Shared.from_env()
+
+    def bind(self, pool: ThreadPool) -> None:
+        """Attach to the ``Bridge``'s pool: read its gauges, and time its waits."""
+        if self.pool is not None and self.pool is not pool:
+            raise ValueError(
+                "This Metrics object already belongs to another Bridge; give each Bridge its own."
+            )
+        self.pool = pool
+        pool.on_wait = _observe_wait
+
+    def attach(self, key: str, source: Source) -> None:
+        """Show ``source`` too: its snapshot under ``key`` of the dashboard's data, and its
+        lines after the others in the Prometheus text (the shadow routes' counters)."""
+        self._sources[key] = source
+
+    # -- the stats of each kind of request -------------------------------------------
+
+    def stats(self, label: str, kind: str) -> RouteStats:
+        """The counters for ``label`` of ``kind``, made on first use."""
+        key = (label, kind)
+        found = self._stats.get(key)
+        if found is None:
+            found = self._stats[key] = RouteStats(label, kind)
+        return found
+
+    def legacy_stats(self, path: str) -> RouteStats:
+        """The counters for the legacy group of ``path``: its own, or ``other``."""
+        group = self.legacy_group(path)
+        found = self._legacy.get(group)
+        if found is not None:
+            return found
+        labelled = len(self._legacy)
+        if labelled >= self.max_groups or len(group) > MAX_LABEL_LENGTH:
+            return self.stats(OTHER_GROUP, "legacy")
+        if labelled >= self._open_labels:
+            counts = self._candidates
+            count = counts.pop(group, 0) + 1
+            if count < self.label_after:
+                if count > 1 or len(counts) < self._candidate_slots:
+                    counts[group] = count
+                else:  # full: the newcomer takes one from every candidate
+                    self._candidates = {g: c - 1 for g, c in counts.items() if c > 1}
+                return self.stats(OTHER_GROUP, "legacy")
+        found = self._legacy[group] = self.stats(group, "legacy")
+        if len(self._legacy) == self.max_groups:
+            self._candidates = {}  # no label left to earn
+        return found
+
+    def route_stats(self, route: Route) -> RouteStats:
+        found = self._by_route.get(id(route))
+        if found is None:
+            kind = "async" if route.is_async else "sync"
+            found = self._by_route[id(route)] = self.stats(route.rule, kind)
+        return found
+
+    # -- measuring (on the loop, per request) -----------------------------------------
+
+    async def legacy(self, scope: Scope, serving: Awaitable[Outcome]) -> None:
+        """Await ``serving`` (the legacy app answering ``scope``) and count it.
+
+        The labelled group of each path is remembered (in a cache bounded in bytes),
+        since this is the hot path of a migration. A path counted as ``other`` is not:
+        its group may earn a label later.
+        """
+        path = scope["path"]
+        rooted = scope.get("root_path")
+        stats = None if rooted else self._paths.get(path)
+        if stats is None:
+            stats = self.legacy_stats(route_path(scope))
+            if not rooted and stats.route != OTHER_GROUP and len(path) <= _MAX_CACHED_PATH:
+                cost = len(path) + _PATH_ENTRY_BYTES
+                if self._path_bytes + cost > PATH_CACHE_BYTES:
+                    self._paths.clear()
+                    self._path_bytes = 0
+                self._paths[path] = stats
+                self._path_bytes += cost
+        await self._measure(stats, serving)
+
+    async def route(self, route: Route, serving: Coroutine[Any, Any, Outcome]) -> None:
+        stats = self.route_stats(route)
+        if route.is_async and route.wsgi is None and self.block_threshold is not None:
+            serving = stepped(serving, self, stats)
+        await self._measure(stats, serving)
+
+    async def mount(self, mount: Mount, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self.stats(mount.prefix, "mount")
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        async def serve() -> Outcome:
+            await mount.app(scope, receive, send_status)
+            return Outcome(status)
+
+        serving: Coroutine[Any, Any, Outcome] = serve()
+        if self.block_threshold is not None:
+            serving = stepped(serving, self, stats)
+        await self._measure(stats, serving)
+
+    async def websocket(self, rule: str, serving: Awaitable[Outcome]) -> None:
+        """Count one websocket connection to ``rule``, kind "websocket", for its duration."""
+        await self._measure(self.stats(rule, "websocket"), serving)
+
+    async def _measure(self, stats: RouteStats, serving: Awaitable[Outcome]) -> None:
+        probe = self._probe
+        if probe is None or probe.done():
+            self.start()
+        token = _current.set(stats)
+        start = time.perf_counter()
+        try:
+            outcome = await serving
+        except Exception:
+            stats.errors += 1
+            raise
+        else:
+            if outcome.failed:
+                stats.errors += 1
+        finally:
+            stats.requests += 1
+            stats.latency.observe(time.perf_counter() - start)
+            _current.reset(token)
+
+    def blocked(self, stats: RouteStats, seconds: float) -> None:
+        """Count a step that held the loop for ``seconds``, and warn if not warned lately."""
+        stats.blocks += 1
+        key = (stats.route, stats.kind)
+        now = time.monotonic()
+        last = self._logged.get(key)
+        if last is not None and now - last < self.block_log_interval:
+            return
+        self._logged[key] = now
+        what = "mounted app" if stats.kind == "mount" else "async view"
+        logger.warning(
+            'The %s at "%s" blocked the event loop for %.0f ms in one step; every other '
+            "request waited meanwhile. Await the slow call, or run it in a thread with "
+            "asgiref.sync.sync_to_async (a plain def view runs in the pool).",
+            what,
+            stats.route,
+            seconds * 1000,
+        )
+
+    # -- the background probe -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop-lag probe on the running loop (idempotent)."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._run_probe())
+
+    async def stop(self) -> None:
+        if self.shared is not None:
+            self.shared.sync(list(self._stats.values()))
+            self.shared.close()  # this worker's gauges leave the sum; its counts stay
+        probe, self._probe = self._probe, None
+        if probe is not None and not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+
+    async def _run_probe(self) -> None:
+        clock = time.perf_counter
+        next_point = clock() + self.history_interval
+        while True:
+            start = clock()
+            await asyncio.sleep(LAG_INTERVAL)
+            now = clock()
+            # The loop may wake a timer up to its clock resolution early: clamp at 0.
+            lag = max(now - start - LAG_INTERVAL, 0.0)
+            self.loop_lag = lag
+            self._interval_lag = max(self._interval_lag, lag)
+            pool = self.pool
+            if self.shared is not None:
+                self.shared.sample(pool, lag)
+                self.shared.sync(list(self._stats.values()))
+            if pool is not None:
+                self._interval_busy = max(self._interval_busy, pool.busy)
+                self._interval_queue = max(self._interval_queue, pool.waiting)
+            if now >= next_point:
+                next_point = now + self.history_interval
+                self.history.append(self._point())
+
+    def _totals(self) -> tuple[int, int]:
+        if self.shared is not None:  # the whole server's, for the dashboard's history
+            self.shared.sync(list(self._stats.values()))
+            merged: dict[str, Any] = {"loop": {"lag": 0.0}}
+            whole_server(merged, self.shared.merged())
+            return merged["totals"]["legacy"], merged["totals"]["migrated"]
+        legacy = migrated = 0
+        for stats in list(self._stats.values()):
+            if stats.migrated:
+                migrated += stats.requests
+            else:
+                legacy += stats.requests
+        return legacy, migrated
+
+    def _point(self) -> dict[str, Any]:
+        """One history point: traffic since the last point, and the worst gauges in it."""
+        legacy, migrated = self._totals()
+        last_legacy, last_migrated = self._last_totals
+        self._last_totals = (legacy, migrated)
+        point = {
+            "time": time.time(),
+            "legacy": legacy - last_legacy,
+            "migrated": migrated - last_migrated,
+            "busy": self._interval_busy,
+            "queue": self._interval_queue,
+            "size": self.pool.max_threads if self.pool is not None else 0,
+            "lag": self._interval_lag,
+        }
+        self._interval_lag = 0.0
+        self._interval_busy = self._interval_queue = 0
+        return point
+
+    # -- reading --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as plain dicts and lists of numbers and strings (JSON-ready)."""
+        routes = []
+        for stats in list(self._stats.values()):
+            latency, wait = stats.latency, stats.wait
+            routes.append(
+                {
+                    "route": stats.route,
+                    "kind": stats.kind,
+                    "migrated": stats.migrated,
+                    "requests": stats.requests,
+                    "errors": stats.errors,
+                    "blocks": stats.blocks,
+                    "p50": latency.percentile(0.5),
+                    "p90": latency.percentile(0.9),
+                    "p99": latency.percentile(0.99),
+                    "latency_sum": latency.sum,
+                    "waits": wait.count,
+                    "wait_p50": wait.percentile(0.5),
+                    "wait_p99": wait.percentile(0.99),
+                }
+            )
+        legacy, migrated = self._totals()
+        pool = self.pool
+        snapshot: dict[str, Any] = {
+            "time": time.time(),
+            "started": self.started,
+            "routes": routes,
+            "totals": {"legacy": legacy, "migrated": migrated},
+            "pool": {
+                "size": pool.max_threads if pool is not None else 0,
+                "threads": len(pool.threads) if pool is not None else 0,
+                "busy": pool.busy if pool is not None else 0,
+                "queue": pool.waiting if pool is not None else 0,
+            },
+            "loop": {"lag": self.loop_lag, "probing": bool(self._probe and not self._probe.done())},
+            "history": list(self.history),
+            "history_interval": self.history_interval,
+            "block_threshold": self.block_threshold,
+            **{key: source.snapshot() for key, source in self._sources.items()},
+        }
+        if self.shared is not None:
+            whole_server(snapshot, self.shared.merged())
+        return snapshot
+
+    def all_stats(self) -> list[RouteStats]:
+        """Every route's counters, in the order the Prometheus text lists them."""
+        return sorted(self._stats.values(), key=lambda s: (s.kind, s.route))
+
+    def prometheus(self) -> str:
+        """The Prometheus text exposition format, version 0.0.4."""
+        attached = "".join(s.prometheus() for s in self._sources.values())
+        if self.shared is not None:  # every worker's routes; attached sources: this worker's
+            self.shared.sync(list(self._stats.values()))
+            return self.shared.render() + attached
+        from .prometheus import render_prometheus
+
+        return render_prometheus(self) + attached
+
+
+class Route(Protocol):
+    """What the metrics read of a migrated route (``bridge.routing.Route`` has it)."""
+
+    @property
+    def rule(self) -> str: ...
+    @property
+    def is_async(self) -> bool: ...
+    @property
+    def wsgi(self) -> object: ...
+
+
+class Mount(Protocol):
+    """What the metrics read of a mount (``bridge.routing.Mount`` has it)."""
+
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def app(self) -> ASGIApp: ...
+
+
+class Source(Protocol):
+    """Counters kept elsewhere that the dashboard and the Prometheus text show too."""
+
+    def snapshot(self) -> Any: ...
+
+    def prometheus(self) -> str: ...
+
+
+def _observe_wait(seconds: float) -> None:
+    """The pool's hook, on the loop after each call: file the wait under its route."""
+    stats = _get_current()
+    if stats is not None:
+        wait = stats.wait
+        wait.counts[bisect_left(BOUNDS, seconds)] += 1
+        wait.count += 1
+        wait.sum += seconds

@@ -1,0 +1,339 @@
+"""Metrics for the whole server when it runs several worker processes.
+
+Each worker keeps its own ``Metrics`` (cheap, in memory). When
+``$PROMETHEUS_MULTIPROC_DIR`` is set (``bridge serve --workers N`` sets it to a fresh
+directory), each worker also adds its counts to prometheus-client's multiprocess files there;
+whichever worker answers ``/_bridge/metrics`` or the dashboard then reads all the
+files, so both show the whole server. This is prometheus-client's own multiprocess
+mode (the way gunicorn users aggregate workers): counters and histograms are summed
+over every worker that ever ran, gauges over the live ones (``livesum``; the loop lag
+is the worst live worker's, ``livemax``).
+
+What it costs: nothing per request. prometheus-client writing each observation
+costs about ten times bridge's own in-memory counting, so each worker adds what it
+counted to the files four times a second, from the loop-lag probe, and once more
+before it answers a scrape itself; the other workers' numbers are at most that
+quarter of a second old. What it gives up: the dashboard's percentiles come from the
+Prometheus buckets (1, 2.5, 5 per decade), not the finer in-memory ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .prometheus import _HELP
+from .values import BOUNDS, EXPORTED_BOUNDS, MIGRATED_KINDS, Histogram
+
+if TYPE_CHECKING:
+    from ..threads.pool import ThreadPool
+    from .values import RouteStats
+
+logger = logging.getLogger("bridge")
+
+DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+GAUGES = ("bridge_pool_size", "bridge_pool_threads", "bridge_pool_busy", "bridge_pool_queue_depth")
+LAG = "bridge_event_loop_lag_seconds"
+
+
+class Shared:
+    """One worker's side of the multiprocess files: it writes its counts, reads everyone's."""
+
+    def __init__(self, directory: str) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.directory = directory
+        labels = ("route", "kind")
+        help_of = {name: text for name, (_, text) in _HELP.items()}
+        self.requests = Counter(
+            "bridge_requests", help_of["bridge_requests_total"], labels, registry=None
+        )
+        self.errors = Counter(
+            "bridge_errors", help_of["bridge_errors_total"], labels, registry=None
+        )
+        self.blocks = Counter(
+            "bridge_loop_blocks", help_of["bridge_loop_blocks_total"], labels, registry=None
+        )
+        self.latency = Histogram(
+            "bridge_request_duration_seconds",
+            help_of["bridge_request_duration_seconds"],
+            labels,
+            buckets=EXPORTED_BOUNDS,
+            registry=None,
+        )
+        self.wait = Histogram(
+            "bridge_thread_wait_seconds",
+            help_of["bridge_thread_wait_seconds"],
+            labels,
+            buckets=EXPORTED_BOUNDS,
+            registry=None,
+        )
+        self.gauges = {
+            name: Gauge(name, help_of[name], registry=None, multiprocess_mode="livesum")
+            for name in GAUGES
+        }
+        self.lag = Gauge(LAG, help_of[LAG], registry=None, multiprocess_mode="livemax")
+        self._sent: dict[tuple[str, str], _Sent] = {}
+        self._forget_dead_workers()
+
+    @classmethod
+    def from_env(cls) -> Shared | None:
+        """The shared side if ``$PROMETHEUS_MULTIPROC_DIR`` is set and usable, else None."""
+        directory = os.environ.get(DIRECTORY_VARIABLE)
+        if not directory:
+            return None
+        try:
+            from prometheus_client import values
+        except ImportError:
+            logger.warning(
+                "%s is set, but prometheus-client is not installed, so each worker's "
+                "/_bridge/metrics shows that worker only; pip install 'bridge[metrics]'.",
+                DIRECTORY_VARIABLE,
+            )
+            return None
+        if values.ValueClass is values.MutexValue:
+            logger.warning(
+                "prometheus-client was imported before %s was set, so it counts this "
+                "worker only; set the variable before the process starts.",
+                DIRECTORY_VARIABLE,
+            )
+            return None
+        return cls(directory)
+
+    def _forget_dead_workers(self) -> None:
+        """Drop the live gauges of workers that exited (their counters still count)."""
+        from prometheus_client import multiprocess
+
+        pids: set[int] = set()
+        for name in _listdir(self.directory):
+            if name.startswith("gauge_live") and name.endswith(".db"):
+                digits = name.rsplit("_", 1)[-1][:-3]
+                if digits.isdigit():
+                    pids.add(int(digits))
+        for pid in pids:
+            if not _alive(pid):
+                multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), self.directory)  # type: ignore[no-untyped-call]
+
+    # -- writing, from the probe ----------------------------------------------------
+
+    def sync(self, all_stats: Iterable[RouteStats]) -> None:
+        """Add what each route counted since the last call to this worker's files.
+
+        The probe calls this four times a second, and a worker about to answer a
+        scrape calls it first, so the request path pays nothing for the sharing.
+        """
+        for stats in all_stats:
+            key = (stats.route, stats.kind)
+            sent = self._sent.get(key)
+            if sent is None:
+                sent = self._sent[key] = _Sent()
+            if stats.requests != sent.requests:
+                self.requests.labels(*key).inc(stats.requests - sent.requests)
+                sent.requests = stats.requests
+            if stats.errors != sent.errors:
+                self.errors.labels(*key).inc(stats.errors - sent.errors)
+                sent.errors = stats.errors
+            if stats.blocks != sent.blocks:
+                self.blocks.labels(*key).inc(stats.blocks - sent.blocks)
+                sent.blocks = stats.blocks
+            if stats.latency.count != sent.latency.count:
+                _add(self.latency.labels(*key), stats.latency, sent.latency)
+            if stats.wait.count != sent.wait.count:
+                _add(self.wait.labels(*key), stats.wait, sent.wait)
+
+    def sample(self, pool: ThreadPool | None, lag: float) -> None:
+        """Publish this worker's gauges (the probe calls this four times a second)."""
+        values = (
+            (pool.max_threads, len(pool.threads), pool.busy, pool.waiting) if pool else (0,) * 4
+        )
+        for gauge, value in zip(self.gauges.values(), values, strict=True):
+            gauge.set(value)
+        self.lag.set(lag)
+
+    # -- reading: every worker's files -----------------------------------------------
+
+    def _registry(self) -> Any:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
+        return registry
+
+    def _collect(self) -> Iterable[Any]:
+        collected: Iterable[Any] = self._registry().collect()
+        return collected
+
+    def render(self) -> str:
+        """The whole server in the Prometheus text format, by prometheus-client itself."""
+        from prometheus_client import generate_latest
+
+        text: str = generate_latest(self._registry()).decode("utf-8")
+        return text
+
+    def merged(self) -> dict[str, Any]:
+        """Every worker's counts summed: per ``(route, kind)`` and the gauges."""
+        routes: dict[tuple[str, str], dict[str, Any]] = {}
+        gauges: dict[str, float] = {}
+
+        def entry(labels: dict[str, str]) -> dict[str, Any]:
+            key = (labels["route"], labels["kind"])
+            found = routes.get(key)
+            if found is None:
+                found = routes[key] = {
+                    "requests": 0, "errors": 0, "blocks": 0,
+                    "latency": {}, "latency_sum": 0.0, "wait": {}, "wait_count": 0,
+                }  # fmt: skip
+            return found
+
+        for family in self._collect():
+            for sample in family.samples:
+                name, labels, value = sample.name, sample.labels, sample.value
+                if name in GAUGES or name == LAG:
+                    gauges[name] = value
+                elif name == "bridge_requests_total":
+                    entry(labels)["requests"] += int(value)
+                elif name == "bridge_errors_total":
+                    entry(labels)["errors"] += int(value)
+                elif name == "bridge_loop_blocks_total":
+                    entry(labels)["blocks"] += int(value)
+                elif name == "bridge_request_duration_seconds_bucket":
+                    entry(labels)["latency"][float(labels["le"])] = value
+                elif name == "bridge_request_duration_seconds_sum":
+                    entry(labels)["latency_sum"] += value
+                elif name == "bridge_thread_wait_seconds_bucket":
+                    entry(labels)["wait"][float(labels["le"])] = value
+                elif name == "bridge_thread_wait_seconds_count":
+                    entry(labels)["wait_count"] += int(value)
+        return {"routes": routes, "gauges": gauges, "workers": self._live_workers()}
+
+    def _live_workers(self) -> int:
+        """Workers alive now: each one that has published its gauges."""
+        pids = set()
+        for name in _listdir(self.directory):
+            if name.startswith("gauge_livesum_") and name.endswith(".db"):
+                digits = name[len("gauge_livesum_") : -3]
+                if digits.isdigit() and _alive(int(digits)):
+                    pids.add(digits)
+        return len(pids)
+
+
+class _Sent:
+    """What one route's counts were when last written to the files."""
+
+    __slots__ = ("blocks", "errors", "latency", "requests", "wait")
+
+    def __init__(self) -> None:
+        self.requests = self.errors = self.blocks = 0
+        self.latency = Histogram()
+        self.wait = Histogram()
+
+
+def _exported_index() -> list[int]:
+    """For each fine bucket of ``metrics.BOUNDS`` (and +Inf), its Prometheus bucket."""
+    from bisect import bisect_left
+
+    return [bisect_left(EXPORTED_BOUNDS, bound) for bound in BOUNDS] + [len(EXPORTED_BOUNDS)]
+
+
+def _add(child: Any, histogram: Histogram, sent: Histogram) -> None:
+    """Add ``histogram - sent`` to a prometheus-client histogram child; then sent = histogram.
+
+    The child's ``_buckets`` and ``_sum`` are its values (one per bucket, not
+    cumulative), the ones its own ``observe()`` increments.
+    """
+    if not _EXPORTED_INDEX:
+        _EXPORTED_INDEX.extend(_exported_index())
+    index = _EXPORTED_INDEX
+    buckets = child._buckets
+    for fine, (now, before) in enumerate(zip(histogram.counts, sent.counts, strict=True)):
+        if now != before:
+            buckets[index[fine]].inc(now - before)
+    child._sum.inc(histogram.sum - sent.sum)
+    sent.counts = list(histogram.counts)
+    sent.count = histogram.count
+    sent.sum = histogram.sum
+
+
+_EXPORTED_INDEX: list[int] = []
+
+
+def percentile(buckets: dict[float, float], q: float) -> float | None:
+    """The ``q``-quantile interpolated in cumulative Prometheus buckets ``{le: count}``."""
+    ordered = sorted(buckets.items())
+    if not ordered or not ordered[-1][1]:
+        return None
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank and count > below:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * max(rank - below, 0) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def whole_server(snapshot: dict[str, Any], merged: dict[str, Any]) -> None:
+    """Replace one worker's routes, totals and pool in ``snapshot`` with every worker's."""
+    routes = []
+    legacy = migrated = 0
+    for (route, kind), counts in sorted(merged["routes"].items()):
+        latency, wait = counts["latency"], counts["wait"]
+        is_migrated = kind in MIGRATED_KINDS
+        if is_migrated:
+            migrated += counts["requests"]
+        else:
+            legacy += counts["requests"]
+        routes.append(
+            {
+                "route": route,
+                "kind": kind,
+                "migrated": is_migrated,
+                "requests": counts["requests"],
+                "errors": counts["errors"],
+                "blocks": counts["blocks"],
+                "p50": percentile(latency, 0.5),
+                "p90": percentile(latency, 0.9),
+                "p99": percentile(latency, 0.99),
+                "latency_sum": counts["latency_sum"],
+                "waits": counts["wait_count"],
+                "wait_p50": percentile(wait, 0.5),
+                "wait_p99": percentile(wait, 0.99),
+            }
+        )
+    gauges = merged["gauges"]
+    snapshot["routes"] = routes
+    snapshot["totals"] = {"legacy": legacy, "migrated": migrated}
+    snapshot["pool"] = {
+        "size": int(gauges.get("bridge_pool_size", 0)),
+        "threads": int(gauges.get("bridge_pool_threads", 0)),
+        "busy": int(gauges.get("bridge_pool_busy", 0)),
+        "queue": int(gauges.get("bridge_pool_queue_depth", 0)),
+    }
+    snapshot["loop"]["lag"] = gauges.get(LAG, snapshot["loop"]["lag"])
+    snapshot["workers"] = merged["workers"]

@@ -1,0 +1,374 @@
+"""Who may read bridge's own pages: the dashboard and the Prometheus metrics.
+
+One policy for both, checked in this order:
+
+1. **Host.** The ``Host`` header (or, without one, the server's address) must be in
+   ``allowed_hosts``, by default the loopback names (Django's default with ``DEBUG``:
+   ``.localhost``, ``127.0.0.1``, ``[::1]``). A page answered under any name would let
+   another site read it from a browser on this machine by pointing its own name at
+   127.0.0.1 (DNS rebinding).
+2. **Token.** With ``dashboard_token`` (``metrics_token`` for the metrics path) set,
+   the request must prove it: ``Authorization: Bearer <token>``, or, for the dashboard,
+   the cookie given in exchange for ``?token=`` (the page redirects to drop the token
+   from its URL, so neither the page's polls nor the browser's history carry it).
+   Loopback alone is not enough any more.
+3. **Loopback.** Without a token, only a loopback client gets in. The client is the
+   socket's peer as the server reports it. A request that carries a forwarded-address
+   header (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``) was relayed, so it is never
+   loopback: a server run with ``--forwarded-allow-ips '*'`` has already replaced the
+   peer with an address the client chose. With ``trusted_proxies`` named, a relayed
+   request must come from one of them, and the chain of forwarded addresses is walked
+   from the right, past the trusted proxies: the first address that is not one of them
+   is the client. A chain of nothing but trusted proxies names no client, so it is
+   refused. This needs the server to report the real peer: under ``--forwarded-allow-ips
+   '*'`` it reports an address the client chose, and only the default rule is sound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qsl, quote, urlencode
+
+from .._types import Scope
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Django's ALLOWED_HOSTS while DEBUG is on: names that resolve to this machine only
+# (RFC 6761 reserves .localhost for loopback).
+DEFAULT_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "::1")
+# Headers a proxy adds to say whom it relays for (RFC 7239; the de facto X- forms).
+FORWARDED_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+COOKIE_NAME = "bridge_dashboard"
+# How long the dashboard cookie is honoured: a working day, after which the page asks
+# for the token again. Jupyter's login cookie lasts 30 days; bridge's page shows
+# traffic, not code, so it asks more often.
+COOKIE_MAX_AGE = 12 * 3600
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to answer: ``allowed``, else a 403 with ``reason``; ``redirect`` and
+    ``cookie`` are set when a ``?token=`` was exchanged for the cookie."""
+
+    allowed: bool
+    reason: str = ""
+    redirect: str | None = None
+    cookie: str | None = None
+
+
+class AccessPolicy:
+    """The one access rule for bridge's dashboard and metrics paths (see the module doc).
+
+    Arguments:
+
+    * ``dashboard_token=None``: a long random string; once set, the dashboard needs it
+      (Bearer, or ``?token=`` once, exchanged for a cookie) from every client.
+    * ``metrics_token=None``: the same for the metrics path, sent as Bearer (what
+      Prometheus' ``authorization`` scrape setting sends).
+    * ``allowed_hosts=None``: the Host names the pages answer to, as Django's
+      ``ALLOWED_HOSTS`` (``".example.com"`` also matches subdomains, ``"*"`` any);
+      ``None`` means the loopback names.
+    * ``trusted_proxies=()``: addresses or networks of proxies whose forwarded-address
+      headers are believed for the loopback rule.
+    """
+
+    def __init__(
+        self,
+        *,
+        dashboard_token: str | None = None,
+        metrics_token: str | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        for option, token in (
+            ("dashboard_token", dashboard_token),
+            ("metrics_token", metrics_token),
+        ):
+            if token is not None and not token:
+                raise ValueError(f"{option} must not be empty; give a long random string.")
+        self.dashboard_token = dashboard_token
+        self.metrics_token = metrics_token
+        if isinstance(allowed_hosts, str):
+            raise TypeError(
+                f'allowed_hosts must be a list of names, such as ["{allowed_hosts}"]; '
+                f'got the string "{allowed_hosts}".'
+            )
+        hosts = DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts
+        self.allowed_hosts = tuple(_normal_host(host) for host in hosts)
+        self.trusted_proxies = tuple(_network(proxy) for proxy in trusted_proxies)
+
+    # -- verdicts -----------------------------------------------------------------------
+
+    def dashboard(self, scope: Scope, *, exchange: str | None = None) -> Verdict:
+        """May this request read the dashboard? ``exchange``: the request is for the page
+        itself, where a ``?token=`` is traded for a cookie on this path (the dashboard's
+        own, so the legacy app never receives it)."""
+        refused = self._host_refused(scope)
+        if refused:
+            return Verdict(False, refused)
+        token = self.dashboard_token
+        if token is None:
+            return self._loopback(scope, "dashboard_token")
+        if _matches(_bearer(scope), token) or _cookie_valid(_cookie(scope), token):
+            return Verdict(True)
+        given = _query_token(scope)
+        if exchange is not None and _matches(given, token):
+            cookie = _issue_cookie(scope, token, exchange)
+            return Verdict(True, redirect=_without_token(scope), cookie=cookie)
+        if given is not None and exchange is None:
+            return Verdict(
+                False,
+                "Forbidden: give the dashboard token to the page itself (?token= once, "
+                "it is exchanged for a cookie), or send Authorization: Bearer.",
+            )
+        return Verdict(
+            False,
+            "Forbidden: open the dashboard with ?token=<dashboard_token> once, "
+            "or send Authorization: Bearer <dashboard_token>.",
+        )
+
+    def metrics(self, scope: Scope) -> Verdict:
+        """May this request read the Prometheus metrics?"""
+        refused = self._host_refused(scope)
+        if refused:
+            return Verdict(False, refused)
+        if self.metrics_token is None:
+            return self._loopback(scope, "metrics_token")
+        if _matches(_bearer(scope), self.metrics_token):
+            return Verdict(True)
+        return Verdict(
+            False,
+            "Forbidden: send Authorization: Bearer <metrics_token> "
+            "(Prometheus: the authorization setting of the scrape job).",
+        )
+
+    # -- the three rules --------------------------------------------------------------
+
+    def _host_refused(self, scope: Scope) -> str:
+        host = _host_of(scope)
+        if any(_host_matches(host, pattern) for pattern in self.allowed_hosts):
+            return ""
+        return (
+            f'Forbidden: bridge\'s own pages do not answer to Host "{host}"; '
+            f'add it to allowed_hosts, such as Bridge(..., allowed_hosts=["{host}"]).'
+        )
+
+    def client_is_local(self, scope: Scope) -> bool:
+        """True if the client is provably on this machine (rule 3 of the module doc)."""
+        client = scope.get("client")
+        if not client:
+            return False  # a unix socket, or a server that does not say
+        peer = _address(str(client[0]))
+        chain = _forwarded_chain(scope)
+        if chain is None:
+            return peer is not None and _is_loopback(peer)
+        if not self.trusted_proxies:
+            return False  # relayed, and nobody said whose relay to believe
+        if peer is None or not self._trusted(peer):
+            return False  # relayed by someone the operator did not name
+        # Walk back from the peer through the proxies the operator trusts.
+        for hop in reversed(chain):
+            if hop is None:
+                return False  # an address that cannot be read: not provably local
+            if not self._trusted(hop):
+                return _is_loopback(hop)
+        return False  # every hop is a trusted proxy: no client address left to believe
+
+    def _trusted(self, address: Address) -> bool:
+        return any(address in network for network in self.trusted_proxies)
+
+    def _loopback(self, scope: Scope, option: str) -> Verdict:
+        if self.client_is_local(scope):
+            return Verdict(True)
+        return Verdict(
+            False,
+            f"Forbidden: without {option}, bridge's own pages answer loopback clients only, "
+            f"and a request relayed by a proxy (X-Forwarded-For, Forwarded) is not one; "
+            f"set {option} to open them to others, or trusted_proxies to believe your proxy.",
+        )
+
+
+# -- tokens and the cookie ------------------------------------------------------------------
+
+
+def _matches(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [
+        bytes(value).decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if bytes(key).lower() == name
+    ]
+
+
+def _bearer(scope: Scope) -> str | None:
+    for value in _headers(scope, b"authorization"):
+        scheme, _, credentials = value.partition(" ")
+        if scheme.lower() == "bearer":
+            return credentials.strip()
+    return None
+
+
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    return parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), True)
+
+
+def _query_token(scope: Scope) -> str | None:
+    return next((value for name, value in _query(scope) if name == "token"), None)
+
+
+def _without_token(scope: Scope) -> str:
+    """The page's own URL (root_path included), without ``token=`` in its query."""
+    path = quote(scope.get("root_path", "").rstrip("/") + _strip_root(scope), safe="/")
+    rest = [(name, value) for name, value in _query(scope) if name != "token"]
+    return path + (f"?{urlencode(rest)}" if rest else "")
+
+
+def _strip_root(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "").rstrip("/")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+def _signature(token: str, issued: int) -> str:
+    # Keyed by the token, so changing the token ends every cookie given for the old one.
+    return hmac.new(
+        token.encode(), f"bridge-dashboard:{issued}".encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def _issue_cookie(scope: Scope, token: str, path: str) -> str:
+    issued = int(time.time())
+    parts = [
+        f"{COOKIE_NAME}={issued}.{_signature(token, issued)}",
+        f"Max-Age={COOKIE_MAX_AGE}",
+        f"Path={path}",
+        "HttpOnly",
+        "SameSite=Strict",
+    ]
+    if scope.get("scheme") in ("https", "wss"):
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+def _cookie(scope: Scope) -> str | None:
+    jar: SimpleCookie = SimpleCookie()
+    for value in _headers(scope, b"cookie"):
+        try:
+            jar.load(value)
+        except Exception:  # http.cookies raises CookieError on junk; other cookies vary
+            continue
+    morsel = jar.get(COOKIE_NAME)
+    return morsel.value if morsel is not None else None
+
+
+def _cookie_valid(value: str | None, token: str) -> bool:
+    if not value:
+        return False
+    raw_issued, _, signature = value.partition(".")
+    if not raw_issued.isdigit():
+        return False
+    issued = int(raw_issued)
+    if not 0 <= time.time() - issued <= COOKIE_MAX_AGE:
+        return False  # expired, checked here and not only by the browser
+    return hmac.compare_digest(signature.encode(), _signature(token, issued).encode())
+
+
+# -- hosts and addresses ----------------------------------------------------------------
+
+
+def _normal_host(host: str) -> str:
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ValueError('allowed_hosts holds an empty name; give names such as "example.com".')
+    return host
+
+
+def _host_of(scope: Scope) -> str:
+    values = _headers(scope, b"host")
+    if values:
+        host = values[0].strip().lower()
+    else:
+        server = scope.get("server")
+        host = str(server[0]).lower() if server else ""
+        return host
+    if host.startswith("["):  # an IPv6 literal: "[::1]:8000"
+        return host[1 : host.find("]")] if "]" in host else host
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.startswith("."):
+        return host == pattern[1:] or host.endswith(pattern)
+    return host == pattern
+
+
+def _network(proxy: str) -> Network:
+    if proxy.strip() == "*":
+        raise ValueError(
+            'trusted_proxies "*" would believe any client\'s claim to be local; '
+            'name your proxies\' addresses, such as ["127.0.0.1"] or ["10.0.0.0/8"].'
+        )
+    try:
+        return ipaddress.ip_network(proxy.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f'trusted_proxies entry "{proxy}" is not an IP address or network; '
+            f'give one such as "127.0.0.1" or "10.0.0.0/8".'
+        ) from None
+
+
+def _address(text: str) -> Address | None:
+    text = text.strip().strip('"')
+    if text.startswith("["):  # "[2001:db8::1]:4711", as Forwarded writes IPv6
+        text = text[1 : text.find("]")] if "]" in text else text
+    elif text.count(":") == 1:  # "192.0.2.1:4711"
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None  # "unknown", an obfuscated name, or a unix socket path
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def _is_loopback(address: Address) -> bool:
+    return bool(address.is_loopback)
+
+
+def _forwarded_chain(scope: Scope) -> list[Address | None] | None:
+    """The addresses a relayed request names, oldest first; None if it names none."""
+    seen = False
+    chain: list[Address | None] = []
+    for name in FORWARDED_HEADERS:
+        values = _headers(scope, name)
+        if not values:
+            continue
+        seen = True
+        if chain:
+            continue  # the first header present gives the chain; the others only mark a relay
+        for value in values:
+            for element in value.split(","):
+                if name == b"forwarded":
+                    pairs = (pair.partition("=") for pair in element.split(";"))
+                    found = [v for k, _, v in pairs if k.strip().lower() == "for"]
+                    chain.extend(_address(v) for v in found)
+                else:
+                    chain.append(_address(element))
+    return chain if seen else None

@@ -1,0 +1,444 @@
+"""The handoff between the event loop and the threads that run the legacy application.
+
+Theory of operation
+-------------------
+
+The request cycle's theory of operation (the buffers, the framing rule, who may
+block, disconnects and deadlines) is at the top of ``bridge.wsgi.gateway``; this module
+is the thread side of it.
+
+Who may block: the thread, on ``wsgi.input`` reads, on a full response backlog, and in
+application code. The loop, never: it awaits ``receive``/``send`` and an
+``asyncio.Future`` that the worker resolves with ``call_soon_threadsafe``. The worker
+records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
+``async_to_sync`` in legacy code runs coroutines on the server's own loop instead of
+starting a new one (the idea of "Taking Channels Async", DjangoCon Europe 2018), and
+``sync_to_async(thread_sensitive=True)`` inside those coroutines comes back to the
+request's own thread.
+
+Threads: one budget. Every thread a request uses comes from one pool of at most
+``max_threads`` per ``Bridge``, started on demand: the WSGI call of a legacy request
+or a ``def`` view, and the thread-sensitive ``sync_to_async`` calls of an ``async``
+view (``thread_sensitive=True`` is asgiref's default, and Django's ORM needs it).
+Those go to the request's ``Lane``: the first call queues for a pool thread exactly
+as a legacy request does, and that thread then stays with the request, running its
+calls one at a time, until the view returns. So successive calls of one request land
+on one thread (Django keeps its connection in a thread-local, as under the legacy
+app), and 200 concurrent async views under ``max_threads=4`` use 4 threads, not 200
+(asgiref's plain ``ThreadSensitiveContext`` starts a thread per request). A
+thread-sensitive call made after its view returned, by a task the view left running,
+is refused with ``RuntimeError`` rather than given a thread outside the pool.
+Requests never wait behind each other while a thread is free (asgiref's
+``WsgiToAsgi`` sends every request of the process through one thread).
+``sync_to_async(thread_sensitive=False)`` runs in the loop's default executor, which
+bridge does not own.
+
+Cancellation: a call is claimed under the pool's lock, either by the worker that
+starts it or by the loop that cancels it, never both, so a call whose request was
+cancelled before a thread took it never starts (a queued ``POST`` is not executed
+later). A lane's calls are ``concurrent.futures`` futures, which asgiref cancels the
+same way. A call already running cannot be interrupted (Python has no way to stop a
+thread), but the coroutines it runs on the loop through ``async_to_sync`` can: the
+worker gives asgiref a ``task_context`` list, in which ``async_to_sync`` records the
+task it starts on the loop; a cancelled request cancels those tasks, and one that
+starts after the cancellation is cancelled as it records itself.
+
+asgiref: bridge relies on two of its internals, ``SyncToAsync.threadlocal`` (the
+server's loop and the ``task_context`` list, what ``SyncToAsync.thread_handler``
+records) and, before asgiref 3.13 added ``ThreadSensitiveContext(executor=...)``,
+its map of contexts to executors. pyproject pins the range tested at both ends.
+
+Admission (``bridge.threads.admission``, owned by the ``Bridge``): at most ``max_threads +
+max_pending`` requests may hold or wait for a thread, counted from their arrival;
+the next gets ``503`` with ``Retry-After`` at once instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+if TYPE_CHECKING:
+    from .sizing import Gate
+
+T = TypeVar("T")
+
+# gunicorn's gthread worker and Django's ASGI handler leave the pool size to the
+# user; Python's ThreadPoolExecutor caps its default at 32 (min(32, cpus + 4)).
+# 32 threads serve 32 requests that wait on a database at once, at about 8 MiB
+# of (virtual) stack each.
+DEFAULT_MAX_THREADS = 32
+
+# gunicorn's listen backlog (--backlog) defaults to 2048 connections waiting for a
+# worker; beyond it, new connections are refused. bridge answers 503 instead.
+DEFAULT_MAX_PENDING = 2048
+
+# asgiref 3.13 takes the executor of a ThreadSensitiveContext as an argument; before,
+# bridge files its lane in asgiref's map of contexts to executors itself.
+_EXECUTOR_ARGUMENT = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+
+# The life of a call, changed only under the pool's lock.
+_QUEUED, _STARTED, _CANCELLED = 0, 1, 2
+
+
+class ThreadPool:
+    """The bounded pool the legacy application runs in, with admission control.
+
+    Each call is one handoff each way: the loop puts a ``_Call`` on a queue, an idle
+    worker runs it inside a copy of the caller's ``contextvars`` context, and hands
+    the result back with one ``call_soon_threadsafe``. Before running it, the worker
+    records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
+    ``async_to_sync`` in the legacy code runs coroutines on that loop. This does what
+    ``sync_to_async(thread_sensitive=False, executor=...)`` does for a WSGI call,
+    without a ``concurrent.futures.Future``, ``asyncio.shield`` and two context
+    restores per request: measured here, a handoff through ``sync_to_async`` costs
+    about 28 us, this one about 3 us.
+    """
+
+    def __init__(self, max_threads: int, max_pending: int) -> None:
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, not {max_threads}.")
+        if max_pending < 0:
+            raise ValueError(f"max_pending must be 0 or more, not {max_pending}.")
+        self.max_threads = max_threads
+        self.max_pending = max_pending
+        self.in_flight = 0  # calls of run() holding or waiting for a thread; loop-only
+        self._queue: SimpleQueue[_Call | None] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        # Under _lock: workers not running a call, items put but not yet taken, and
+        # the state of each call. A new worker starts whenever the items outnumber
+        # the idle workers.
+        self._idle = 0
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        # Called on the loop after each call with the seconds it waited for a thread
+        # (bridge.metrics sets it); None skips the two clock reads.
+        self.on_wait: Callable[[float], None] | None = None
+        # How many calls may run at once, below max_threads (bridge.threads.sizing); None: all.
+        self.gate: Gate | None = None
+
+    @property
+    def busy(self) -> int:
+        """Threads inside a call now: a WSGI call, a sync view, or a request's lane."""
+        return self.running
+
+    @property
+    def waiting(self) -> int:
+        """Calls and lanes queued for a thread now (a read without the lock: a gauge)."""
+        return max(self._queued - self._idle, 0)
+
+    @property
+    def running(self) -> int:
+        """Worker threads inside a call now, including calls whose request was cancelled."""
+        return max(len(self._threads) - self._idle, 0)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads started so far (they start on demand, up to max_threads)."""
+        return list(self._threads)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func(*args)`` in a pool thread, in a copy of this context; await its result.
+
+        Cancelled before a thread took it, the call never starts; cancelled later, the
+        coroutines it started on the loop with ``async_to_sync`` are cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        on_wait = self.on_wait
+        # A call that finds an idle worker waits only for the handoff: it is filed as
+        # no wait, without clock reads in two threads. Only queued calls are timed.
+        timing = None if on_wait is None or self._idle > self._queued else [time.perf_counter()]
+        call = _Call(loop, future, func, args, contextvars.copy_context(), timing)
+        self.in_flight += 1
+        try:
+            self._submit(call)
+            return await future
+        except asyncio.CancelledError:
+            if not self.withdraw(call):
+                call.tasks.cancel()
+            raise
+        finally:
+            self.in_flight -= 1
+            if on_wait is not None:
+                if timing is None:
+                    on_wait(0.0)
+                elif len(timing) == 2:
+                    on_wait(timing[1] - timing[0])
+
+    def borrow(self, func: Callable[[], object]) -> _Call:
+        """Queue ``func()`` for a pool thread, with no result to wait for (a lane's loop);
+        ``withdraw`` the returned call to give up its turn."""
+        call = _Call(asyncio.get_running_loop(), None, func, (), contextvars.Context(), None)
+        self._submit(call)
+        return call
+
+    def withdraw(self, call: _Call) -> bool:
+        """Cancel ``call`` if no thread has started it; True if it will never start."""
+        with self._lock:
+            if call.state == _QUEUED:
+                call.state = _CANCELLED
+            return call.state == _CANCELLED
+
+    def _submit(self, call: _Call) -> None:
+        if self._pid != os.getpid():  # a forked worker process inherits no threads
+            self._threads.clear()
+            self._idle = self._queued = 0
+            self._pid = os.getpid()
+        with self._lock:
+            self._queued += 1
+            start = self._queued > self._idle and len(self._threads) < self.max_threads
+            if start:
+                self._idle += 1  # the new worker, counted before it reaches the queue
+        if start:
+            thread = threading.Thread(
+                target=self._work, name=f"bridge-{len(self._threads) + 1}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        self._queue.put(call)
+
+    def _work(self) -> None:
+        local = SyncToAsync.threadlocal
+        local.main_event_loop_pid = os.getpid()
+        get = self._queue.get
+        lock = self._lock
+        while True:
+            call = get()
+            # A lane (no future) keeps its thread for a whole request: it is not gated.
+            gate = self.gate if call is not None and call.future is not None else None
+            with lock:
+                self._idle -= 1
+                self._queued -= 1
+                if call is None:
+                    return
+                # Claimed here or withdrawn by the loop, under the same lock.
+                started = call.state == _QUEUED and gate is None
+                if started:
+                    call.state = _STARTED
+            if gate is not None:
+                # bridge.threads.sizing: wait for a turn (timed as a wait for a thread), then
+                # claim, so a call withdrawn meanwhile still never starts.
+                gate.enter()
+                with lock:
+                    started = call.state == _QUEUED
+                    if started:
+                        call.state = _STARTED
+            if started:
+                call.run(local)
+            if gate is not None:
+                gate.leave()
+            del call
+            with lock:
+                self._idle += 1
+
+    def request_context(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The context an async view runs in: its thread-sensitive ``sync_to_async``
+        calls share one pool thread, borrowed for the request (its ``Lane``)."""
+        return RequestContext(Lane(self))
+
+    def shutdown(self) -> None:
+        """Let every worker finish its current call and exit; new calls start new workers."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+            self._queued += len(threads)
+        for _ in threads:
+            self._queue.put(None)
+
+
+class _Call:
+    """One call for a worker: what to run, where to resolve it, and its state."""
+
+    __slots__ = ("args", "context", "func", "future", "loop", "state", "tasks", "timing")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any] | None,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        context: contextvars.Context,
+        timing: list[float] | None,  # [submitted, started], perf_counter(), when timed
+    ) -> None:
+        self.loop = loop
+        self.future = future
+        self.func = func
+        self.args = args
+        self.context = context
+        self.timing = timing
+        self.state = _QUEUED
+        self.tasks = _Tasks()
+
+    def run(self, local: threading.local) -> None:
+        """Run in the worker thread that claimed this call."""
+        if self.timing is not None:
+            self.timing.append(time.perf_counter())  # the call starts: its wait ends
+        # What asgiref's SyncToAsync.thread_handler records, so async_to_sync in this
+        # thread finds the server's loop instead of starting its own, and files the
+        # task it starts there where a cancellation can reach it.
+        local.main_event_loop = loop = self.loop
+        local.task_context = self.tasks
+        future = self.future
+        try:
+            result = self.context.run(self.func, *self.args)
+        except BaseException as exc:
+            if future is not None:
+                _resolve(loop, _set_exception, future, exc)
+        else:
+            if future is not None:
+                _resolve(loop, _set_result, future, result)
+        finally:
+            local.task_context = None
+            del self.func, self.args  # a lane's turn would otherwise hold the lane
+
+
+class _Tasks(list["asyncio.Task[Any]"]):
+    """asgiref's ``task_context``: ``async_to_sync`` appends the task it starts on the
+    loop (and removes it), on the loop. Once cancelled, a task that appends itself is
+    cancelled at once: it started after its request was cancelled."""
+
+    cancelled = False
+
+    def append(self, task: asyncio.Task[Any]) -> None:
+        super().append(task)
+        if self.cancelled:
+            task.cancel()
+
+    def cancel(self) -> None:
+        """On the loop: cancel the tasks running now and any that start later."""
+        self.cancelled = True
+        for task in list(self):
+            task.cancel()
+
+
+_LaneItem = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class Lane(Executor):
+    """One request's thread for its thread-sensitive ``sync_to_async`` calls.
+
+    The first call queues for a pool thread like a legacy request; the thread then
+    stays with the request and runs its calls one at a time, in order, until the
+    request ends (``shutdown``). A call cancelled before it starts never runs; a lane
+    whose request ended before it got a thread never takes one. ``submit`` and
+    ``shutdown`` run on the loop (asgiref calls ``loop.run_in_executor``).
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self._pool = pool
+        self._calls: SimpleQueue[_LaneItem | None] = SimpleQueue()
+        self._turn: _Call | None = None
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._closed:
+            raise RuntimeError(
+                "A thread-sensitive sync_to_async call was made after its request ended; "
+                "await every such call (and the tasks that make them) before the view returns."
+            )
+        future: Future[T] = Future()
+        self._calls.put((future, fn, args, kwargs))
+        if self._turn is None:
+            self._turn = self._pool.borrow(self._serve)
+        return future
+
+    def _serve(self) -> None:
+        """The lane's loop, in the borrowed pool thread."""
+        get = self._calls.get
+        while (item := get()) is not None:
+            future, fn, args, kwargs = item
+            del item
+            if future.set_running_or_notify_cancel():  # False: cancelled while queued
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+                    del result
+            del future, fn, args, kwargs
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """End the lane; never blocks (the loop calls it). Calls already submitted still
+        run in order, unless the lane never got its thread: then they are cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        turn = self._turn
+        if turn is None:
+            return
+        if self._pool.withdraw(turn):
+            while not self._calls.empty():
+                item = self._calls.get_nowait()
+                if item is not None:
+                    item[0].cancel()
+        else:
+            self._calls.put(None)  # the thread goes back to the pool after the last call
+
+
+class RequestContext(ThreadSensitiveContext):
+    """asgiref's ``ThreadSensitiveContext`` with the request's ``Lane`` as its executor;
+    on exit the lane ends and its thread returns to the pool."""
+
+    def __init__(self, lane: Lane) -> None:
+        if _EXECUTOR_ARGUMENT:
+            super().__init__(executor=lane)
+        else:  # asgiref < 3.13
+            super().__init__()
+        self.lane = lane
+
+    async def __aenter__(self) -> RequestContext:
+        if _EXECUTOR_ARGUMENT:
+            await super().__aenter__()  # type: ignore[no-untyped-call]
+        else:
+            # What 3.13's __aenter__ does with an executor: this context, and the lane
+            # as its executor, even inside an enclosing ThreadSensitiveContext.
+            self.token = SyncToAsync.thread_sensitive_context.set(self)
+            SyncToAsync.context_to_thread_executor[self] = self.lane
+        return self
+
+    async def __aexit__(self, exc: Any, value: Any, tb: Any) -> None:
+        try:
+            if _EXECUTOR_ARGUMENT:
+                await super().__aexit__(exc, value, tb)  # type: ignore[no-untyped-call]
+            elif self.token is not None:
+                # The lane stays filed under this context (a weak key: it goes with the
+                # context), so a task that outlives the request and calls again is
+                # refused by the lane rather than given a new thread by asgiref.
+                SyncToAsync.thread_sensitive_context.reset(self.token)
+                self.token = None
+        finally:
+            self.lane.shutdown(wait=False)
+
+
+def _resolve(
+    loop: asyncio.AbstractEventLoop,
+    setter: Callable[[asyncio.Future[Any], Any], None],
+    future: asyncio.Future[Any],
+    value: Any,
+) -> None:
+    # A closed loop has nobody waiting for this result; the worker lives on.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(setter, future, value)
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.cancelled():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(exc)

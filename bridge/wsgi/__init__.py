@@ -1,0 +1,96 @@
+"""One WSGI request: the environ, the request body, the WSGI call in a thread, the framing.
+
+- ``environ.py``: the scope as a PEP 3333 environ (and the request path every layer matches).
+- ``headers.py``: response status and headers checked and encoded.
+- ``body.py``: ``RequestBody``, the bounded, spooled ``wsgi.input``.
+- ``framing.py``: ``Framing``, the response as a state machine with no I/O.
+- ``cycle.py``: ``RequestCycle``, one object per request that owns its I/O.
+- ``gateway.py``: the WSGI application run in a worker thread for a cycle.
+- ``filewrapper.py``: ``wsgi.file_wrapper`` and ``http.response.pathsend``.
+- ``multiprocess.py``: PEP 3333's ``wsgi.multiprocess`` flag, from the worker count.
+
+Theory of operation
+-------------------
+
+Shape. ``Bridge.__call__`` (``app.py``) dispatches; every HTTP request it serves
+itself, legacy or migrated, is one ``RequestCycle`` (``cycle.py``), as uvicorn has
+one ``RequestResponseCycle`` per request. The cycle owns the scope, ``receive``,
+``send``, the limits, the request's admission slot and its ``Outcome``; ``gateway.py``
+runs a WSGI application for it in a thread, and ``views.py`` runs a view for it.
+The response is framed by one state machine with no I/O (``Framing``, ``framing.py``),
+which the cycle feeds and drains.
+
+Admission. A request that needs a thread (legacy, a sync view, a route inside the
+legacy middleware) takes its slot in ``Admission`` (``threads/admission.py``) when it
+arrives, before a byte of its body is read, and gives it back when its thread is
+done. At most ``max_threads + max_pending`` hold one; the next gets 503 with
+``Retry-After`` at once, however late its body arrives.
+
+Who owns which buffer. The event loop owns the connection: only the cycle calls
+``receive`` and ``send``. A worker thread owns the WSGI call: only the thread calls
+the application, iterates its body and calls ``close()``. They meet in two buffers:
+
+* ``RequestBody`` (``body.py``): written by the cycle, read by the thread. Up to
+  ``request_buffer_size`` is received on the loop *before* a thread is taken (nginx
+  does the same for gunicorn), so a slow uploader costs a coroutine, not a thread.
+  The rest is received by the cycle's listener while the application reads; past
+  ``request_buffer_size`` the body spools to an anonymous temporary file, so the
+  listener never waits for the reader and memory stays bounded. Async and sync
+  views get the whole body received first (the contract), spooled the same way, and
+  read it lazily.
+
+* ``Framing`` (``framing.py``): fed by the thread (``start_response``, ``write``,
+  each chunk, the end or the error), drained by the loop. The thread changes it
+  under the cycle's lock, held for a state change only. A list body, or one that
+  reaches its Content-Length, is held in the machine and costs one handoff: the
+  loop sends it when ``pool.run`` returns. A generator's first held chunk wakes the
+  loop once (``call_soon_threadsafe``) to arm the hold deadline; once the body
+  streams, a chunk wakes the loop only if the sender is idle.
+
+The framing rule (``framing.py`` has the table): after ``start_response`` the body
+is held until it ends (sent whole, with a Content-Length), or more than
+``response_buffer_size`` is held, or ``hold_time`` (0.1 s, on an injected clock)
+has passed since its first byte; then the headers go out and the rest streams.
+HTTP/1.0 responses without a Content-Length are held to the end (up to the buffer).
+So the same application gives the same framing every time, whatever the thread
+scheduling: a body produced without blocking is always sent whole, and an error
+before the rule fires is always a clean 500.
+
+Who may block. The thread: on ``wsgi.input`` reads past what has arrived, when
+more than ``response_buffer_size`` waits for the client (backpressure: a slow
+reader holds a thread only for responses larger than that), and in application
+code. The loop: never; it awaits ``receive``, ``send`` and futures the thread
+resolves with ``call_soon_threadsafe``. The worker records the server's loop in
+asgiref's thread-local, so ``async_to_sync`` in legacy code runs on the server's
+own loop (``threads/pool.py``).
+
+Disconnects. The cycle is the only reader of ``receive``, and whenever the body is
+still arriving or the response streams, its listener task is reading it, so
+``http.disconnect`` is always seen (uvicorn, hypercorn, daphne and granian send it
+and return silently from ``send`` afterwards; a ``send`` that raises ``OSError``
+counts too). It marks both sides: the next ``wsgi.input`` read past the received
+bytes raises ``ClientDisconnected``, and the next body chunk raises it too, so
+iteration stops within one chunk and ``close()`` runs in the thread. A request the
+server cancels is treated the same way.
+
+Deadlines. ``body_timeout`` (60 s, nginx's ``client_body_timeout``) bounds each wait
+for the next body chunk: past it, before the application runs, the client gets
+408; while it runs, its read raises ``BodyTimeout`` and the client gets 408 if no
+response has started. ``hold_time`` bounds how long a response is held. A body past
+``max_body_size`` gets 413 the same way, whatever the application does with the
+``BodyTooLarge`` its read raises: the refusal is decided before the read fails.
+
+Errors. Until the headers go out, an exception (or a body shorter than its
+Content-Length) becomes a clean 500 with no detail, and ``start_response(...,
+exc_info)`` may still replace the headers. After, the queued bytes go out and no
+final ``http.response.body`` follows, so the server cuts the connection and the
+client sees a truncated response (raising instead would do the same, but daphne
+4.2 then loses its application checker for the rest of the process).
+
+Defaults and their precedent: ``request_buffer_size`` 1 MiB (nginx buffers request
+bodies before the upstream sees them; its client_body_buffer_size spools past it),
+``response_buffer_size`` 1 MiB (nginx's proxy_buffers hold a response so the upstream
+is free), ``body_timeout`` 60 s (nginx), ``hold_time`` 0.1 s (the limit below which a
+delay is not perceived), ``max_threads`` 32 and ``max_pending`` 2048 (``threads/pool.py``:
+Python's executor cap and gunicorn's backlog).
+"""

@@ -1,0 +1,105 @@
+"""The WSGI gateway: one HTTP request served by a WSGI application in a worker thread.
+
+The theory of operation (admission, buffers, the framing rule, disconnects, deadlines,
+errors) is in this folder's ``__init__.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from .._types import Environ, RawHeaders, Send, WSGIApp
+from ..threads.admission import Admission
+from ..threads.pool import ThreadPool
+from .cycle import Outcome, RequestCycle
+from .filewrapper import FileWrapper
+from .framing import CLOSE, plain_response
+
+__all__ = ["call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
+
+
+def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: Any) -> None:
+    """Call the application and drive its iterable; runs in a pool thread.
+
+    PEP 3333: "If the iterable returned by the application has a close() method, the
+    server or gateway must call that method upon completion of the current request,
+    whether the request was completed normally, or terminated early due to an
+    application error during iteration or an early disconnect of the browser."
+    """
+    error: BaseException | None = None
+    try:
+        iterable: Iterable[bytes] = app(environ, cycle.start_response)
+        try:
+            iterate(cycle, iterable, extensions)
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+    except BaseException as exc:
+        error = exc
+    cycle.app_done(error)
+
+
+def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> None:
+    """Drive the application's iterable in the thread, stopping when no more is wanted."""
+    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
+        found = iterable.pathsend_target(cycle.framing.status, cycle.framing.content_length)
+        if found is not None and cycle.send_path(*found):
+            return
+    # A list or tuple is already whole in memory: holding it costs nothing and
+    # turns the response into a single handoff however many items it has.
+    whole = type(iterable) in (list, tuple)
+    push = cycle.push
+    for chunk in iterable:
+        if push(chunk, whole):
+            return
+
+
+async def run_wsgi(
+    cycle: RequestCycle, pool: ThreadPool, app: WSGIApp, environ: Environ
+) -> Outcome:
+    """Run ``app`` in a thread for an environ whose body has started; send its response."""
+    extensions = cycle.scope.get("extensions") or {}
+    try:
+        await pool.run(call_app, app, environ, cycle, extensions)
+    except asyncio.CancelledError:
+        # The server gave up on this request: stop the thread at its next chunk.
+        cycle.cancelled()
+        raise
+    cycle.release()  # the thread is free: the slot may go to the next request
+    return await cycle.finish()
+
+
+async def serve_wsgi(
+    cycle: RequestCycle,
+    app: WSGIApp,
+    pool: ThreadPool,
+    admission: Admission,
+    extra: Environ | None = None,
+) -> Outcome:
+    """Answer one HTTP request with a WSGI application (the legacy one, most often).
+
+    ``extra`` is added to the environ: the path values of a route served in the
+    legacy middleware.
+    """
+    try:
+        environ = await cycle.open(admission, whole=False)
+        if environ is None:
+            return cycle.close()
+        if extra:
+            environ.update(extra)
+        return await run_wsgi(cycle, pool, app, environ)
+    finally:
+        cycle.release()
+
+
+async def refuse(send: Send, status: int, retry_after: int = 1) -> None:
+    """Answer with bridge's own refusal (413, 431, 503) and close the connection, for
+    code that serves outside a request cycle (the limits of mounted apps)."""
+    extra: RawHeaders = [CLOSE]
+    if status == 503:
+        extra.append((b"retry-after", str(retry_after).encode("ascii")))
+    for message in plain_response(status, extra):
+        await send(message)

@@ -1,0 +1,143 @@
+"""``bridge.compare``: two responses, compared as a client would notice, and kept safely."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from bridge.shadow.compare import (
+    MAX_DIFFERENCES,
+    REDACTED,
+    Captured,
+    Difference,
+    compare,
+    decode_body,
+    kept,
+)
+
+JSON = [(b"content-type", b"application/json")]
+HTML = [(b"content-type", b"text/html; charset=utf-8")]
+
+
+def json_response(data: Any, status: int = 200, headers: Any = None) -> Captured:
+    return Captured(status, headers or JSON, json.dumps(data).encode())
+
+
+def test_json_bodies_are_compared_as_structures() -> None:
+    legacy = Captured(200, JSON, b'{"id": 1, "tags": ["a", "b"], "price": 2}')
+    shadow = Captured(200, JSON, b'{"tags":["a","b"],"price":2.0,"id":1}')
+    assert compare(legacy, shadow) == []
+
+
+def test_one_differing_field_is_the_one_difference() -> None:
+    legacy = json_response({"id": 1, "title": "Tea", "owner": {"name": "ada", "id": 7}})
+    shadow = json_response({"id": 1, "title": "Tea", "owner": {"name": "Ada", "id": 7}})
+    assert compare(legacy, shadow) == [Difference("body $.owner.name", '"ada"', '"Ada"')]
+
+
+def test_absent_keys_list_items_and_odd_keys_are_named_by_path() -> None:
+    legacy = json_response({"items": [1, 2, 3], "a b": 1, "gone": True})
+    shadow = json_response({"items": [1, 5], "a b": 1, "new": None})
+    assert compare(legacy, shadow) == [
+        Difference("body $.items[1]", "2", "5"),
+        Difference("body $.items[2]", "3", "(absent)"),
+        Difference("body $.gone", "true", "(absent)"),
+        Difference("body $.new", "(absent)", "null"),
+    ]
+    assert compare(json_response({"a b": 1}), json_response({"a b": 2})) == [
+        Difference('body $["a b"]', "1", "2")
+    ]
+
+
+def test_true_is_not_one_though_one_is_one_point_zero() -> None:
+    assert compare(json_response({"x": True}), json_response({"x": 1})) == [
+        Difference("body $.x", "true", "1")
+    ]
+    assert compare(json_response({"x": 1}), json_response({"x": 1.0})) == []
+
+
+def test_status_and_chosen_headers_are_compared_case_insensitively() -> None:
+    legacy = Captured(200, [(b"Content-Type", b"text/plain"), (b"X-Id", b"1")], b"ok")
+    shadow = Captured(201, [(b"content-type", b"text/html")], b"ok")
+    assert compare(legacy, shadow, headers=("content-type", "x-id")) == [
+        Difference("status", "200", "201"),
+        Difference("header content-type", "text/plain", "text/html"),
+        Difference("header x-id", "1", "(absent)"),
+    ]
+    # Headers not chosen do not count.
+    assert compare(legacy, Captured(200, [(b"content-type", b"text/plain")], b"ok")) == []
+
+
+def test_a_secret_header_is_compared_but_its_values_never_shown() -> None:
+    legacy = Captured(200, [(b"set-cookie", b"session=abc123")], b"")
+    shadow = Captured(200, [(b"set-cookie", b"session=zzz999")], b"")
+    (difference,) = compare(legacy, shadow, headers=("set-cookie",))
+    assert difference.where == "header set-cookie"
+    assert "abc123" not in str(difference) and "zzz999" not in str(difference)
+    assert difference.legacy == REDACTED
+
+
+def test_text_bodies_show_where_they_first_differ() -> None:
+    legacy = Captured(200, HTML, b"<h1>Items</h1>\n<p>3 items</p>\n")
+    shadow = Captured(200, HTML, b"<h1>Items</h1>\n<p>4 items</p>\n")
+    (difference,) = compare(legacy, shadow)
+    assert difference.where == "body line 2 col 4"
+    assert "3 items" in difference.legacy and "4 items" in difference.shadow
+
+
+def test_binary_bodies_are_compared_as_bytes() -> None:
+    octets = [(b"content-type", b"application/octet-stream")]
+    assert decode_body(Captured(200, octets, b"\x00\x01")) == b"\x00\x01"
+    (difference,) = compare(Captured(200, octets, b"\x00\x01"), Captured(200, octets, b"\x00\x02"))
+    assert difference.where == "body byte 1"
+
+
+def test_invalid_json_is_compared_as_text() -> None:
+    legacy = Captured(200, JSON, b"{not json")
+    assert decode_body(legacy) == "{not json"
+    assert compare(legacy, Captured(200, JSON, b"{not json")) == []
+
+
+def test_a_normaliser_masks_what_may_differ() -> None:
+    def normalise(body: Any) -> Any:
+        if isinstance(body, dict):
+            return {**body, "at": "<time>", "tags": sorted(body["tags"])}
+        return re.sub(r'name="csrf" value="[^"]*"', 'name="csrf"', body)
+
+    legacy = json_response({"id": 1, "at": "12:00:01", "tags": ["b", "a"]})
+    shadow = json_response({"id": 1, "at": "12:00:02", "tags": ["a", "b"]})
+    assert compare(legacy, shadow) != []
+    assert compare(legacy, shadow, normalise=normalise) == []
+    page = Captured(200, HTML, b'<input name="csrf" value="one">')
+    other = Captured(200, HTML, b'<input name="csrf" value="two">')
+    assert compare(page, other, normalise=normalise) == []
+
+
+def test_differences_are_bounded_however_many_there_are() -> None:
+    legacy = json_response({f"k{i}": i for i in range(500)})
+    shadow = json_response({f"k{i}": -i - 1 for i in range(500)})
+    found = compare(legacy, shadow)
+    assert len(found) == MAX_DIFFERENCES + 1
+    assert found[-1].legacy.startswith("... and ")
+
+
+def test_long_values_are_truncated() -> None:
+    legacy = json_response({"x": "a" * 10_000})
+    shadow = json_response({"x": "b" * 10_000})
+    (difference,) = compare(legacy, shadow)
+    assert len(difference.legacy) < 300 and "chars)" in difference.legacy
+
+
+@pytest.mark.parametrize("name", ["Set-Cookie", "Cookie", "Authorization"])
+def test_kept_responses_carry_no_credentials_and_a_bounded_body(name: str) -> None:
+    secret = b"s3cret-value"
+    response = Captured(
+        200, [(name.encode(), secret), (b"content-type", b"text/plain")], b"x" * 50_000
+    )
+    report = kept(response, 1024)
+    assert secret.decode() not in json.dumps(report)
+    assert [name.lower(), REDACTED] in report["headers"]
+    assert len(report["body"]) < 1100 and report["body"].endswith("(50000 bytes)")

@@ -1,0 +1,486 @@
+"""The thread pool: one thread budget, parallelism, admission, cancellation, context and the
+server's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from wsgiref.validate import validator
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+from bridge import Bridge, Request
+from tests.asgi import Client, http_scope
+
+Environ = dict[str, Any]
+
+
+def concurrent_requests(bridge: Bridge, count: int) -> list[Client]:
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(count)]
+        await asyncio.gather(*(c.run(bridge, http_scope(), timeout=20) for c in clients))
+        return clients
+
+    return asyncio.run(main())
+
+
+def test_max_threads_bounds_concurrency_to_exactly_that_many() -> None:
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    clients = concurrent_requests(Bridge(validator(app), max_threads=4), 16)
+    assert [c.status for c in clients] == [200] * 16
+    assert peak == 4
+
+
+def test_64_blocking_requests_run_in_parallel() -> None:
+    barrier = threading.Barrier(64, timeout=10)
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        # Every request waits until all 64 are inside the app at the same time:
+        # this completes only if none of them is queued behind another.
+        barrier.wait()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    clients = concurrent_requests(Bridge(validator(app), max_threads=64), 64)
+    assert [c.status for c in clients] == [200] * 64
+    assert len({c.body for c in clients}) == 64
+
+
+def test_requests_past_max_pending_get_503_with_retry_after() -> None:
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    bridge = Bridge(validator(app), max_threads=2, max_pending=3, retry_after=7)
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(8)]
+        tasks = [asyncio.ensure_future(c.run(bridge, http_scope())) for c in clients]
+        # The three past the limit are refused at once, while the others wait.
+        while sum(bool(c.sent) for c in clients) < 3:
+            await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(*tasks)
+        return clients
+
+    clients = asyncio.run(main())
+    assert sorted(c.status for c in clients) == [200] * 5 + [503] * 3
+    assert {c.headers[b"retry-after"] for c in clients if c.status == 503} == {b"7"}
+
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+
+def test_contextvars_reach_the_application() -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [request_id.get("unset").encode()]
+
+    async def main() -> bytes:
+        request_id.set("req-42")
+        client = Client()
+        await client.run(Bridge(validator(app)), http_scope())
+        return client.body
+
+    assert asyncio.run(main()) == b"req-42"
+
+
+def test_async_to_sync_in_the_app_runs_on_the_servers_loop() -> None:
+    seen: dict[str, Any] = {}
+
+    async def lookup() -> str:
+        seen["loop"] = asyncio.get_running_loop()
+        seen["thread"] = threading.current_thread()
+        return "from the loop"
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen["app_thread"] = threading.current_thread()
+        text = async_to_sync(lookup)()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [text.encode()]
+
+    async def main() -> tuple[asyncio.AbstractEventLoop, bytes]:
+        client = Client()
+        await client.run(Bridge(validator(app)), http_scope())
+        return asyncio.get_running_loop(), client.body
+
+    loop, body = asyncio.run(main())
+    assert body == b"from the loop"
+    assert seen["loop"] is loop
+    assert seen["thread"] is threading.main_thread()
+    assert seen["app_thread"] is not threading.main_thread()
+
+
+def test_the_event_loop_is_not_blocked_by_the_app() -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        time.sleep(0.3)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slow"]
+
+    async def main() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick = asyncio.ensure_future(ticker())
+        await Client().run(Bridge(validator(app)), http_scope())
+        tick.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+
+
+def test_shutdown_stops_the_workers_and_a_later_request_starts_new_ones() -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    bridge = Bridge(validator(app), max_threads=3)
+    concurrent_requests(bridge, 6)
+    workers = bridge.pool.threads
+    assert 1 <= len(workers) <= 3
+    bridge.pool.shutdown()
+    for worker in workers:
+        worker.join(5)
+    assert not any(worker.is_alive() for worker in workers)
+    assert [c.status for c in concurrent_requests(bridge, 4)] == [200] * 4
+    bridge.pool.shutdown()
+
+
+def test_an_exception_in_the_thread_reaches_the_loop_with_its_traceback() -> None:
+    def fail() -> None:
+        raise KeyError("missing")
+
+    async def main() -> BaseException:
+        pool = Bridge(validator(lambda e, s: [])).pool
+        try:
+            await pool.run(fail)
+        except KeyError as exc:
+            return exc
+        raise AssertionError("no exception")
+
+    exc = asyncio.run(main())
+    assert exc.__traceback__ is not None
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "fail" in frames
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Wait on the loop until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.005)
+
+
+def ok_app(environ: Environ, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_thread_sensitive_calls_of_200_async_views_run_on_max_threads_threads() -> None:
+    bridge = Bridge(validator(ok_app), max_threads=4)
+    lock = threading.Lock()
+    before = set(threading.enumerate())
+    used: set[threading.Thread] = set()
+    peak = 0
+
+    def query() -> str:
+        nonlocal peak
+        with lock:
+            used.add(threading.current_thread())
+            peak = max(peak, len(set(threading.enumerate()) - before))
+        time.sleep(0.002)
+        return "row"
+
+    @bridge.route("/query")
+    async def view(request: Request) -> str:
+        return await sync_to_async(query)()
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(200)]
+        await asyncio.gather(*(c.run(bridge, http_scope("/query"), timeout=60) for c in clients))
+        return clients
+
+    clients = asyncio.run(main())
+    assert [c.status for c in clients] == [200] * 200
+    assert len(used) <= 4, f"{len(used)} threads ran the calls"
+    assert used <= set(bridge.pool.threads)
+    assert peak <= 4, f"{peak} threads were started"
+    # Every lane gave its thread back when its view returned.
+    deadline = time.monotonic() + 5
+    while bridge.pool.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bridge.pool.running == 0
+    bridge.pool.shutdown()
+
+
+def test_successive_thread_sensitive_calls_of_one_request_share_its_thread() -> None:
+    bridge = Bridge(validator(ok_app), max_threads=3)
+
+    @bridge.route("/three")
+    async def view(request: Request) -> list[int]:
+        idents = []
+        for _ in range(3):
+            idents.append(await sync_to_async(threading.get_ident)())
+            await asyncio.sleep(0.001)  # let the other requests' calls interleave
+        return idents
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(30)]
+        await asyncio.gather(*(c.run(bridge, http_scope("/three"), timeout=30) for c in clients))
+        return clients
+
+    clients = asyncio.run(main())
+    assert [c.status for c in clients] == [200] * 30
+    replies = [json.loads(c.body) for c in clients]
+    assert all(len(set(idents)) == 1 for idents in replies), replies
+    assert len({idents[0] for idents in replies}) <= 3
+    bridge.pool.shutdown()
+
+
+def test_a_request_cancelled_while_queued_for_a_thread_never_runs() -> None:
+    release = threading.Event()
+    inside = threading.Event()
+    charges = 0
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        nonlocal charges
+        if environ["PATH_INFO"] == "/charge-card":
+            charges += 1
+        elif environ["PATH_INFO"] == "/slow":
+            inside.set()
+            release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    bridge = Bridge(validator(app), max_threads=1)
+
+    async def main() -> list[int]:
+        slow = Client()
+        first = asyncio.ensure_future(slow.run(bridge, http_scope("/slow")))
+        await until(inside.is_set, "the first request is inside")
+        charge = asyncio.ensure_future(
+            Client().run(bridge, http_scope("/charge-card", method="POST"))
+        )
+        await until(lambda: bridge.pool.waiting >= 1, "a call waits for the thread")
+        charge.cancel()
+        await asyncio.gather(charge, return_exceptions=True)
+        release.set()
+        await first
+        # A request queued behind the cancelled one: once it is answered, the worker
+        # has taken (and skipped) the cancelled call.
+        after = Client()
+        await after.run(bridge, http_scope("/"))
+        return [slow.status, after.status]
+
+    assert asyncio.run(main()) == [200, 200]
+    assert charges == 0
+    bridge.pool.shutdown()
+
+
+def test_a_thread_sensitive_call_cancelled_while_queued_never_runs() -> None:
+    release = threading.Event()
+    inside = threading.Event()
+    charges = 0
+
+    def hold() -> None:
+        inside.set()
+        release.wait(10)
+
+    def charge() -> None:
+        nonlocal charges
+        charges += 1
+
+    bridge = Bridge(validator(ok_app), max_threads=1)
+
+    @bridge.route("/hold")
+    async def hold_view(request: Request) -> str:
+        await sync_to_async(hold)()
+        return "held"
+
+    @bridge.route("/charge-card", methods=["POST"])
+    async def charge_view(request: Request) -> str:
+        await sync_to_async(charge)()
+        return "charged"
+
+    async def main() -> int:
+        holder = Client()
+        first = asyncio.ensure_future(holder.run(bridge, http_scope("/hold")))
+        await until(inside.is_set, "the first request is inside")
+        charging = asyncio.ensure_future(
+            Client().run(bridge, http_scope("/charge-card", method="POST"))
+        )
+        await until(lambda: bridge.pool.waiting >= 1, "a call waits for the thread")
+        charging.cancel()
+        await asyncio.gather(charging, return_exceptions=True)
+        release.set()
+        await first
+        after = Client()
+        await after.run(bridge, http_scope("/hold"))
+        return after.status
+
+    assert asyncio.run(main()) == 200
+    assert charges == 0
+    bridge.pool.shutdown()
+
+
+def cancelled_coroutine_test(*, start_after_cancel: bool) -> float:
+    """A legacy app awaits a 3 s coroutine through async_to_sync; the request is
+    cancelled; returns how long the coroutine ran on after the cancellation."""
+    inside = threading.Event()
+    proceed = threading.Event()
+    observed: dict[str, float] = {}
+
+    async def lookup() -> str:
+        try:
+            await asyncio.sleep(3)
+        except asyncio.CancelledError:
+            observed["at"] = time.monotonic()
+            raise
+        observed["at"] = time.monotonic()
+        return "done"
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        inside.set()
+        if start_after_cancel:
+            proceed.wait(10)
+        text = async_to_sync(lookup)()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [text.encode()]
+
+    bridge = Bridge(validator(app), max_threads=1)
+
+    async def main() -> float:
+        task = asyncio.ensure_future(Client().run(bridge, http_scope()))
+        await until(inside.is_set, "the first request is inside")
+        if not start_after_cancel:
+            await asyncio.sleep(0.1)  # the coroutine is running on this loop
+        task.cancel()
+        cancelled = time.monotonic()
+        proceed.set()
+        await asyncio.gather(task, return_exceptions=True)
+        deadline = cancelled + 5
+        while "at" not in observed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return observed.get("at", math.inf) - cancelled
+
+    late = asyncio.run(main())
+    bridge.pool.shutdown()
+    return late
+
+
+def test_cancellation_reaches_a_coroutine_the_request_started_with_async_to_sync() -> None:
+    late = cancelled_coroutine_test(start_after_cancel=False)
+    assert late < 1.0, f"the coroutine ran on for {late:.2f} s"
+
+
+def test_a_coroutine_started_after_its_request_was_cancelled_is_cancelled_at_once() -> None:
+    late = cancelled_coroutine_test(start_after_cancel=True)
+    assert late < 1.0, f"the coroutine ran on for {late:.2f} s"
+
+
+def test_sync_to_async_inside_async_to_sync_comes_back_to_the_requests_thread() -> None:
+    seen: dict[str, int] = {}
+
+    async def lookup() -> int:
+        return await sync_to_async(threading.get_ident)()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen["app"] = threading.get_ident()
+        seen["inner"] = async_to_sync(lookup)()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    bridge = Bridge(validator(app), max_threads=2)
+    asyncio.run(Client().run(bridge, http_scope()))
+    assert seen["inner"] == seen["app"]
+    bridge.pool.shutdown()
+
+
+def test_an_async_views_nested_calls_stay_on_its_borrowed_thread() -> None:
+    bridge = Bridge(validator(ok_app), max_threads=2)
+
+    async def inner() -> int:
+        return await sync_to_async(threading.get_ident)()
+
+    def outer() -> list[int]:
+        return [threading.get_ident(), async_to_sync(inner)()]
+
+    @bridge.route("/nested")
+    async def view(request: Request) -> list[int]:
+        return [*await sync_to_async(outer)(), await sync_to_async(threading.get_ident)()]
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(6)]
+        await asyncio.gather(*(c.run(bridge, http_scope("/nested")) for c in clients))
+        return clients
+
+    clients = asyncio.run(main())
+    assert [c.status for c in clients] == [200] * 6
+    replies = [json.loads(c.body) for c in clients]
+    assert all(len(set(idents)) == 1 for idents in replies), replies
+    assert {r[0] for r in replies} <= {t.ident for t in bridge.pool.threads}
+    bridge.pool.shutdown()
+
+
+def test_a_thread_sensitive_call_after_its_request_ended_gets_no_thread_of_its_own() -> None:
+    bridge = Bridge(validator(ok_app), max_threads=2)
+    tasks: list[asyncio.Task[None]] = []
+    outcomes: list[object] = []
+
+    @bridge.route("/leaves-a-task")
+    async def view(request: Request) -> str:
+        async def later() -> None:
+            await asyncio.sleep(0.05)  # the view has returned by now
+            try:
+                outcomes.append(await sync_to_async(threading.get_ident)())
+            except RuntimeError as exc:
+                outcomes.append(exc)
+
+        tasks.append(asyncio.ensure_future(later()))
+        return "ok"
+
+    async def main() -> set[threading.Thread]:
+        before = set(threading.enumerate())
+        client = Client()
+        await client.run(bridge, http_scope("/leaves-a-task"))
+        assert client.status == 200
+        await asyncio.gather(*tasks)
+        return set(threading.enumerate()) - before - set(bridge.pool.threads)
+
+    extra = asyncio.run(main())
+    assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError), outcomes
+    assert not extra, f"threads outside the pool: {extra}"
+    bridge.pool.shutdown()
