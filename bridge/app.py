@@ -15,6 +15,7 @@ from .broadcast.hub import Broadcast
 from .lifespan import MountedLifespan, unsupported_event_loop
 from .metrics.registry import Metrics
 from .mounts import within_limits
+from .observe import Seam, routed
 from .options import check_options
 from .pages.access import AccessPolicy
 from .pages.dashboard import Endpoints
@@ -188,6 +189,7 @@ class Bridge:
         )
         if meter is not None:
             meter.attach("shadow", self.shadows)
+        self._seam = Seam.legacy(wsgi_app, meter)  # the legacy app, seen by tracing tools
         access = AccessPolicy(
             dashboard_token=dashboard_token,
             metrics_token=metrics_token,
@@ -255,7 +257,7 @@ class Bridge:
             config.check_methods(rule, methods)
         route = self.router.add_route(rule, view, methods, middleware, config)
         if middleware is not None:
-            route.wsgi = middleware(as_wsgi(view, self.request_class))
+            route.wsgi = Seam(middleware(as_wsgi(view, self.request_class)), None)
         if config is not None:
             self.shadows.add(route)
         return route
@@ -286,6 +288,7 @@ class Bridge:
                 path = route_path(scope)
                 found = router.match_http(path, scope["method"])
                 if found is not None:
+                    routed(scope, found[0])  # the rule, for tracing middleware around bridge
                     if found[0].shadow is not None:  # the legacy app answers, the view shadows
                         await self.shadows.serve(
                             *found, scope, receive, send, self._legacy, self._serve_route
@@ -304,7 +307,7 @@ class Bridge:
                         await meter.mount(limited, child, receive, send)
                     return
             cycle = RequestCycle(scope, receive, send, self.limits)
-            legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
+            legacy = serve_wsgi(cycle, self._seam, self.pool, self.admission)
             await (legacy if meter is None else meter.legacy(scope, legacy))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -316,7 +319,7 @@ class Bridge:
     async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve and count one request with the legacy app (a shadow route's answer)."""
         cycle = RequestCycle(scope, receive, send, self.limits)
-        legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
+        legacy = serve_wsgi(cycle, self._seam, self.pool, self.admission)
         meter = self.metrics
         await (legacy if meter is None else meter.legacy(scope, legacy))
 

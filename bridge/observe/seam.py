@@ -1,0 +1,65 @@
+"""``Seam``: the legacy WSGI app as bridge calls it, with the trace carried across.
+
+In the worker thread, in the request's own copy of the context: before the call, the
+active trace goes into the environ (``tracers.carry``), so a framework integration
+continues it instead of starting a trace of its own; after it, the rule the framework
+matched names the server span and goes into the ASGI scope (``route.py``). With no
+tracing library loaded it only calls the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .._types import Environ, WSGIApp
+from ..metrics.registry import Metrics, first_segment
+from ..wsgi.environ import route_path
+from .route import learned, scope_route
+from .tracers import carry, name_span, server_span, watched
+
+
+class Seam:
+    """Call ``app`` for bridge; ``group`` names a request whose framework names no rule
+    (bridge's path group, ``Metrics.legacy_group``); None leaves such a request unnamed."""
+
+    __slots__ = ("app", "group")
+
+    def __init__(self, app: WSGIApp, group: Callable[[str], str] | None) -> None:
+        self.app = app
+        self.group = group
+
+    @classmethod
+    def legacy(cls, app: WSGIApp, metrics: Metrics | None) -> Seam:
+        """The seam for the legacy app: unnamed requests take their metrics group."""
+        return cls(app, first_segment if metrics is None else metrics.legacy_group)
+
+    def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
+        if not watched():
+            return self.app(environ, start_response)
+        span = server_span()  # taken before the framework starts spans of its own
+        carry(environ)
+        found: list[str] = []
+
+        def starting(*args: Any) -> Any:
+            # Flask forgets its request (environ["werkzeug.request"]) before its call
+            # returns, but still has it while it starts the response.
+            rule = learned(environ)
+            if rule is not None:
+                found.append(rule)
+            return start_response(*args)
+
+        result = self.app(environ, starting)
+        rule = learned(environ) or (found[-1] if found else None)
+        is_rule = rule is not None
+        scope = environ["asgi.scope"]
+        if rule is None and self.group is not None:
+            rule = self.group(route_path(scope))
+        if rule is not None:
+            # Read by the middleware around bridge once the response is done, after
+            # this call has returned to the loop.
+            scope["route"] = scope_route(rule, is_rule)
+            if span is not None:
+                method = environ["REQUEST_METHOD"]
+                name_span(span, method, scope.get("root_path", "") + rule, is_rule)
+        return result
