@@ -11,6 +11,7 @@ through ``async_to_sync`` while its thread waits.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
 import logging
@@ -118,13 +119,18 @@ async def serve_view(
             return cycle.close()
         request = request_class(environ)
         request.path_params = values
+        context: contextvars.Context | None = None
         with request:  # closes the uploaded files spooled to disk
             try:
                 if route.is_async:
                     async with pool.request_context():
                         result = await route.view(request, **values)
                 else:
-                    result = await pool.run(_call_sync_view, route.view, request, values)
+                    # The view runs, and its response iterates, in one context of its own.
+                    context = contextvars.copy_context()
+                    result = await pool.run(
+                        context.run, _call_sync_view, route.view, request, values
+                    )
                     cycle.release()
                 response = make_response(result, route.view)
             except HTTPException as exc:
@@ -133,7 +139,7 @@ async def serve_view(
                 logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
                 await cycle.answer(500)
                 return cycle.close()
-            return await send_response(cycle, response, environ, pool, admission)
+            return await send_response(cycle, response, environ, pool, admission, context)
     finally:
         cycle.release()
 
@@ -144,8 +150,10 @@ async def send_response(
     environ: Environ,
     pool: ThreadPool,
     admission: Admission,
+    context: contextvars.Context | None = None,
 ) -> Outcome:
-    """Send a view's response: on the loop when its body is in memory or async."""
+    """Send a view's response: on the loop when its body is in memory or async; a
+    synchronous iterator in a thread, in ``context`` (the sync view's) if given."""
     body = response.response
     if not (response.is_sequence or hasattr(body, "__aiter__")):
         # A synchronous iterator may block: iterate it in a thread, as WSGI, with a
@@ -153,7 +161,7 @@ async def send_response(
         if not cycle.admit(admission):
             await cycle.answer(503)
             return cycle.close()
-        return await run_wsgi(cycle, pool, response, environ)
+        return await run_wsgi(cycle, pool, response, environ, context)
     try:
         headers, length = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
     except Exception:

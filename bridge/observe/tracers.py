@@ -21,10 +21,11 @@ _HEADERS = {
 }
 
 
-def watched() -> bool:
-    """True when OpenTelemetry's API or Sentry's SDK is loaded in this process."""
-    modules = sys.modules
-    return "opentelemetry.trace" in modules or "sentry_sdk" in modules
+def sentry_active() -> bool:
+    """True when Sentry's SDK is loaded and a transaction or span is active (its ASGI
+    middleware's, around bridge)."""
+    sentry = sys.modules.get("sentry_sdk")
+    return sentry is not None and sentry.get_current_span() is not None
 
 
 def server_span() -> Any:
@@ -48,7 +49,7 @@ def name_span(span: Any, method: str, route: str, is_rule: bool) -> None:
         span.set_attribute("http.route", route)
 
 
-def carry(environ: Environ) -> None:
+def carry(environ: Environ, sentry_on: bool) -> None:
     """Write the active trace into ``environ`` as the headers a framework integration
     continues from, and let Sentry's WSGI middleware join the outer transaction.
 
@@ -64,7 +65,7 @@ def carry(environ: Environ) -> None:
     ):
         propagate.inject(carrier)
     sentry = sys.modules.get("sentry_sdk")
-    if sentry is not None and sentry.get_current_span() is not None:
+    if sentry_on and sentry is not None:
         traceparent = sentry.get_traceparent()
         if traceparent:
             environ["HTTP_SENTRY_TRACE"] = traceparent

@@ -7,6 +7,7 @@ errors) is in this folder's ``__init__.py``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,12 +59,23 @@ def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> 
 
 
 async def run_wsgi(
-    cycle: RequestCycle, pool: ThreadPool, app: WSGIApp, environ: Environ
+    cycle: RequestCycle,
+    pool: ThreadPool,
+    app: WSGIApp,
+    environ: Environ,
+    context: contextvars.Context | None = None,
 ) -> Outcome:
-    """Run ``app`` in a thread for an environ whose body has started; send its response."""
+    """Run ``app`` in a thread for an environ whose body has started; send its response.
+
+    ``context``: the context to run it in (a sync view's own, so its response iterates
+    where the view ran); by default a copy of the caller's.
+    """
     extensions = cycle.scope.get("extensions") or {}
     try:
-        await pool.run(call_app, app, environ, cycle, extensions)
+        if context is None:
+            await pool.run(call_app, app, environ, cycle, extensions)
+        else:
+            await pool.run(context.run, call_app, app, environ, cycle, extensions)
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
         cycle.cancelled()
