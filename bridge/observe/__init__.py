@@ -6,6 +6,7 @@
 - ``tracers.py``: the active OpenTelemetry span and Sentry transaction, reached only
   when their libraries are already imported: the server span renamed by route, the
   trace carried into the environ.
+- ``hygiene.py``: context hygiene, what bridge guarantees and what its servers set.
 - ``seam.py``: ``Seam``, the legacy app as bridge calls it in the thread: the trace
   carried in before the call, the route learned after it.
 
