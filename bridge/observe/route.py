@@ -35,12 +35,11 @@ class ScopeRoute:
 
     path: str  # Sentry's transaction_style="url"
     path_format: str  # OpenTelemetry's http.target (FastAPI's name for the same)
-    is_rule: bool = True  # False: bridge's path group, for a legacy app that named none
 
 
 @lru_cache(maxsize=512)  # rules are few; a legacy app that sets ROUTE_KEY freely is bounded
-def scope_route(rule: str, is_rule: bool = True) -> ScopeRoute:
-    return ScopeRoute(rule, rule, is_rule)
+def scope_route(rule: str) -> ScopeRoute:
+    return ScopeRoute(rule, rule)
 
 
 def routed(scope: Scope, route: Route) -> None:

@@ -21,8 +21,9 @@ from .tracers import carry, name_span, sentry_active, server_span
 
 
 class Seam:
-    """Call ``app`` for bridge; ``group`` names a request whose framework names no rule
-    (bridge's path group, ``Metrics.legacy_group``); None leaves such a request unnamed."""
+    """Call ``app`` for bridge; ``group`` names the server span of a request whose
+    framework names no rule (bridge's path group, ``Metrics.legacy_group``); None leaves
+    such a request's span as the tracer named it."""
 
     __slots__ = ("app", "group")
 
@@ -53,15 +54,16 @@ class Seam:
 
         result = self.app(environ, starting)
         rule = learned(environ) or (found[-1] if found else None)
-        is_rule = rule is not None
         scope = environ["asgi.scope"]
-        if rule is None and self.group is not None:
-            rule = self.group(route_path(scope))
+        root = scope.get("root_path", "")
         if rule is not None:
             # Read by the middleware around bridge once the response is done, after
             # this call has returned to the loop.
-            scope["route"] = scope_route(rule, is_rule)
+            scope["route"] = scope_route(rule)
             if span is not None:
-                method = environ["REQUEST_METHOD"]
-                name_span(span, method, scope.get("root_path", "") + rule, is_rule)
+                name_span(span, environ["REQUEST_METHOD"], root + rule, True)
+        elif span is not None and self.group is not None:
+            # A group names the span only: in the scope it would become a metric label
+            # (OpenTelemetry's http.target) that any client could multiply with paths.
+            name_span(span, environ["REQUEST_METHOD"], root + self.group(route_path(scope)), False)
         return result

@@ -13,7 +13,7 @@ from .._types import Environ
 
 # What a framework integration reads to continue a trace: OpenTelemetry's WSGI
 # middleware (Flask, Django) reads the W3C headers through its propagators; Sentry's
-# WSGI middleware reads sentry-trace and baggage (and traceparent in recent versions).
+# WSGI middleware reads sentry-trace and baggage.
 _HEADERS = {
     "traceparent": "HTTP_TRACEPARENT",
     "tracestate": "HTTP_TRACESTATE",

@@ -145,6 +145,9 @@ def test_a_legacy_path_flask_does_not_route_is_named_by_its_group(traced: Traced
     assert server.name == "GET /nowhere"
     assert server.attributes is not None
     assert "http.route" not in server.attributes
+    # Nor does the group become a metric label: a client could make new ones at will.
+    [(_, point)] = traced.points("http.server.duration")
+    assert "http.target" not in point.attributes
 
 
 def test_the_duration_metric_is_labelled_by_the_route(traced: Traced) -> None:

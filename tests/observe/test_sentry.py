@@ -14,6 +14,7 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
 from sentry_sdk.integrations.flask import FlaskIntegration
+from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
 from sentry_sdk.transport import Transport
 
 from .apps import bridged, legacy_flask
@@ -167,3 +168,19 @@ def test_the_trace_is_carried_into_the_legacy_environ(sentry: Observed) -> None:
     [transaction] = sentry.transactions()
     assert seen["sentry_trace"].startswith(trace_id(transaction) + "-")
     assert f"sentry-trace_id={trace_id(transaction)}" in seen["baggage"]
+
+
+def test_a_route_inside_a_sentry_instrumented_legacy_middleware(sentry: Observed) -> None:
+    bridge = bridged(legacy_flask())
+
+    @bridge.route("/wrapped/<int:n>", middleware=SentryWsgiMiddleware)
+    def wrapped(request: Any, n: int) -> str:
+        raise RuntimeError("the wrapped view failed")
+
+    sentry.app = SentryAsgiMiddleware(bridge, transaction_style="url")
+    assert sentry.get("/wrapped/3").status_code == 500
+    [transaction] = sentry.transactions()
+    [error] = sentry.errors()
+    assert transaction["transaction"] == "/wrapped/<int:n>"
+    assert trace_id(error) == trace_id(transaction)
+    assert error["request"]["url"] == "http://testserver/wrapped/3"
