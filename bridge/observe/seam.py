@@ -10,6 +10,7 @@ loaded, that decision costs two dictionary lookups.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,6 +38,9 @@ class Seam:
         return cls(app, first_segment if metrics is None else metrics.legacy_group)
 
     def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
+        modules = sys.modules
+        if "opentelemetry.trace" not in modules and "sentry_sdk" not in modules:
+            return self.app(environ, start_response)  # the usual case, kept to two lookups
         span = server_span()  # taken before the framework starts spans of its own
         sentry_on = sentry_active()
         if span is None and not sentry_on:
