@@ -18,7 +18,7 @@ from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
 from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from ..threads.admission import Admission
 from .body import RequestBody
-from .environ import TooManyHeaders, build_environ
+from .environ import RequestPath, TooManyHeaders, build_environ
 from .filewrapper import FileWrapper
 from .framing import CLOSE, DEFAULT_HOLD_TIME, Framing, State, plain_response
 from .sender import Sender
@@ -79,7 +79,7 @@ def content_length_of(environ: Environ) -> int | None:
 
 
 class RequestCycle:
-    """One HTTP request: its scope, ``receive``, limits, admission, body and outcome.
+    """One HTTP request: its scope, ``receive``, path, limits, admission, body and outcome.
 
     The response goes through ``sender`` (a ``Sender``), which the application's
     thread feeds; everything else here runs on the event loop.
@@ -91,11 +91,13 @@ class RequestCycle:
         receive: Receive,
         send: Send,
         limits: Limits,
+        path: RequestPath | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.limits = limits
+        self.path = path  # the dispatch's ``locate(scope)``, when it has one
         self.loop = asyncio.get_running_loop()
         self.outcome = Outcome()
         self.body: RequestBody | None = None
@@ -150,6 +152,7 @@ class RequestCycle:
                 None,
                 max_header_count=self.limits.max_header_count,
                 file_wrapper=FileWrapper,
+                path=self.path,
             )
         except TooManyHeaders as exc:
             logger.info("Refused a request: %s", exc)
