@@ -53,6 +53,14 @@ def bridged(flask_app: Flask) -> Bridge:
     def sync_boom(request: Request, n: int) -> Response:
         raise RuntimeError("the sync view failed")
 
+    @bridge.route("/sync-body-boom/<int:n>")
+    def sync_body_boom(request: Request, n: int) -> Response:
+        def body() -> Iterator[bytes]:
+            yield b"first "
+            raise RuntimeError("the sync body failed")
+
+        return Response(body())
+
     @bridge.route("/async-body-boom/<int:n>")
     async def async_body_boom(request: Request, n: int) -> Response:
         async def body() -> AsyncIterator[bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -189,3 +190,22 @@ def test_a_span_inside_the_legacy_view_joins_the_trace(traced: Traced) -> None:
     assert len(traces) == 1
     [work] = [s for s in traced.spans.get_finished_spans() if s.name == "inner work"]
     assert work.parent is not None
+
+
+def test_a_span_inside_async_to_sync_in_the_legacy_view_joins_the_trace(traced: Traced) -> None:
+    tracer = traced.tracer_provider.get_tracer("test")
+
+    async def fetch() -> str:
+        with tracer.start_as_current_span("async work"):
+            return "done"
+
+    @traced.bridge.route("/bridged-async")
+    def view(request: Any) -> str:
+        return async_to_sync(fetch)()  # on the server's loop, from the view's thread
+
+    assert traced.get("/bridged-async").text == "done"
+    assert len(traced.traces()) == 1
+    [work] = [s for s in traced.spans.get_finished_spans() if s.name == "async work"]
+    [server] = traced.server_spans()
+    assert work.parent is not None and server.context is not None
+    assert work.context is not None and work.context.trace_id == server.context.trace_id

@@ -108,6 +108,7 @@ def test_one_transaction_named_by_the_route(sentry: Observed, path: str, name: s
         ("/stream/1", "/stream/<int:n>", "the legacy body failed"),
         ("/async-boom/1", "/async-boom/<int:n>", "the async view failed"),
         ("/sync-boom/1", "/sync-boom/<int:n>", "the sync view failed"),
+        ("/sync-body-boom/1", "/sync-body-boom/<int:n>", "the sync body failed"),
         ("/async-body-boom/1", "/async-body-boom/<int:n>", "the async body failed"),
     ],
 )
