@@ -48,6 +48,9 @@ class Observed:
             transport=self.transport,
             traces_sample_rate=1.0,
             integrations=[FlaskIntegration(transaction_style=style)],
+            # Patches installed once stay for the whole test session: only Flask's here
+            # (and the defaults: logging, deduplication, threads), not httpx's or redis's.
+            auto_enabling_integrations=False,
         )
         self.app = SentryAsgiMiddleware(bridged(legacy_flask()), transaction_style=style)
 
@@ -62,9 +65,10 @@ class Observed:
         return response
 
     def close(self) -> None:
-        """Leave no active client behind for the tests that follow."""
+        """Leave an inactive client with no integrations to the tests that follow: the
+        patched Flask and logging then pass straight through."""
         sentry_sdk.get_client().close()
-        sentry_sdk.init()
+        sentry_sdk.init(default_integrations=False, auto_enabling_integrations=False)
 
     def transactions(self) -> list[dict[str, Any]]:
         return self.transport.events("transaction")
