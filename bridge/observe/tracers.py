@@ -84,9 +84,10 @@ def _join_sentry_transaction() -> None:
     nesting guard does: it then starts no second transaction, and the framework
     integration names and reports into the ASGI middleware's transaction.
 
-    ``_wsgi_middleware_applied`` is that guard, a context variable sentry-sdk has kept
-    since 1.0; set in the thread's copy of the context, it ends with the call. Were it
-    gone, the headers above still put the framework's transaction in the same trace.
+    ``_wsgi_middleware_applied`` is that guard, a private context variable of
+    ``sentry_sdk.integrations.wsgi`` (tests/observe pin its effect); set in the thread's
+    copy of the context, it ends with the call. Were it renamed, the headers above would
+    still put the framework's transaction in the same trace.
     """
     wsgi = sys.modules.get("sentry_sdk.integrations.wsgi")
     applied = getattr(wsgi, "_wsgi_middleware_applied", None)
