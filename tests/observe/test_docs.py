@@ -90,6 +90,18 @@ def test_the_opentelemetry_setup(tmp_path: Path) -> None:
     assert len({s["context"]["trace_id"] for s in spans}) == 2
 
 
+def test_the_django_opentelemetry_setup(tmp_path: Path) -> None:
+    code, console, shows = setup("django_otel_app.py")
+    (tmp_path / "django_otel_app.py").write_text(code)
+    log = tmp_path / "server.log"
+    for command, expected, actual in run_console(console, tmp_path, {}, log):
+        assert actual == expected, command
+    output = log.read_text()
+    assert shows is not None
+    for line in shows.strip().splitlines():
+        assert line.strip() in output, line
+
+
 class Collector(BaseHTTPRequestHandler):
     """Sentry's ingest endpoint on loopback: keeps the items of every envelope."""
 
