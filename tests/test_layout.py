@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"__main__", "cli", "gunicorn", "serve"},
     {"__init__"},
     {"app"},
-    {"pages", "mounts", "views", "options", "canary"},
+    {"pages", "mounts", "views", "options", "canary", "observe"},
     {"routing"},
     {"shadow"},
     {"metrics"},

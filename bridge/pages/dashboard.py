@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 
 from .._types import Receive, Scope, Send
 from ..metrics.registry import Metrics
-from ..wsgi.environ import route_path
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -73,9 +72,10 @@ class Endpoints:
             endpoints.paths[endpoints.data_path] = endpoints.data
         return endpoints
 
-    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer ``scope`` if it asks for one of bridge's own paths; True if it did."""
-        handler = self.paths.get(route_path(scope))
+    async def answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``scope`` if ``path`` (its ``RequestPath.route``) is one of bridge's own
+        pages; True if it did."""
+        handler = self.paths.get(path)
         if handler is None:
             return False
         if scope["method"] not in ("GET", "HEAD"):

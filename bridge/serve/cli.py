@@ -23,6 +23,7 @@ from .._types import ASGIApp
 from ..app import Bridge
 from ..broadcast.hub import BROADCAST_VARIABLE, Broadcast
 from ..metrics.whole_server import DIRECTORY_VARIABLE as METRICS_VARIABLE
+from ..observe.hygiene import FreshContext
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
 from . import importer
@@ -68,6 +69,8 @@ class Recipe:
     limit_request_field_size: int | None = None
     # The live events' Broadcast URL, set as $BRIDGE_BROADCAST_URL before the app loads.
     broadcast: str | None = None
+    # Each request from an empty context, for a server that cannot (bridge.observe.hygiene).
+    fresh_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ def build(recipe: Recipe, obj: object = None) -> Built:
             fields=0 if loaded.kind == "wsgi" else recipe.limit_request_fields or 0,
             field_size=recipe.limit_request_field_size or 0,
         )
+    if recipe.fresh_context:
+        app = FreshContext(app)
     return Built(loaded, app, recipe.mounts)
 
 
@@ -288,6 +293,7 @@ def run(
         limit_request_fields=limit_request_fields,
         limit_request_field_size=limit_request_field_size,
         broadcast=broadcast or None,
+        fresh_context=server == "daphne",
     )
     # Several workers count into one directory, so /_bridge/metrics and the dashboard
     # show the whole server whichever worker answers (bridge/metrics/whole_server.py).

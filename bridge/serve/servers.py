@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..observe.hygiene import RESET_CONTEXTVARS
+
 # Option names a server may lack; ``check_supported`` refuses one that was asked for.
 OPTIONAL = (
     "uds",
@@ -213,6 +215,8 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
                 "--max-requests-jitter needs uvicorn 0.36 or later: pip install -U uvicorn."
             )
         kwargs["limit_max_requests_jitter"] = o.max_requests_jitter
+    if "reset_contextvars" in parameters:  # bridge.observe.hygiene says why
+        kwargs["reset_contextvars"] = RESET_CONTEXTVARS
     if o.timeout is not None and "timeout_worker_healthcheck" in parameters:
         kwargs["timeout_worker_healthcheck"] = max(1, int(o.timeout))
     config = uvicorn.Config(factory, **kwargs)

@@ -35,6 +35,7 @@ from uvicorn.server import Server as UvicornServer
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..observe.hygiene import RESET_CONTEXTVARS
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
 from .importer import wrap_app
@@ -65,6 +66,9 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         config.access_log = False
         logging.getLogger("uvicorn.access").handlers = []
         config.timeout_graceful_shutdown = max(1, int(cfg.graceful_timeout))
+        # Each request from an empty context (bridge.observe.hygiene says why).
+        if hasattr(config, "reset_contextvars"):
+            config.reset_contextvars = RESET_CONTEXTVARS
         # gunicorn's worker_connections: the most clients an async worker serves at once.
         config.limit_concurrency = cfg.worker_connections
         ws_max_size = getattr(cfg, "websocket_max_message_size", None)  # gunicorn 24+

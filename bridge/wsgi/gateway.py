@@ -7,6 +7,7 @@ errors) is in this folder's ``__init__.py``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,7 +31,7 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
     """
     error: BaseException | None = None
     try:
-        iterable: Iterable[bytes] = app(environ, cycle.start_response)
+        iterable: Iterable[bytes] = app(environ, cycle.sender.start_response)
         try:
             iterate(cycle, iterable, extensions)
         finally:
@@ -44,26 +45,40 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
 
 def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> None:
     """Drive the application's iterable in the thread, stopping when no more is wanted."""
-    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
-        found = iterable.pathsend_target(cycle.framing.status, cycle.framing.content_length)
-        if found is not None and cycle.send_path(*found):
-            return
+    sender = cycle.sender
+    if (
+        type(iterable) is FileWrapper
+        and "http.response.pathsend" in extensions
+        and sender.send_path(iterable)
+    ):
+        return
     # A list or tuple is already whole in memory: holding it costs nothing and
     # turns the response into a single handoff however many items it has.
     whole = type(iterable) in (list, tuple)
-    push = cycle.push
+    push = sender.push
     for chunk in iterable:
         if push(chunk, whole):
             return
 
 
 async def run_wsgi(
-    cycle: RequestCycle, pool: ThreadPool, app: WSGIApp, environ: Environ
+    cycle: RequestCycle,
+    pool: ThreadPool,
+    app: WSGIApp,
+    environ: Environ,
+    context: contextvars.Context | None = None,
 ) -> Outcome:
-    """Run ``app`` in a thread for an environ whose body has started; send its response."""
+    """Run ``app`` in a thread for an environ whose body has started; send its response.
+
+    ``context``: the context to run it in (a sync view's own, so its response iterates
+    where the view ran); by default a copy of the caller's.
+    """
     extensions = cycle.scope.get("extensions") or {}
     try:
-        await pool.run(call_app, app, environ, cycle, extensions)
+        if context is None:
+            await pool.run(call_app, app, environ, cycle, extensions)
+        else:
+            await pool.run(context.run, call_app, app, environ, cycle, extensions)
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
         cycle.cancelled()
