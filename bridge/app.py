@@ -12,6 +12,9 @@ from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .broadcast.hub import Broadcast
+from .canary.config import Canary
+from .canary.control import CanaryControl
+from .canary.runner import Canaries
 from .lifespan import MountedLifespan, unsupported_event_loop
 from .metrics.registry import Metrics
 from .mounts import within_limits
@@ -188,6 +191,10 @@ class Bridge:
         )
         if meter is not None:
             meter.attach("shadow", self.shadows)
+        shared = None if meter is None or meter.shared is None else meter.shared.directory
+        self.canaries = Canaries(request_buffer_size, directory=shared)
+        if meter is not None:
+            meter.attach("canary", self.canaries)
         access = AccessPolicy(
             dashboard_token=dashboard_token,
             metrics_token=metrics_token,
@@ -224,6 +231,7 @@ class Bridge:
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
         shadow: bool | float | Shadow = False,
+        canary: float | Canary | None = None,
     ) -> Callable[[View], View]:
         """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
 
@@ -233,10 +241,15 @@ class Bridge:
         With ``shadow`` (True, a sampling rate, or a ``bridge.shadow.Shadow``), the
         legacy app still answers, and the view runs on the same requests afterwards,
         its response compared with the legacy one and discarded (docs/migration.md).
+        With ``canary`` (a share such as 0.05, or a ``bridge.Canary``), the view answers
+        that share of the requests and the legacy app the rest; ``app.canary(rule)``
+        changes the share while the app runs.
         """
 
         def register(view: View) -> View:
-            self.add_route(rule, view, methods=methods, middleware=middleware, shadow=shadow)
+            self.add_route(
+                rule, view, methods=methods, middleware=middleware, shadow=shadow, canary=canary
+            )
             return view
 
         return register
@@ -249,16 +262,31 @@ class Bridge:
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
         shadow: bool | float | Shadow = False,
+        canary: float | Canary | None = None,
     ) -> Route:
         config = Shadow.of(shadow)
         if config is not None:
             config.check_methods(rule, methods)
+        split = Canary.of(canary)
+        if split is not None and config is not None:
+            raise ValueError(
+                f'The route "{rule}" has both shadow= and canary=: shadow it first, then '
+                "register it with canary= alone once the comparison says it is ready."
+            )
         route = self.router.add_route(rule, view, methods, middleware, config)
+        if split is not None:
+            self.canaries.add(route, split)
+            route.canary = True
         if middleware is not None:
             route.wsgi = middleware(as_wsgi(view, self.request_class))
         if config is not None:
             self.shadows.add(route)
         return route
+
+    def canary(self, rule: str) -> CanaryControl:
+        """The live control of the canary route ``rule``: its ``share`` and ``state``, and
+        ``set(share)``, ``rollback()`` and ``promote()`` (every worker, with ``redis://``)."""
+        return self.canaries.control(rule)
 
     def websocket(self, rule: str) -> Callable[[View], View]:
         """Serve websocket connections to ``rule`` with the decorated ``async def view(ws)``."""
@@ -291,6 +319,11 @@ class Bridge:
                             *found, scope, receive, send, self._legacy, self._serve_route
                         )
                         return
+                    if found[0].canary:  # a share to the view, the rest to the legacy app
+                        await self.canaries.serve(
+                            *found, scope, receive, send, self._legacy, self._measured_route
+                        )
+                        return
                     serving = self._serve_route(found[0], found[1], scope, receive, send)
                     await (serving if meter is None else meter.route(found[0], serving))
                     return
@@ -319,6 +352,14 @@ class Bridge:
         legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
         meter = self.metrics
         await (legacy if meter is None else meter.legacy(scope, legacy))
+
+    async def _measured_route(
+        self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Serve and count one request with a route's view (a canary's view arm)."""
+        serving = self._serve_route(route, values, scope, receive, send)
+        meter = self.metrics
+        await (serving if meter is None else meter.route(route, serving))
 
     async def _serve_route(
         self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
@@ -411,8 +452,10 @@ class Bridge:
                 if self.metrics is not None:
                     self.metrics.start()  # the loop-lag probe
                 await self.broadcast.start()  # never fails: Redis is retried in the background
+                await self.canaries.start(self.broadcast)  # follows the control channel
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.canaries.stop()
                 await self.broadcast.stop()  # ends the live streams, so the drain is short
                 await self._drain()
                 await self.shadows.stop()

@@ -1,0 +1,354 @@
+"""``Canaries``: the canary routes of one ``Bridge``: which arm answers, the fallback, the channel.
+
+Theory of operation
+-------------------
+
+A request that matches a canary route is given an arm before anything is read: the
+view's when ``bridge.sticky.draw`` puts the route's rule and the request's key (or a
+random number, when there is no key) inside the route's current share, else the
+legacy app's. The legacy arm is the ordinary legacy path; its answers are counted as
+the control group.
+
+The view's arm runs the view through the same code that serves any route, with two
+wrappers, and nothing else in between:
+
+* ``receive`` is teed (``BodyCopy``): the body chunks the view reads are kept, up to
+  ``request_buffer_size`` bytes (the size bridge holds in memory anyway).
+* ``send`` is watched (``Answer``): a ``http.response.start`` with a 5xx status is
+  held back, with everything after it, when the request may fall back (the route's
+  ``fallback``, a GET, HEAD or OPTIONS unless ``unsafe``, the body still whole in the
+  copy, the client still there). An exception in the view becomes bridge's 500 before
+  any byte is sent, so it is held back the same way.
+
+When the view's answer was held back, the legacy app answers the request instead,
+through the ordinary legacy path, from a ``receive`` that gives the kept body first
+and then reads on from the client. Nothing of the view's answer reached the client:
+an ASGI server writes nothing before ``http.response.start``. A 5xx after body bytes
+went out (a streamed response that fails midway) cannot be taken back and is not.
+
+Every answer is counted in its arm (requests, errors, fallbacks, latency to the end
+of the answer); each failure of the view's arm applies the rollback rule
+(``CanaryControl._judge``). A change of share or state is published on the
+``bridge.canary`` channel of the app's broadcast, and every worker subscribed to it
+applies what it reads, its own changes included, in the channel's order, so workers
+that change the same canary at the same moment still end on the same setting. A
+worker that starts later replays the channel's kept events (Redis keeps them), so it
+starts from the current setting, not the one in the code.
+
+What it costs: a request of any other route, nothing (the dispatch looks at
+``route.canary`` only for a matched route). A canary route's request pays one
+``blake2b`` of its key, two wrapper calls per message, and, in the view's arm, a copy
+of a body it has already received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._types import Message, Receive, Scope, Send
+from ..sticky import draw
+from .config import Canary
+from .control import LEGACY, VIEW, CanaryControl
+from .counts import Counts
+
+if TYPE_CHECKING:
+    from ..broadcast.hub import Broadcast
+
+logger = logging.getLogger("bridge")
+
+CHANNEL = "bridge.canary"
+
+Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
+ServeView = Callable[[Any, dict[str, Any], Scope, Receive, Send], Awaitable[object]]
+
+
+class Route(Protocol):
+    """What a canary needs of a route (``bridge.routing.Route`` has it)."""
+
+    @property
+    def rule(self) -> str: ...
+
+
+class BodyCopy:
+    """``receive`` for the view: passes every message on, and keeps up to ``limit`` body bytes."""
+
+    __slots__ = ("_receive", "chunks", "complete", "gone", "limit", "size")
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] | None = []  # None: over the limit, dropped
+        self.complete = False
+        self.gone = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            chunks = self.chunks
+            if chunks is not None:
+                body = message.get("body", b"")
+                self.size += len(body)
+                if self.size > self.limit:
+                    self.chunks = None
+                elif body:
+                    chunks.append(bytes(body))
+            if not message.get("more_body", False):
+                self.complete = True
+        elif message["type"] == "http.disconnect":
+            self.gone = True
+        return message
+
+    @property
+    def whole(self) -> bool:
+        """Every body byte read so far is kept, and the client is still there."""
+        return self.chunks is not None and not self.gone
+
+    def resume(self) -> Receive:
+        """``receive`` for the legacy app: the kept body, then whatever the client sends."""
+        first = True
+
+        async def receive() -> Message:
+            nonlocal first
+            if first:
+                first = False
+                body = b"".join(self.chunks or ())
+                return {"type": "http.request", "body": body, "more_body": not self.complete}
+            return await self._receive()
+
+        return receive
+
+
+class Answer:
+    """``send`` that notes the status, and holds back a 5xx answer when ``hold()`` allows."""
+
+    __slots__ = ("_send", "held", "hold", "status")
+
+    def __init__(self, send: Send, hold: Callable[[], bool]) -> None:
+        self._send = send
+        self.hold = hold
+        self.status = 0
+        self.held = False
+
+    async def send(self, message: Message) -> None:
+        if self.held:
+            return  # the rest of an answer the legacy app replaces
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self.status >= 500 and self.hold():
+                self.held = True
+                return
+        await self._send(message)
+
+
+def _never() -> bool:
+    return False
+
+
+class Canaries:
+    """The canary routes of one ``Bridge``: their controls, counts and control channel.
+
+    ``body_limit`` is the most request body bytes kept for a fallback (the Bridge's
+    ``request_buffer_size``); ``directory`` is the whole-server metrics directory when
+    there is one; ``sample`` draws per-request numbers in [0, 1) (a test may fix it).
+    """
+
+    def __init__(
+        self,
+        body_limit: int,
+        *,
+        directory: str | None = None,
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        self.body_limit = body_limit
+        self.sample = sample
+        self.counts = Counts(directory)
+        self._controls: dict[str, CanaryControl] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broadcast: Broadcast | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._publishing: set[asyncio.Task[Any]] = set()
+
+    # -- registration and control ---------------------------------------------------------
+
+    def add(self, route: Route, config: Canary) -> CanaryControl:
+        if route.rule in self._controls:
+            raise ValueError(
+                f'The route "{route.rule}" already has a canary; app.canary("{route.rule}") '
+                "controls one canary per rule: give the other methods no canary= or another rule."
+            )
+        control = self._controls[route.rule] = CanaryControl(route.rule, config)
+        if self._listener is not None:
+            control.announce = self._announce
+        return control
+
+    def control(self, rule: str) -> CanaryControl:
+        """The control of the canary route ``rule``; ``LookupError`` with a sentence if none."""
+        found = self._controls.get(rule)
+        if found is None:
+            known = ", ".join(f'"{r}"' for r in self._controls) or "none"
+            raise LookupError(
+                f'"{rule}" is not the rule of a canary route (canary routes: {known}); '
+                "register it with app.route(rule, canary=0.05)."
+            )
+        return found
+
+    @property
+    def controls(self) -> list[CanaryControl]:
+        return list(self._controls.values())
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        route: Route,
+        values: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        legacy: Legacy,
+        view: ServeView,
+    ) -> None:
+        """Answer with ``view`` or ``legacy``, as the route's share and the request's key say."""
+        control = self._controls[route.rule]
+        share = control.setting[1]
+        start = time.perf_counter()
+        if not draw(control.rule, control.key, scope, share, self.sample):
+            answer = Answer(send, _never)
+            try:
+                await legacy(scope, receive, answer.send)
+            except Exception:
+                self._record(control, LEGACY, True, start)
+                raise
+            self._record(control, LEGACY, answer.status >= 500, start)
+            return
+        config = control.config
+        may_fall_back = config.falls_back(scope["method"])
+        copy = BodyCopy(receive, self.body_limit) if may_fall_back else None
+        answer = Answer(send, (lambda: copy.whole) if copy is not None else _never)
+        try:
+            await view(route, values, scope, receive if copy is None else copy.receive, answer.send)
+        except Exception:
+            if not (copy is not None and copy.whole and answer.status == 0):
+                self._record(control, VIEW, True, start)
+                raise
+            logger.exception("Exception in the canary view of %s", control.rule)
+            answer.held = True
+        if not answer.held:
+            self._record(control, VIEW, answer.status >= 500, start)
+            return
+        assert copy is not None
+        logger.warning(
+            "The canary view of %s failed (%s) for %s %s; the legacy app answered instead.",
+            control.rule,
+            answer.status or "an exception",
+            scope["method"],
+            scope.get("path", ""),
+        )
+        try:
+            await legacy(scope, copy.resume(), send)
+        finally:
+            self._record(control, VIEW, True, start, fallback=True)
+
+    def _record(
+        self, control: CanaryControl, arm: str, failed: bool, start: float, fallback: bool = False
+    ) -> None:
+        seconds = time.perf_counter() - start
+        control.record(arm, failed, seconds, fallback)
+        self.counts.observe(control.rule, arm, failed, seconds, fallback)
+
+    # -- the control channel --------------------------------------------------------------
+
+    async def start(self, broadcast: Broadcast) -> None:
+        """Follow the control channel of ``broadcast``: replay its kept events, then listen."""
+        if not self._controls or self._listener is not None:
+            return
+        loop = self._loop = asyncio.get_running_loop()
+        self._broadcast = broadcast
+        ready: asyncio.Future[None] = loop.create_future()
+        self._listener = loop.create_task(self._listen(broadcast, ready))
+        await ready
+        for control in self._controls.values():
+            control.announce = self._announce
+
+    async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        for control in self._controls.values():
+            control.announce = None
+        tasks = [t for t in (listener, *self._publishing) if t is not None]
+        if listener is not None:
+            listener.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._loop = None
+
+    async def _listen(self, broadcast: Broadcast, ready: asyncio.Future[None]) -> None:
+        try:
+            async with broadcast.subscribe(CHANNEL, last_id="0-0") as events:
+                # The replayed events are queued now; apply them before the first request.
+                while not events.empty():
+                    self._apply(events.get_nowait().data)
+                ready.set_result(None)
+                async for event in events:
+                    self._apply(event.data)
+        except Exception:
+            logger.exception(
+                "Following the canary control channel failed; changes made in other workers "
+                "no longer reach this one."
+            )
+        finally:
+            if not ready.done():
+                ready.set_result(None)
+
+    def _apply(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        control = self._controls.get(data.get("rule", ""))
+        if control is None:
+            return  # a canary of another version of the app
+        if not control.apply(data.get("state", ""), data.get("share", -1)):
+            logger.warning("Ignored a canary control message that is not one: %r", data)
+
+    def _announce(self, rule: str, state: str, share: float) -> None:
+        """Publish a change (from any thread) on the control channel, in order."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        data = {"rule": rule, "state": state, "share": share}
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._publish(data)
+        else:
+            loop.call_soon_threadsafe(self._publish, data)
+
+    def _publish(self, data: dict[str, Any]) -> None:
+        broadcast = self._broadcast
+        if broadcast is None or self._listener is None:
+            return
+        task = asyncio.ensure_future(broadcast.publish(CHANNEL, data))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[Any]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "Publishing a canary change failed; other workers keep their setting.",
+                exc_info=task.exception(),
+            )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return self.counts.snapshot(self.controls)
+
+    def prometheus(self) -> str:
+        return self.counts.prometheus(self.controls)
