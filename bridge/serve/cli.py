@@ -369,7 +369,22 @@ def startup_line(built: Built, server: str, o: ServerOptions) -> str:
     )
     if built.mounts:
         line += ", mounted " + ", ".join(f"{p}={t}" for p, t in built.mounts)
-    return line
+    return line + canary_note(loaded.bridge, o.workers)
+
+
+def canary_note(bridge: object, workers: int) -> str:
+    """The canary routes, and whether a change made in one worker reaches the others."""
+    controls = getattr(getattr(bridge, "canaries", None), "controls", None)
+    if not controls:
+        return ""
+    note = f", {_plural(len(controls), 'canary route')}"
+    url = getattr(getattr(bridge, "broadcast", None), "url", "")
+    if workers > 1 and url.startswith("memory:"):
+        note += (
+            f" whose changes (set, rollback, promote) reach only the worker that makes them "
+            f"on {url}: give --broadcast redis://HOST:6379/0 to reach all {workers}"
+        )
+    return note
 
 
 def check_report(built: Built) -> str:
