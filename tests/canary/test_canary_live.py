@@ -35,11 +35,21 @@ def answer(served: Served, path: str, cookie: str | None = None) -> tuple[str, s
     return what, pid
 
 
+def both_up(served: Served) -> None:
+    """Wait (bounded) until both workers answer: the second may still be starting."""
+    pids = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < 2 and time.monotonic() < deadline:
+        pids.add(answer(served, "/setting")[1])
+    assert len(pids) == 2, served.output()
+
+
 def test_200_cookies_split_near_half_and_each_stays_on_its_arm_in_both_workers(
     tmp_path: Path,
 ) -> None:
     with serve(tmp_path, APP, "--workers", "2") as served:
         arms: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        both_up(served)
         for n in range(200):
             cookie = f"user-{n}"
             # Until both workers have answered this cookie (or ten tries): each answer
@@ -64,13 +74,13 @@ def test_set_on_one_worker_reaches_the_other_through_redis(tmp_path: Path) -> No
         redis_server(tmp_path) as redis,
         serve(tmp_path, APP, "--workers", "2", "--broadcast", redis.url) as served,
     ):
-        # Both workers follow the channel once each has answered once.
+        # Both workers follow the channel once each has answered once; the second may
+        # still be starting when the first answers.
         seen: dict[str, str] = {}
-        for _ in range(200):
+        deadline = time.monotonic() + 20
+        while len(seen) < 2 and time.monotonic() < deadline:
             setting, pid = answer(served, "/setting")
             seen[pid] = setting
-            if len(seen) == 2:
-                break
         assert sorted(seen.values()) == ["running|0.5"] * 2, seen
         with httpx.Client(base_url=served.url, timeout=10) as client:
             response = client.post("/control", params={"share": "0.9"})
