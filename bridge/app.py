@@ -201,7 +201,9 @@ class Bridge:
             allowed_hosts=allowed_hosts,
             trusted_proxies=trusted_proxies,
         )
-        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
+        self._endpoints = Endpoints.configure(
+            self.metrics, metrics_path, dashboard_path, access, self.canaries
+        )
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
         self.broadcast = Broadcast.configured(broadcast)

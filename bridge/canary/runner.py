@@ -198,6 +198,22 @@ class Canaries:
             )
         return found
 
+    def act(self, rule: str, action: str, share: object = None) -> dict[str, Any]:
+        """Apply the dashboard's ``action`` ("set", "rollback", "promote") to ``rule``."""
+        control = self.control(rule)
+        if action == "set":
+            control.set(share)  # type: ignore[arg-type]  # check_share says what is wrong
+        elif action == "rollback":
+            control.rollback()
+        elif action == "promote":
+            control.promote()
+        else:
+            raise ValueError(
+                f'The canary action "{action}" must be "set", "rollback" or "promote".'
+            )
+        state, current = control.setting
+        return {"rule": rule, "state": state, "share": current}
+
     @property
     def controls(self) -> list[CanaryControl]:
         return list(self._controls.values())
