@@ -21,7 +21,9 @@ def _legacy(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable
     return [data]
 
 
-app = Bridge(validator(_legacy), max_threads=4)
+app = Bridge(
+    validator(_legacy), max_threads=4, metrics_path="/_bridge/metrics", dashboard_path="/_bridge/"
+)
 
 
 @app.route("/split", methods=["GET"], canary=Canary(share=0.5, key="cookie:sid"))

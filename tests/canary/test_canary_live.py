@@ -113,3 +113,32 @@ def test_the_startup_line_says_when_changes_stay_in_one_worker(tmp_path: Path) -
     ):
         line = served.output().splitlines()[0]
     assert line.endswith("3 routes migrated, 1 canary route"), line
+
+
+def test_the_counts_per_arm_are_the_whole_servers(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with serve(tmp_path, APP, "--workers", "2") as served:
+        both_up(served)
+        answered: dict[str, set[str]] = defaultdict(set)  # arm -> the workers that served it
+        counts = {"view": 0, "legacy": 0}
+        for n in range(100):
+            arm, pid = answer(served, "/split", f"user-{n}")
+            answered[arm].add(pid)
+            counts[arm] += 1
+        assert len(answered["view"] | answered["legacy"]) == 2  # both workers took some
+        text = served.get("/_bridge/metrics").text
+        data = served.get("/_bridge/data.json").json()
+    samples = {
+        (s.name, s.labels.get("arm")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("route") == "/split"
+    }
+    for arm in ("view", "legacy"):
+        assert samples[("bridge_canary_requests_total", arm)] == counts[arm]
+        assert samples[("bridge_canary_duration_seconds_count", arm)] == counts[arm]
+    [canary] = data["canary"]
+    assert canary["whole_server"] is True
+    assert {arm: c["requests"] for arm, c in canary["arms"].items()} == counts
+    assert canary["arms"]["view"]["p99"] is not None
