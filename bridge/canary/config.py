@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import astuple, dataclass
 
 from ..sticky import StickyKey
 
@@ -59,6 +60,12 @@ class Canary:
                 f"Canary min_requests must be an int of at least 1, not {count!r}, "
                 "such as min_requests=200."
             )
+
+    @property
+    def fingerprint(self) -> str:
+        """The same for the same settings: a change announced for other settings (another
+        deploy's) is not applied to these."""
+        return hashlib.blake2b(repr(astuple(self)).encode(), digest_size=8).hexdigest()
 
     @property
     def sticky(self) -> StickyKey | None:

@@ -33,7 +33,11 @@ of the answer); each failure of the view's arm applies the rollback rule
 applies what it reads, its own changes included, in the channel's order, so workers
 that change the same canary at the same moment still end on the same setting. A
 worker that starts later replays the channel's kept events (Redis keeps them), so it
-starts from the current setting, not the one in the code.
+starts from the current setting, not the one in the code. Every message carries the
+fingerprint of the route's ``Canary`` settings, and only a worker with the same
+settings applies it: a deploy that changes them starts afresh from the code, as a new
+revision restarts Flagger's analysis. The channel is followed from the ASGI lifespan
+start-up; under a server run without lifespan, a change stays in the worker making it.
 
 What it costs: a request of any other route, nothing (the dispatch looks at
 ``route.canary`` only for a matched route). A canary route's request pays one
@@ -62,6 +66,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bridge")
 
 CHANNEL = "bridge.canary"
+# Seconds the start-up waits for the control channel's kept events. A Redis that
+# answers does so in milliseconds; one that has not in 2 s is in trouble, and the
+# worker serves on the code's setting rather than not at all (it catches up later).
+START_WAIT = 2.0
 
 Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
 ServeView = Callable[[Any, dict[str, Any], Scope, Receive, Send], Awaitable[object]]
@@ -288,7 +296,9 @@ class Canaries:
         self._broadcast = broadcast
         ready: asyncio.Future[None] = loop.create_future()
         self._listener = loop.create_task(self._listen(broadcast, ready))
-        await ready
+        # A Redis that does not answer must not hold the start-up: past the wait, this
+        # worker starts from the code's setting and applies the channel's once it can.
+        await asyncio.wait({ready}, timeout=START_WAIT)
         for control in self._controls.values():
             control.announce = self._announce
 
@@ -325,8 +335,8 @@ class Canaries:
         if not isinstance(data, dict):
             return
         control = self._controls.get(data.get("rule", ""))
-        if control is None:
-            return  # a canary of another version of the app
+        if control is None or data.get("config") != control.config.fingerprint:
+            return  # a canary of another version of the app, or of other settings
         if not control.apply(data.get("state", ""), data.get("share", -1)):
             logger.warning("Ignored a canary control message that is not one: %r", data)
 
@@ -335,7 +345,8 @@ class Canaries:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        data = {"rule": rule, "state": state, "share": share}
+        control = self._controls[rule]
+        data = {"rule": rule, "state": state, "share": share, "config": control.config.fingerprint}
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

@@ -393,3 +393,23 @@ class Lifespans:
         for inbox in self.inboxes:
             inbox.put_nowait({"type": "lifespan.shutdown"})
         await asyncio.gather(*self.tasks)
+
+
+def test_a_change_for_other_settings_is_not_applied() -> None:
+    """A deploy that changes the Canary settings starts from the code, not the channel."""
+    hub = Broadcast("memory://")
+    old = build(0.1, broadcast=hub)
+    new = build(Canary(share=0.1, key="cookie:sid"), broadcast=hub)
+
+    async def main() -> None:
+        async with Lifespans(old):
+            old.canary("/items/<int:item_id>").rollback()
+            async with Lifespans(new):
+                assert new.canary("/items/<int:item_id>").state == "running"
+                new.canary("/items/<int:item_id>").set(0.4)
+                same = build(Canary(share=0.1, key="cookie:sid"), broadcast=hub)
+                async with Lifespans(same):  # the same settings: the same state
+                    assert same.canary("/items/<int:item_id>").share == 0.4
+            assert old.canary("/items/<int:item_id>").state == "rolled back"
+
+    asyncio.run(main())
