@@ -71,7 +71,7 @@ class CanaryControl:
         # The counts when the setting last changed: the rollback rule judges the view
         # on what it did since someone last acted, not on the round it was rolled back in.
         self._since = {VIEW: (0, 0), LEGACY: (0, 0)}
-        self.announce: Announce | None = None
+        self._announce: Announce | None = None
 
     def __repr__(self) -> str:
         state, share = self._setting
@@ -89,6 +89,10 @@ class CanaryControl:
     def setting(self) -> tuple[str, float]:
         """``(state, share)``, read together."""
         return self._setting
+
+    def announce_with(self, announce: Announce | None) -> None:
+        """Tell ``announce`` of every change made here from now on (None: tell nobody)."""
+        self._announce = announce
 
     # -- acting (any thread) ----------------------------------------------------------
 
@@ -116,7 +120,7 @@ class CanaryControl:
     def _change(self, state: str, share: float) -> None:
         self._replace(state, share)
         logger.info("The canary of %s is now %s with a share of %g.", self.rule, state, share)
-        announce = self.announce
+        announce = self._announce
         if announce is not None:
             announce(self.rule, state, share)
 
@@ -165,7 +169,7 @@ class CanaryControl:
             self.config.max_error_rate,
             self.rule,
         )
-        announce = self.announce
+        announce = self._announce
         if announce is not None:
             announce(self.rule, ROLLED_BACK, 0.0)
 

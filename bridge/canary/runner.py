@@ -192,7 +192,7 @@ class Canaries:
             )
         control = self._controls[route.rule] = CanaryControl(route.rule, config)
         if self._listener is not None:
-            control.announce = self._announce
+            control.announce_with(self._announce)
         return control
 
     def control(self, rule: str) -> CanaryControl:
@@ -300,12 +300,12 @@ class Canaries:
         # worker starts from the code's setting and applies the channel's once it can.
         await asyncio.wait({ready}, timeout=START_WAIT)
         for control in self._controls.values():
-            control.announce = self._announce
+            control.announce_with(self._announce)
 
     async def stop(self) -> None:
         listener, self._listener = self._listener, None
         for control in self._controls.values():
-            control.announce = None
+            control.announce_with(None)
         tasks = [t for t in (listener, *self._publishing) if t is not None]
         if listener is not None:
             listener.cancel()
