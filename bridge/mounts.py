@@ -1,5 +1,9 @@
-"""bridge's request limits for mounted ASGI apps, which otherwise see the raw scope and
-``receive``: ``max_header_count`` (431) and ``max_body_size`` (413).
+"""Mounted ASGI apps: the scope they see, their outcome, and bridge's request limits.
+
+``mounted_scope`` moves a request below a mount's prefix; ``serve_mount`` serves it
+and says what status went out. ``within_limits`` keeps bridge's limits for mounted
+apps, which otherwise see the raw scope and ``receive``: ``max_header_count`` (431)
+and ``max_body_size`` (413).
 
 A mounted app reads its own body, so the body limit is kept by counting what passes
 through ``receive``. A declared ``Content-Length`` over the limit is refused before the
@@ -14,11 +18,49 @@ websocket routes refuse it (``bridge.websockets.refuse_handshake``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .websockets import refuse_handshake
-from .wsgi.cycle import Limits
+from .wsgi.cycle import Limits, Outcome
 from .wsgi.framing import REFUSALS
 from .wsgi.gateway import refuse
+
+
+def mounted_scope(
+    scope: Scope, prefix: str, path: str, state: dict[str, Any] | None = None
+) -> Scope:
+    """The scope a mounted app sees: ``root_path`` grows by the prefix, and ``path``
+    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way).
+
+    ``path`` is the request's ``RequestPath.route``, so the mounted app (a nested
+    ``Bridge`` too) sees what the legacy app would have seen below the prefix.
+    ``raw_path`` stays the bytes the client sent: the mounted app uses it only where it
+    agrees with ``path`` (see ``bridge.wsgi.environ.request_path``). ``state`` is
+    bridge's own lifespan state, for a server that keeps none (ASGI: "the server will
+    copy it").
+    """
+    root_path = scope.get("root_path", "").rstrip("/") + prefix
+    child = dict(scope)
+    child["root_path"] = root_path
+    child["path"] = root_path + path[len(prefix) :]
+    if state is not None and "state" not in scope:
+        child["state"] = dict(state)
+    return child
+
+
+async def serve_mount(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Outcome:
+    """Serve one request with a mounted app; the outcome is the status it sent."""
+    status = 0
+
+    async def send_status(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    await app(scope, receive, send_status)
+    return Outcome(status)
 
 
 def within_limits(app: ASGIApp, limits: Limits) -> ASGIApp:

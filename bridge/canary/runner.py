@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._types import Message, Receive, Scope, Send
 from ..sticky import draw
+from ..wsgi.environ import RequestPath
 from .config import Canary
 from .control import LEGACY, VIEW, CanaryControl
 from .counts import Counts
@@ -71,8 +72,9 @@ CHANNEL = "bridge.canary"
 # worker serves on the code's setting rather than not at all (it catches up later).
 START_WAIT = 2.0
 
-Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
-ServeView = Callable[[Any, dict[str, Any], Scope, Receive, Send], Awaitable[object]]
+# The legacy app, and a route's view, each answering and counted (Bridge._legacy, _route).
+Legacy = Callable[[RequestPath, Scope, Receive, Send], Awaitable[None]]
+ServeView = Callable[[Any, dict[str, Any], RequestPath, Scope, Receive, Send], Awaitable[None]]
 
 
 class Route(Protocol):
@@ -162,7 +164,8 @@ class Canaries:
     """The canary routes of one ``Bridge``: their controls, counts and control channel.
 
     ``body_limit`` is the most request body bytes kept for a fallback (the Bridge's
-    ``request_buffer_size``); ``directory`` is the whole-server metrics directory when
+    ``request_buffer_size``); ``legacy`` and ``view`` answer a request with the legacy
+    app or a route's view; ``directory`` is the whole-server metrics directory when
     there is one; ``sample`` draws per-request numbers in [0, 1) (a test may fix it).
     """
 
@@ -170,10 +173,14 @@ class Canaries:
         self,
         body_limit: int,
         *,
+        legacy: Legacy,
+        view: ServeView,
         directory: str | None = None,
         sample: Callable[[], float] = random.random,
     ) -> None:
         self.body_limit = body_limit
+        self.legacy = legacy
+        self.view = view
         self.sample = sample
         self.counts = Counts(directory)
         self._controls: dict[str, CanaryControl] = {}
@@ -232,20 +239,21 @@ class Canaries:
         self,
         route: Route,
         values: dict[str, Any],
+        path: RequestPath,
         scope: Scope,
         receive: Receive,
         send: Send,
-        legacy: Legacy,
-        view: ServeView,
     ) -> None:
-        """Answer with ``view`` or ``legacy``, as the route's share and the request's key say."""
+        """Answer with the view or the legacy app, as the route's share and the request's
+        key say."""
+        legacy, view = self.legacy, self.view
         control = self._controls[route.rule]
         share = control.setting[1]
         start = time.perf_counter()
         if not draw(control.rule, control.key, scope, share, self.sample):
             answer = Answer(send, _never)
             try:
-                await legacy(scope, receive, answer.send)
+                await legacy(path, scope, receive, answer.send)
             except Exception:
                 self._record(control, LEGACY, True, start)
                 raise
@@ -256,7 +264,8 @@ class Canaries:
         copy = BodyCopy(receive, self.body_limit) if may_fall_back else None
         answer = Answer(send, (lambda: copy.whole) if copy is not None else _never)
         try:
-            await view(route, values, scope, receive if copy is None else copy.receive, answer.send)
+            receiving = receive if copy is None else copy.receive
+            await view(route, values, path, scope, receiving, answer.send)
         except Exception:
             if not (copy is not None and copy.whole and answer.status == 0):
                 self._record(control, VIEW, True, start)
@@ -275,7 +284,7 @@ class Canaries:
             scope.get("path", ""),
         )
         try:
-            await legacy(scope, copy.resume(), send)
+            await legacy(path, scope, copy.resume(), send)
         finally:
             self._record(control, VIEW, True, start, fallback=True)
 

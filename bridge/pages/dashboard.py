@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from .._types import Receive, Scope, Send
 from ..metrics.registry import Metrics
-from ..wsgi.environ import route_path
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -91,9 +90,9 @@ class Endpoints:
                 endpoints.actions[base + "/canary"] = endpoints.canary
         return endpoints
 
-    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer ``scope`` if it asks for one of bridge's own paths; True if it did."""
-        path = route_path(scope)
+    async def answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``scope`` if ``path`` (its ``RequestPath.route``) is one of bridge's own
+        pages; True if it did."""
         handler = self.paths.get(path)
         if handler is None:
             action = self.actions.get(path)
