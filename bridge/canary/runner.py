@@ -182,7 +182,7 @@ class Canaries:
         self.legacy = legacy
         self.view = view
         self.sample = sample
-        self.counts = Counts(directory)
+        self._exported = Counts(directory)  # written as counted, read from every worker
         self._controls: dict[str, CanaryControl] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broadcast: Broadcast | None = None
@@ -293,7 +293,7 @@ class Canaries:
     ) -> None:
         seconds = time.perf_counter() - start
         control.record(arm, failed, seconds, fallback)
-        self.counts.observe(control.rule, arm, failed, seconds, fallback)
+        self._exported.observe(control.rule, arm, failed, seconds, fallback)
 
     # -- the control channel --------------------------------------------------------------
 
@@ -384,7 +384,7 @@ class Canaries:
     # -- reading --------------------------------------------------------------------------
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return self.counts.snapshot(self.controls)
+        return self._exported.snapshot(self.controls)
 
     def prometheus(self) -> str:
-        return self.counts.prometheus(self.controls)
+        return self._exported.prometheus(self.controls)
