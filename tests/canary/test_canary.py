@@ -413,3 +413,33 @@ def test_a_change_for_other_settings_is_not_applied() -> None:
             assert old.canary("/items/<int:item_id>").state == "rolled back"
 
     asyncio.run(main())
+
+
+def test_junk_on_the_control_channel_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    app = build(0.1)
+    control = app.canary("/items/<int:item_id>")
+    fingerprint = control.config.fingerprint
+    junk: list[Any] = [
+        "rollback",
+        ["rule"],
+        {"rule": "/items/<int:item_id>", "state": "rolled back", "share": 0.0},  # no config
+        {"rule": "/elsewhere", "state": "promoted", "share": 1.0, "config": fingerprint},
+        {"rule": "/items/<int:item_id>", "state": "paused", "share": 0.5, "config": fingerprint},
+        {"rule": "/items/<int:item_id>", "state": "running", "share": 7, "config": fingerprint},
+        {"rule": "/items/<int:item_id>", "state": "running", "share": True, "config": fingerprint},
+    ]
+
+    async def main() -> None:
+        async with Lifespans(app):
+            for data in junk:
+                await app.broadcast.publish("bridge.canary", data)
+            good = {"rule": "/items/<int:item_id>", "state": "running", "share": 0.3,
+                    "config": fingerprint}  # fmt: skip
+            await app.broadcast.publish("bridge.canary", good)
+            await until(lambda: control.share == 0.3)
+
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        asyncio.run(main())
+    assert control.state == "running"
+    ignored = [r for r in caplog.records if "Ignored a canary control message" in r.message]
+    assert len(ignored) == 3  # the rest name no canary of these settings: silently not ours
