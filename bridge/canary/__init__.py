@@ -5,6 +5,7 @@
   and state, the per-arm counts, and the automatic rollback rule.
 - ``runner.py``: ``Canaries``, the per-Bridge runner: which arm answers, the fallback to
   the legacy app, the control channel across workers, and the theory of operation.
+- ``fallback.py``: the two wrappers a fallback needs: the body kept, the answer held.
 - ``counts.py``: the counts for the dashboard and Prometheus, summed across workers.
 """
 

@@ -54,12 +54,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._types import Message, Receive, Scope, Send
+from .._types import Receive, Scope, Send
 from ..sticky import draw
 from ..wsgi.environ import RequestPath
 from .config import Canary
 from .control import LEGACY, VIEW, CanaryControl
 from .counts import Counts
+from .fallback import Answer, BodyCopy, never
 
 if TYPE_CHECKING:
     from ..broadcast.hub import Broadcast
@@ -82,82 +83,6 @@ class Route(Protocol):
 
     @property
     def rule(self) -> str: ...
-
-
-class BodyCopy:
-    """``receive`` for the view: passes every message on, and keeps up to ``limit`` body bytes."""
-
-    __slots__ = ("_receive", "chunks", "complete", "gone", "limit", "size")
-
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self._receive = receive
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] | None = []  # None: over the limit, dropped
-        self.complete = False
-        self.gone = False
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "http.request":
-            chunks = self.chunks
-            if chunks is not None:
-                body = message.get("body", b"")
-                self.size += len(body)
-                if self.size > self.limit:
-                    self.chunks = None
-                elif body:
-                    chunks.append(bytes(body))
-            if not message.get("more_body", False):
-                self.complete = True
-        elif message["type"] == "http.disconnect":
-            self.gone = True
-        return message
-
-    @property
-    def whole(self) -> bool:
-        """Every body byte read so far is kept, and the client is still there."""
-        return self.chunks is not None and not self.gone
-
-    def resume(self) -> Receive:
-        """``receive`` for the legacy app: the kept body, then whatever the client sends."""
-        first = True
-
-        async def receive() -> Message:
-            nonlocal first
-            if first:
-                first = False
-                body = b"".join(self.chunks or ())
-                return {"type": "http.request", "body": body, "more_body": not self.complete}
-            return await self._receive()
-
-        return receive
-
-
-class Answer:
-    """``send`` that notes the status, and holds back a 5xx answer when ``hold()`` allows."""
-
-    __slots__ = ("_send", "held", "hold", "status")
-
-    def __init__(self, send: Send, hold: Callable[[], bool]) -> None:
-        self._send = send
-        self.hold = hold
-        self.status = 0
-        self.held = False
-
-    async def send(self, message: Message) -> None:
-        if self.held:
-            return  # the rest of an answer the legacy app replaces
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            if self.status >= 500 and self.hold():
-                self.held = True
-                return
-        await self._send(message)
-
-
-def _never() -> bool:
-    return False
 
 
 class Canaries:
@@ -251,7 +176,7 @@ class Canaries:
         share = control.setting[1]
         start = time.perf_counter()
         if not draw(control.rule, control.key, scope, share, self.sample):
-            answer = Answer(send, _never)
+            answer = Answer(send, never)
             try:
                 await legacy(path, scope, receive, answer.send)
             except Exception:
@@ -262,7 +187,7 @@ class Canaries:
         config = control.config
         may_fall_back = config.falls_back(scope["method"])
         copy = BodyCopy(receive, self.body_limit) if may_fall_back else None
-        answer = Answer(send, (lambda: copy.whole) if copy is not None else _never)
+        answer = Answer(send, (lambda: copy.whole) if copy is not None else never)
         try:
             receiving = receive if copy is None else copy.receive
             await view(route, values, path, scope, receiving, answer.send)
