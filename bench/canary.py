@@ -41,7 +41,7 @@ METHOD = (
     "runs after a warm-up. Each canary row is compared with its reference from the same "
     "run: the view arm with the same view without a canary, the legacy arm and the "
     "fallback with the legacy app alone. The fallback row includes logging each fallback "
-    "and the view's traceback, as a failing canary does."
+    "with the view's traceback, as a failing canary does."
 )
 
 
@@ -60,7 +60,7 @@ def _application() -> Any:
 
     from bridge import Bridge, Canary
 
-    # The fallback row logs two records a request; keep them off the terminal.
+    # The fallback row logs a record a request; keep them off the terminal.
     logging.getLogger("bridge").propagate = False
     bridge = Bridge(legacy, max_threads=apps.threads())
     keyed = Canary(share=1.0, key="header:X-User")

@@ -8,6 +8,8 @@ says when each is used.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 from collections.abc import Callable
 
 from .._types import Message, Receive, Send
@@ -88,3 +90,38 @@ class Answer:
 def never() -> bool:
     """The ``hold`` of an answer that is never held back."""
     return False
+
+
+# The records with a traceback logged while a canary view that may fall back runs;
+# None outside one. A list, so a view's thread (which runs in a copy of the context)
+# adds to the same one.
+Held = list[logging.LogRecord]
+_held_records: contextvars.ContextVar[Held | None] = contextvars.ContextVar(
+    "bridge_canary_held_records", default=None
+)
+
+
+class HeldRecords(logging.Filter):
+    """On the "bridge" logger: an error logged while a canary view that may fall back runs
+    (the view's exception, logged where views are served) waits, so that each fallback is
+    logged once, with that traceback; if the view's answer stands, it goes out as it was."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = _held_records.get()
+        if held is None or not record.exc_info:
+            return True
+        held.append(record)
+        return False
+
+
+HOLD = HeldRecords()
+
+
+def hold_records() -> tuple[Held, contextvars.Token[Held | None]]:
+    """Start holding this context's error records; give the token to ``release_records``."""
+    held: Held = []
+    return held, _held_records.set(held)
+
+
+def release_records(token: contextvars.Token[Held | None]) -> None:
+    _held_records.reset(token)

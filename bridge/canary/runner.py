@@ -20,6 +20,11 @@ wrappers, and nothing else in between:
   copy, the client still there). An exception in the view becomes bridge's 500 before
   any byte is sent, so it is held back the same way.
 
+While the view runs, an error record with a traceback logged for it (bridge logs the
+view's exception where views are served) is held (``HeldRecords``): a fallback is then
+logged once, one warning that carries that traceback, and an answer that stands lets
+the held records go out as they were.
+
 When the view's answer was held back, the legacy app answers the request instead,
 through the ordinary legacy path, from a ``receive`` that gives the kept body first
 and then reads on from the client. Nothing of the view's answer reached the client:
@@ -43,8 +48,8 @@ What it costs: a request of any other route, nothing (the dispatch looks at
 ``route.canary`` only for a matched route). A canary route's request pays one
 ``blake2b`` of its key, two wrapper calls per message, and, in the view's arm, a copy
 of a body it has already received; with several workers, a few microseconds more to
-write its counts to the shared files. A fallback costs the failed view's run, its
-two log records and the legacy app's answer. ``scripts/bench --only canary`` measures
+write its counts to the shared files. A fallback costs the failed view's run, one
+log record and the legacy app's answer. ``scripts/bench --only canary`` measures
 each arm against the same request without a canary.
 """
 
@@ -63,7 +68,7 @@ from ..wsgi.environ import RequestPath
 from .config import Canary
 from .control import LEGACY, VIEW, CanaryControl
 from .counts import Counts
-from .fallback import Answer, BodyCopy, never
+from .fallback import HOLD, Answer, BodyCopy, hold_records, never, release_records
 
 if TYPE_CHECKING:
     from ..broadcast.hub import Broadcast
@@ -116,6 +121,8 @@ class Canaries:
         self._broadcast: Broadcast | None = None
         self._listener: asyncio.Task[None] | None = None
         self._publishing: set[asyncio.Task[Any]] = set()
+        if HOLD not in logger.filters:
+            logger.addFilter(HOLD)  # each fallback logged once, with the view's traceback
 
     # -- registration and control ---------------------------------------------------------
 
@@ -190,26 +197,41 @@ class Canaries:
         config = control.config
         may_fall_back = config.falls_back(scope["method"])
         copy = BodyCopy(receive, self.body_limit) if may_fall_back else None
-        answer = Answer(send, (lambda: copy.whole) if copy is not None else never)
-        try:
-            receiving = receive if copy is None else copy.receive
-            await view(route, values, path, scope, receiving, answer.send)
-        except Exception:
-            if not (copy is not None and copy.whole and answer.status == 0):
+        if copy is None:
+            answer = Answer(send, never)
+            try:
+                await view(route, values, path, scope, receive, answer.send)
+            except Exception:
                 self._record(control, VIEW, True, start)
                 raise
-            logger.exception("Exception in the canary view of %s", control.rule)
-            answer.held = True
-        if not answer.held:
             self._record(control, VIEW, answer.status >= 500, start)
             return
-        assert copy is not None
+        answer = Answer(send, lambda: copy.whole)
+        held, token = hold_records()
+        error: Exception | None = None
+        try:
+            await view(route, values, path, scope, copy.receive, answer.send)
+        except Exception as exc:
+            if not (copy.whole and answer.status == 0):
+                self._record(control, VIEW, True, start)
+                raise
+            error = exc
+            answer.held = True
+        finally:
+            release_records(token)
+        if not answer.held:
+            for record in held:  # the view's answer stands: so do its records
+                logger.handle(record)
+            self._record(control, VIEW, answer.status >= 500, start)
+            return
+        exc_info = held[0].exc_info if held else error
         logger.warning(
             "The canary view of %s failed (%s) for %s %s; the legacy app answered instead.",
             control.rule,
             answer.status or "an exception",
             scope["method"],
             scope.get("path", ""),
+            exc_info=exc_info,
         )
         try:
             await legacy(path, scope, copy.resume(), send)

@@ -183,9 +183,11 @@ def test_a_raising_view_is_answered_by_the_legacy_app(caplog: pytest.LogCaptureF
     assert arms["view"] | {"p50": 0, "p99": 0} == {
         "requests": 1, "errors": 1, "fallbacks": 1, "p50": 0, "p99": 0,
     }  # fmt: skip
-    fell_back = [r for r in caplog.records if "the legacy app answered instead" in r.message]
-    assert len(fell_back) == 1
-    assert "The canary view of /items failed (500) for GET /items" in fell_back[0].message
+    # Logged once: one record, which carries the view's traceback.
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "The canary view of /items failed (500) for GET /items" in record.message
+    assert "the legacy app answered instead" in record.message
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
 def test_a_5xx_answer_falls_back_too() -> None:
@@ -215,13 +217,19 @@ def test_a_post_does_not_fall_back_unless_unsafe() -> None:
     assert unsafe.state["calls"] == [b"a=1&b=2"]  # the view read it first, the same bytes
 
 
-def test_a_body_past_the_buffer_is_not_kept_and_the_views_error_stands() -> None:
+def test_a_body_past_the_buffer_is_not_kept_and_the_views_error_stands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # The body copy's budget is request_buffer_size: past it nothing is kept for a
     # fallback, so the client gets the view's 500 rather than a legacy app with no body.
     app = failing(Canary(share=1.0, unsafe=True), methods=["POST"], request_buffer_size=1024)
     chunks = [b"x" * 1000] * 50
-    client = get(app, "/items", method="POST", body=chunks)
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        client = get(app, "/items", method="POST", body=chunks)
     assert client.status == 500
+    # No fallback: the view's exception is logged as for any route.
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.message.startswith("Exception in view") and record.exc_info is not None
     arms = app.canaries.snapshot()[0]["arms"]
     assert (arms["view"]["errors"], arms["view"]["fallbacks"]) == (1, 0)
 
