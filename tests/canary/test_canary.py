@@ -451,3 +451,27 @@ def test_junk_on_the_control_channel_changes_nothing(caplog: pytest.LogCaptureFi
     assert control.state == "running"
     ignored = [r for r in caplog.records if "Ignored a canary control message" in r.message]
     assert len(ignored) == 3  # the rest name no canary of these settings: silently not ours
+
+
+def test_a_view_in_legacy_middleware_falls_back_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def middleware(app: Any) -> Any:
+        def wrapped(environ: Environ, start_response: Any) -> Any:
+            environ["legacy.user"] = "ada"
+            return app(environ, start_response)
+
+        return validator(wrapped)
+
+    app = Bridge(LEGACY, adaptive_threads=False)
+
+    @app.route("/items", methods=["GET"], middleware=middleware, canary=1.0)
+    def items(request: Request) -> Response:
+        raise RuntimeError(f"broken for {request.environ['legacy.user']}")
+
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        client = get(app, "/items")
+    assert arm_of(client) == "legacy"
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "the legacy app answered instead" in record.message
+    assert record.exc_info is not None and "broken for ada" in str(record.exc_info[1])
