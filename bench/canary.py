@@ -22,7 +22,7 @@ from typing import Any
 
 from . import apps, runner
 from .groups import Cell, Section, attempt, wrk_cell
-from .workloads import Plan
+from .plan import Plan
 
 PLAIN = "/plain"
 ROUTE = "/route"

@@ -13,7 +13,7 @@ from .canary.control import CanaryControl
 from .canary.runner import Canaries
 from .lifespan import Hook, Lifespan
 from .metrics.registry import Metrics
-from .mounts import mounted_scope, serve_mount, within_limits
+from .mounts import guarded, mounted_scope, serve_mount
 from .options import check_options
 from .pages.access import AccessPolicy
 from .pages.dashboard import Endpoints
@@ -26,7 +26,7 @@ from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
 from .views import as_wsgi, no_websocket, serve_view, serve_websocket
 from .wsgi.body import DEFAULT_REQUEST_BUFFER
-from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
+from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, CycleLimits, Outcome, RequestCycle
 from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, RequestPath, locate
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
@@ -150,7 +150,7 @@ class Bridge:
             self.pool.gate = adaptive_gate(max_threads)
         # Requests holding or waiting for a thread, counted from their arrival.
         self.admission = Admission(max_threads + max_pending)
-        self.limits = Limits(
+        self.limits = CycleLimits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
             request_buffer_size=request_buffer_size,
@@ -403,7 +403,7 @@ class Bridge:
         self, mount: Mount, path: RequestPath, scope: Scope, receive: Receive, send: Send
     ) -> None:
         child = mounted_scope(scope, mount.prefix, path.route, self.state)
-        app = within_limits(mount.app, self.limits)
+        app = guarded(mount.app, self.limits)
         meter = self.metrics
         if meter is None:
             await app(child, receive, send)
@@ -418,7 +418,7 @@ class Bridge:
             mount = self.router.match_mount(path.route)
             if mount is not None:
                 child = mounted_scope(scope, mount.prefix, path.route, self.state)
-                await within_limits(mount.app, self.limits)(child, receive, send)
+                await guarded(mount.app, self.limits)(child, receive, send)
             else:
                 await no_websocket(receive, send)
             return

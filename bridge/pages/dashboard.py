@@ -116,7 +116,7 @@ class Endpoints:
     async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.metrics(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         body = self.metrics.prometheus().encode("utf-8")
         await _send(send, scope, 200, b"text/plain; version=0.0.4; charset=utf-8", body)
@@ -125,7 +125,7 @@ class Endpoints:
         root = scope.get("root_path", "").rstrip("/")
         verdict = self.access.dashboard(scope, exchange=root + self.base)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         if verdict.redirect is not None and verdict.cookie is not None:
             # The Jupyter pattern: the token leaves the URL (history, logs, Referer)
@@ -143,7 +143,7 @@ class Endpoints:
     async def data(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.dashboard(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         snapshot = self.metrics.snapshot()
         if self.controls is not None:
@@ -157,7 +157,7 @@ class Endpoints:
         """A change to a canary route: JSON ``{"rule", "action", "share"}``, from a token holder."""
         verdict = self.access.control(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         assert self.controls is not None
         body = await _read_body(receive, MAX_ACTION_BODY)
@@ -210,7 +210,7 @@ async def _plain(send: Send, scope: Scope, status: int, text: str) -> None:
     await _send(send, scope, status, b"text/plain; charset=utf-8", (text + "\n").encode("utf-8"))
 
 
-async def _refuse(send: Send, scope: Scope, reason: str) -> None:
+async def _forbidden(send: Send, scope: Scope, reason: str) -> None:
     body = (reason + "\n").encode("utf-8")
     await _send(send, scope, 403, b"text/plain; charset=utf-8", body)
 
