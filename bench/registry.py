@@ -16,6 +16,7 @@ GROUPS: dict[str, str] = {
     "threads": "bench.groups:thread_counts",
     "idle": "bench.idle:idle",
     "fanout": "bench.fanout:fanout_group",
+    "canary": "bench.canary:canary_group",
 }
 
 

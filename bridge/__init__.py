@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .app import Bridge
 from .broadcast import Broadcast
+from .canary import Canary
 from .errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from .metrics import Metrics
 from .requests import Request
@@ -17,6 +18,7 @@ __all__ = [
     "BodyTooLarge",
     "Bridge",
     "Broadcast",
+    "Canary",
     "ClientDisconnected",
     "Metrics",
     "Request",

@@ -8,9 +8,12 @@ from typing import Any
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .broadcast.hub import Broadcast
+from .canary.config import Canary
+from .canary.control import CanaryControl
+from .canary.runner import Canaries
 from .lifespan import Hook, Lifespan
 from .metrics.registry import Metrics
-from .mounts import mounted_scope, serve_mount, within_limits
+from .mounts import guarded, mounted_scope, serve_mount
 from .observe import Seam, routed
 from .options import check_options
 from .pages.access import AccessPolicy
@@ -24,7 +27,7 @@ from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
 from .views import as_wsgi, no_websocket, serve_view, serve_websocket
 from .wsgi.body import DEFAULT_REQUEST_BUFFER
-from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
+from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, CycleLimits, Outcome, RequestCycle
 from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, RequestPath, locate
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
@@ -148,7 +151,7 @@ class Bridge:
             self.pool.gate = adaptive_gate(max_threads)
         # Requests holding or waiting for a thread, counted from their arrival.
         self.admission = Admission(max_threads + max_pending)
-        self.limits = Limits(
+        self.limits = CycleLimits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
             request_buffer_size=request_buffer_size,
@@ -175,13 +178,21 @@ class Bridge:
         if meter is not None:
             meter.attach("shadow", self.shadows)
         self._seam = Seam.legacy(wsgi_app, meter)  # the legacy app, seen by tracing tools
+        shared = None if meter is None or meter.shared is None else meter.shared.directory
+        self.canaries = Canaries(
+            request_buffer_size, legacy=self._legacy, view=self._route, directory=shared
+        )
+        if meter is not None:
+            meter.attach("canary", self.canaries)
         access = AccessPolicy(
             dashboard_token=dashboard_token,
             metrics_token=metrics_token,
             allowed_hosts=allowed_hosts,
             trusted_proxies=trusted_proxies,
         )
-        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
+        self._endpoints = Endpoints.configure(
+            self.metrics, metrics_path, dashboard_path, access, self.canaries
+        )
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
         self.broadcast = Broadcast.configured(broadcast)
@@ -223,8 +234,10 @@ class Bridge:
         if self.metrics is not None:
             self.metrics.start()  # the loop-lag probe
         await self.broadcast.start()  # never fails: Redis is retried in the background
+        await self.canaries.start(self.broadcast)  # follows the control channel
 
     async def _stop_streams(self) -> None:
+        await self.canaries.stop()
         await self.broadcast.stop()  # ends the live streams, so the drain is short
 
     async def _stop_services(self) -> None:
@@ -241,6 +254,7 @@ class Bridge:
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
         shadow: bool | float | Shadow = False,
+        canary: float | Canary | None = None,
     ) -> Callable[[View], View]:
         """Serve ``rule`` (a werkzeug rule) for ``methods`` with the decorated view.
 
@@ -250,10 +264,15 @@ class Bridge:
         With ``shadow`` (True, a sampling rate, or a ``bridge.shadow.Shadow``), the
         legacy app still answers, and the view runs on the same requests afterwards,
         its response compared with the legacy one and discarded (docs/migration.md).
+        With ``canary`` (a share such as 0.05, or a ``bridge.Canary``), the view answers
+        that share of the requests and the legacy app the rest; ``app.canary(rule)``
+        changes the share while the app runs.
         """
 
         def register(view: View) -> View:
-            self.add_route(rule, view, methods=methods, middleware=middleware, shadow=shadow)
+            self.add_route(
+                rule, view, methods=methods, middleware=middleware, shadow=shadow, canary=canary
+            )
             return view
 
         return register
@@ -266,16 +285,31 @@ class Bridge:
         methods: Sequence[str] | None = None,
         middleware: Middleware | None = None,
         shadow: bool | float | Shadow = False,
+        canary: float | Canary | None = None,
     ) -> Route:
         config = Shadow.of(shadow)
         if config is not None:
             config.check_methods(rule, methods)
+        split = Canary.of(canary)
+        if split is not None and config is not None:
+            raise ValueError(
+                f'The route "{rule}" has both shadow= and canary=: shadow it first, then '
+                "register it with canary= alone once the comparison says it is ready."
+            )
         route = self.router.add_route(rule, view, methods, middleware, config)
+        if split is not None:
+            self.canaries.add(route, split)
+            route.canary = True
         if middleware is not None:
             route.wsgi = Seam(middleware(as_wsgi(view, self.request_class)), None)
         if config is not None:
             self.shadows.add(route)
         return route
+
+    def canary(self, rule: str) -> CanaryControl:
+        """The live control of the canary route ``rule``: its ``share`` and ``state``, and
+        ``set(share)``, ``rollback()`` and ``promote()`` (every worker, with ``redis://``)."""
+        return self.canaries.control(rule)
 
     def websocket(self, rule: str) -> Callable[[View], View]:
         """Serve websocket connections to ``rule`` with the decorated ``async def view(ws)``."""
@@ -301,6 +335,7 @@ class Bridge:
         =========================  ===================================  ================
         bridge's own page          ``pages.dashboard.Endpoints``        not counted
         a shadowed route           the legacy app, then ``Shadows``     its legacy group
+        a canary route             ``Canaries``: the view or legacy     the arm's row
         a route                    ``views.serve_view`` or the gateway  the route
         under a mount              ``mounts.serve_mount``               the mount
         anything else              ``wsgi.gateway.serve_wsgi``          its legacy group
@@ -319,6 +354,9 @@ class Bridge:
                     routed(scope, found[0])  # the rule, for tracing middleware around bridge
                 if found is not None and found[0].shadow is not None:
                     await self.shadows.serve(*found, path, scope, receive, send)
+                    return
+                if found is not None and found[0].canary:
+                    await self.canaries.serve(*found, path, scope, receive, send)
                     return
                 if found is not None:
                     await self._route(*found, path, scope, receive, send)
@@ -369,7 +407,7 @@ class Bridge:
         self, mount: Mount, path: RequestPath, scope: Scope, receive: Receive, send: Send
     ) -> None:
         child = mounted_scope(scope, mount.prefix, path.route, self.state)
-        app = within_limits(mount.app, self.limits)
+        app = guarded(mount.app, self.limits)
         meter = self.metrics
         if meter is None:
             await app(child, receive, send)
@@ -384,7 +422,7 @@ class Bridge:
             mount = self.router.match_mount(path.route)
             if mount is not None:
                 child = mounted_scope(scope, mount.prefix, path.route, self.state)
-                await within_limits(mount.app, self.limits)(child, receive, send)
+                await guarded(mount.app, self.limits)(child, receive, send)
             else:
                 await no_websocket(receive, send)
             return

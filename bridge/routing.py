@@ -39,6 +39,7 @@ class Route:
     middleware: Middleware | None = None
     wsgi: WSGIApp | None = field(default=None, repr=False)  # the view inside the middleware
     shadow: Shadow | None = None  # set: the legacy app answers, the view runs in its shadow
+    canary: bool = False  # a share of its requests goes to the view (bridge.canary holds how)
 
     @property
     def kind(self) -> str:

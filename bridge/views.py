@@ -29,9 +29,9 @@ from .requests import Request
 from .routing import Route, View, WebSocketRoute
 from .threads.admission import Admission
 from .threads.pool import ThreadPool
-from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
+from .websockets import WebSocket, WebSocketDisconnect, reject_handshake
 from .wsgi.body import RequestBody
-from .wsgi.cycle import Limits, Outcome, RequestCycle
+from .wsgi.cycle import CycleLimits, Outcome, RequestCycle
 from .wsgi.environ import RequestPath, TooManyHeaders, build_environ
 from .wsgi.gateway import run_wsgi
 from .wsgi.headers import encode_headers
@@ -187,7 +187,7 @@ async def serve_websocket(
     scope: Scope,
     receive: Receive,
     send: Send,
-    limits: Limits,
+    limits: CycleLimits,
     request_class: type[Request],
 ) -> Outcome:
     """Run a websocket view; the outcome's status is 101 (switched protocols), or 431 or
@@ -201,7 +201,7 @@ async def serve_websocket(
         )
     except TooManyHeaders as exc:
         logger.info("Refused a websocket handshake: %s", exc)
-        await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
+        await reject_handshake(scope, receive, send, 431)
         return Outcome(431)
     socket = WebSocket(scope, receive, send, request_class(environ))
     socket.path_params = values

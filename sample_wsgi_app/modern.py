@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from bridge import Bridge, Broadcast, Request, WebSocket
+from bridge import Bridge, Broadcast, Canary, Request, WebSocket
 from bridge.broadcast import Subscription, event_key
 from sample_wsgi_app import app as sample_app
 from sample_wsgi_app import queries, templates
@@ -37,7 +37,7 @@ from sample_wsgi_app.async_session import (
 from sample_wsgi_app.live import CHANNEL, publish_created_items
 from sample_wsgi_app.queries import User
 from sample_wsgi_app.request import SESSION_KEY, USER_KEY
-from sample_wsgi_app.sessions import CSRF_SESSION_KEY, csrf_token
+from sample_wsgi_app.sessions import CSRF_SESSION_KEY, SESSION_COOKIE, csrf_token
 
 # Eight threads serve the legacy pages; the live feed holds none of them, so a
 # thousand open feeds leave all eight to the pages.
@@ -53,6 +53,7 @@ def create_application(
     max_threads: int = MAX_THREADS,
     broadcast: Broadcast | str | None = None,
     dashboard_token: str | None = None,
+    canary: float | Canary | None = None,
 ) -> RequestLog:
     """Serve `sample` through bridge, with the migrated routes and the live feed beside it.
 
@@ -60,7 +61,8 @@ def create_application(
     `bridge serve --broadcast redis://...` sets), else `memory://`. The result is the
     ASGI request log around the `Bridge` (its `app`). Without a session key (see
     `settings`) the server's startup fails with the reason. `dashboard_token` opens
-    bridge's dashboard to whoever has it (default: loopback only).
+    bridge's dashboard to whoever has it (default: loopback only). `canary` makes the
+    async item view a canary route: it answers that share, the legacy view the rest.
     """
     live = Broadcast.configured(broadcast)
     db = sample.db
@@ -84,7 +86,7 @@ def create_application(
     # Step 2: a read-only view, async. Both queries run through sync_to_async on the
     # request's one thread (bridge opens a ThreadSensitiveContext per request), so
     # they share that thread's SQLite connection, as in the legacy view.
-    @bridge.route("/api/items/<int:item_id>", methods=["GET"])
+    @bridge.route("/api/items/<int:item_id>", methods=["GET"], canary=canary)
     async def api_item_detail(request: Request, item_id: int) -> Response:
         item = await sync_to_async(queries.get_item)(db, item_id)
         if item is None:
@@ -268,3 +270,13 @@ def _live_page(items: list[queries.Item], user: User | None, token: str | None) 
 application = create_application(
     sample_app, dashboard_token=os.environ.get("BRIDGE_DASHBOARD_TOKEN") or None
 )
+
+
+def with_canary(share: float = 0.05) -> RequestLog:
+    """The step between shadow and switch: the async item view answers ``share`` of its
+    requests, one arm per session cookie (docs/migration.md, "Shift the traffic")."""
+    return create_application(
+        sample_app,
+        dashboard_token=os.environ.get("BRIDGE_DASHBOARD_TOKEN") or None,
+        canary=Canary(share=share, key=f"cookie:{SESSION_COOKIE}"),
+    )

@@ -31,6 +31,7 @@ def test_public_names() -> None:
         "BodyTooLarge",
         "Bridge",
         "Broadcast",
+        "Canary",
         "ClientDisconnected",
         "Metrics",
         "Request",

@@ -46,6 +46,7 @@ DEFAULT_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "::1")
 # Headers a proxy adds to say whom it relays for (RFC 7239; the de facto X- forms).
 FORWARDED_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
 COOKIE_NAME = "bridge_dashboard"
+CSRF_HEADER = b"x-bridge-csrf"
 # How long the dashboard cookie is honoured: a working day, after which the page asks
 # for the token again. Jupyter's login cookie lasts 30 days; bridge's page shows
 # traffic, not code, so it asks more often.
@@ -149,6 +150,49 @@ class AccessPolicy:
             "(Prometheus: the authorization setting of the scrape job).",
         )
 
+    def control(self, scope: Scope) -> Verdict:
+        """May this request change something (the dashboard's canary controls)? Only a
+        holder of the dashboard token: by Bearer, or by the cookie with the page's CSRF
+        token in ``X-Bridge-CSRF``, from the page's own origin."""
+        refused = self._host_refused(scope)
+        if refused:
+            return Verdict(False, refused)
+        token = self.dashboard_token
+        if token is None:
+            return Verdict(
+                False,
+                "Forbidden: the dashboard's controls need dashboard_token, so that only its "
+                "holders change what the server does; set Bridge(..., dashboard_token=...).",
+            )
+        if _matches(_bearer(scope), token):
+            return Verdict(True)
+        cookie = _cookie(scope)
+        if not _cookie_valid(cookie, token):
+            return Verdict(
+                False,
+                "Forbidden: open the dashboard with ?token=<dashboard_token> first, "
+                "or send Authorization: Bearer <dashboard_token>.",
+            )
+        origins = _headers(scope, b"origin")
+        if origins and any(not _same_origin(origin, scope) for origin in origins):
+            return Verdict(False, f'Forbidden: a change from Origin "{origins[0]}" (CSRF).')
+        given = _headers(scope, CSRF_HEADER)
+        if not given or not _matches(given[0], _csrf(token, cookie or "")):
+            return Verdict(
+                False,
+                "Forbidden: a change from the dashboard's cookie needs the page's "
+                "X-Bridge-CSRF header; reload the dashboard and try again.",
+            )
+        return Verdict(True)
+
+    def csrf(self, scope: Scope) -> str | None:
+        """The CSRF token the page sends back with a change, when its cookie lets it."""
+        token = self.dashboard_token
+        cookie = _cookie(scope)
+        if token is None or not _cookie_valid(cookie, token):
+            return None
+        return _csrf(token, cookie or "")
+
     # -- the three rules --------------------------------------------------------------
 
     def _host_refused(self, scope: Scope) -> str:
@@ -244,6 +288,19 @@ def _signature(token: str, issued: int) -> str:
     return hmac.new(
         token.encode(), f"bridge-dashboard:{issued}".encode(), hashlib.sha256
     ).hexdigest()
+
+
+def _csrf(token: str, cookie: str) -> str:
+    # Bound to the cookie, and keyed by the token: another site can neither read it
+    # (the page's data is same-origin) nor make it without the token.
+    return hmac.new(token.encode(), f"bridge-csrf:{cookie}".encode(), hashlib.sha256).hexdigest()
+
+
+def _same_origin(origin: str, scope: Scope) -> bool:
+    """Whether ``Origin`` names this request's own scheme and Host."""
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    hosts = _headers(scope, b"host")
+    return bool(hosts) and origin.rstrip("/").lower() == f"{scheme}://{hosts[0]}".lower()
 
 
 def _issue_cookie(scope: Scope, token: str, path: str) -> str:

@@ -12,12 +12,23 @@ import functools
 import importlib.resources
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from .._types import Receive, Scope, Send
 from ..metrics.registry import Metrics
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# The largest body of a control POST: a rule, an action and a share fit in far less.
+MAX_ACTION_BODY = 4096
+
+
+class Controls(Protocol):
+    """What the dashboard may change: the canary routes (``bridge.canary.runner.Canaries``)."""
+
+    def act(self, rule: str, action: str, share: object) -> dict[str, Any]: ...
+
 
 _NO_STORE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 # The page loads nothing from elsewhere: inline script and style, JSON from itself.
@@ -30,10 +41,14 @@ _CSP = (
 class Endpoints:
     """The paths bridge answers itself, each mapped to its handler."""
 
-    def __init__(self, metrics: Metrics, access: AccessPolicy) -> None:
+    def __init__(
+        self, metrics: Metrics, access: AccessPolicy, controls: Controls | None = None
+    ) -> None:
         self.metrics = metrics
         self.access = access
+        self.controls = controls
         self.paths: dict[str, Handler] = {}
+        self.actions: dict[str, Handler] = {}  # the paths that take a POST
         self.data_path = ""
         self.base = ""
 
@@ -44,6 +59,7 @@ class Endpoints:
         metrics_path: str | None,
         dashboard_path: str | None,
         access: AccessPolicy,
+        controls: Controls | None = None,
     ) -> Endpoints | None:
         """The endpoints for these options, or None when neither path is set."""
         if metrics_path is None and dashboard_path is None:
@@ -53,7 +69,7 @@ class Endpoints:
                 "metrics_path and dashboard_path need the counters: drop metrics=False, "
                 "or drop the paths."
             )
-        endpoints = cls(metrics, access)
+        endpoints = cls(metrics, access, controls)
         if metrics_path is not None:
             _check_path("metrics_path", metrics_path)
             endpoints.paths[metrics_path] = endpoints.prometheus
@@ -70,6 +86,8 @@ class Endpoints:
             endpoints.base = base
             endpoints.data_path = base + "/data.json"
             endpoints.paths[endpoints.data_path] = endpoints.data
+            if controls is not None:
+                endpoints.actions[base + "/canary"] = endpoints.canary
         return endpoints
 
     async def answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
@@ -77,7 +95,15 @@ class Endpoints:
         pages; True if it did."""
         handler = self.paths.get(path)
         if handler is None:
-            return False
+            action = self.actions.get(path)
+            if action is None:
+                return False
+            if scope["method"] != "POST":
+                await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use POST.\n",
+                            [(b"allow", b"POST")])  # fmt: skip
+            else:
+                await action(scope, receive, send)
+            return True
         if scope["method"] not in ("GET", "HEAD"):
             await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use GET.\n",
                         [(b"allow", b"GET, HEAD")])  # fmt: skip
@@ -90,7 +116,7 @@ class Endpoints:
     async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.metrics(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         body = self.metrics.prometheus().encode("utf-8")
         await _send(send, scope, 200, b"text/plain; version=0.0.4; charset=utf-8", body)
@@ -99,7 +125,7 @@ class Endpoints:
         root = scope.get("root_path", "").rstrip("/")
         verdict = self.access.dashboard(scope, exchange=root + self.base)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         if verdict.redirect is not None and verdict.cookie is not None:
             # The Jupyter pattern: the token leaves the URL (history, logs, Referer)
@@ -117,10 +143,45 @@ class Endpoints:
     async def data(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.dashboard(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
-        body = json.dumps(self.metrics.snapshot()).encode("utf-8")
+        snapshot = self.metrics.snapshot()
+        if self.controls is not None:
+            csrf = self.access.csrf(scope)
+            # The page shows the controls to a holder of the token only (its cookie).
+            snapshot["controls"] = {"allowed": csrf is not None, "csrf": csrf}
+        body = json.dumps(snapshot).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body)
+
+    async def canary(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A change to a canary route: JSON ``{"rule", "action", "share"}``, from a token holder."""
+        verdict = self.access.control(scope)
+        if not verdict.allowed:
+            await _forbidden(send, scope, verdict.reason)
+            return
+        assert self.controls is not None
+        body = await _read_body(receive, MAX_ACTION_BODY)
+        if body is None:
+            await _plain(send, scope, 413, "A canary change is a little JSON; this body is larger.")
+            return
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("rule"), str)
+            and isinstance(data.get("action"), str)
+        ):
+            example = '{"rule": "/items/<int:item_id>", "action": "set", "share": 0.2}'
+            await _plain(send, scope, 400, f"Send JSON such as {example}; got {body[:200]!r}.")
+            return
+        try:
+            result = self.controls.act(data["rule"], data["action"], data.get("share"))
+        except (LookupError, ValueError) as exc:
+            await _plain(send, scope, 400, str(exc))
+            return
+        await _send(send, scope, 200, b"application/json", json.dumps(result).encode("utf-8"))
 
 
 def _check_path(option: str, path: str) -> None:
@@ -128,7 +189,28 @@ def _check_path(option: str, path: str) -> None:
         raise ValueError(f'{option} "{path}" must start with "/", such as "/_bridge/".')
 
 
-async def _refuse(send: Send, scope: Scope, reason: str) -> None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it passes ``limit`` bytes (nothing more is kept)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client left; what came is all there is
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            return None
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _plain(send: Send, scope: Scope, status: int, text: str) -> None:
+    await _send(send, scope, status, b"text/plain; charset=utf-8", (text + "\n").encode("utf-8"))
+
+
+async def _forbidden(send: Send, scope: Scope, reason: str) -> None:
     body = (reason + "\n").encode("utf-8")
     await _send(send, scope, 403, b"text/plain; charset=utf-8", body)
 

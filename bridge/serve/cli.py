@@ -28,6 +28,7 @@ from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
 from . import importer
 from .gunicorn_flags import read_config, refused_flag
+from .gunicorn_limits import GunicornLimits
 from .importer import (
     AppImportError,
     ImportFromStringError,
@@ -36,7 +37,6 @@ from .importer import (
     wrap_app,
 )
 from .importer import import_from_string as _import
-from .request_limits import RequestLimits
 from .servers import SERVERS, ServerError, ServerOptions, bind_sockets
 
 # The app string and the options that shape the app travel to worker processes in this
@@ -141,7 +141,7 @@ def build(recipe: Recipe, obj: object = None) -> Built:
         app = ProxyHeadersMiddleware(app, trusted_hosts=recipe.proxy_trusted)  # type: ignore[arg-type,assignment]
     if recipe.limit_request_line or recipe.limit_request_field_size or recipe.limit_request_fields:
         # The field count is the Bridge's own max_header_count where there is a Bridge.
-        app = RequestLimits(
+        app = GunicornLimits(
             app,
             line=recipe.limit_request_line or 0,
             fields=0 if loaded.kind == "wsgi" else recipe.limit_request_fields or 0,
@@ -375,7 +375,22 @@ def startup_line(built: Built, server: str, o: ServerOptions) -> str:
     )
     if built.mounts:
         line += ", mounted " + ", ".join(f"{p}={t}" for p, t in built.mounts)
-    return line
+    return line + canary_note(loaded.bridge, o.workers)
+
+
+def canary_note(bridge: object, workers: int) -> str:
+    """The canary routes, and whether a change made in one worker reaches the others."""
+    controls = getattr(getattr(bridge, "canaries", None), "controls", None)
+    if not controls:
+        return ""
+    note = f", {_plural(len(controls), 'canary route')}"
+    url = getattr(getattr(bridge, "broadcast", None), "url", "")
+    if workers > 1 and url.startswith("memory:"):
+        note += (
+            f" whose changes (set, rollback, promote) reach only the worker that makes them "
+            f"on {url}: give --broadcast redis://HOST:6379/0 to reach all {workers}"
+        )
+    return note
 
 
 def check_report(built: Built) -> str:

@@ -38,8 +38,8 @@ from .._types import ASGIApp, Receive, Scope, Send
 from ..observe.hygiene import RESET_CONTEXTVARS
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
+from .gunicorn_limits import GunicornLimits
 from .importer import wrap_app
-from .request_limits import RequestLimits
 
 # Seconds a retiring worker keeps reading connections it has just accepted (see
 # _Server.shutdown); a request already sent arrives within milliseconds on loopback.
@@ -122,7 +122,7 @@ class Worker(UvicornWorker):  # type: ignore[misc]
                 text,
                 loaded.bridge.max_threads if loaded.bridge is not None else "none",
             )
-        app: ASGIApp = RequestLimits(
+        app: ASGIApp = GunicornLimits(
             loaded.app,
             line=cfg.limit_request_line,
             fields=cfg.limit_request_fields,

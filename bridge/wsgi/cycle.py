@@ -20,7 +20,7 @@ from ..threads.admission import Admission
 from .body import RequestBody
 from .environ import RequestPath, TooManyHeaders, build_environ
 from .filewrapper import FileWrapper
-from .framing import CLOSE, DEFAULT_HOLD_TIME, Framing, State, plain_response
+from .framing import DEFAULT_HOLD_TIME, Framing, State, closing_headers, plain_response
 from .sender import Sender
 
 logger = logging.getLogger("bridge")
@@ -36,8 +36,9 @@ _timeout: Any = getattr(asyncio, "timeout", None)
 
 
 @dataclass(frozen=True)
-class Limits:
-    """The per-request limits of a ``Bridge``; see ``Bridge`` for each default's reason."""
+class CycleLimits:
+    """The per-request limits a ``RequestCycle`` keeps, from ``Bridge``'s options (checked
+    there, by ``bridge.options``); see ``Bridge`` for each default's reason."""
 
     max_body_size: int | None
     max_header_count: int
@@ -46,16 +47,6 @@ class Limits:
     retry_after: int
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     hold_time: float = DEFAULT_HOLD_TIME
-
-    def __post_init__(self) -> None:
-        timeout = self.body_timeout
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ValueError(
-                f"body_timeout must be a number of seconds above 0 (or None for no limit), "
-                f"not {timeout!r}; nginx's client_body_timeout of 60 is the default."
-            )
 
 
 @dataclass
@@ -90,7 +81,7 @@ class RequestCycle:
         scope: Scope,
         receive: Receive,
         send: Send,
-        limits: Limits,
+        limits: CycleLimits,
         path: RequestPath | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -160,12 +151,7 @@ class RequestCycle:
 
     async def answer(self, status: int) -> None:
         """Answer a request bridge will not serve (408, 413, 431, 503, 500) and close it."""
-        extra: RawHeaders = [CLOSE]
-        if status == 503:
-            extra.append((b"retry-after", str(self.limits.retry_after).encode("ascii")))
-        elif status == 500:
-            extra = []
-        for message in plain_response(status, extra):
+        for message in plain_response(status, closing_headers(status, self.limits.retry_after)):
             await self.sender.send(message)
 
     async def receive_body(self, environ: Environ, whole: bool) -> bool:
@@ -270,7 +256,7 @@ class RequestCycle:
     def _body_failed(self, status: int, error: BodyError) -> None:
         """The request body failed while the application runs: 413 or 408 reaches the
         client if no response has started, whatever the application does about it."""
-        refused = self.sender.refuse(status)
+        refused = self.sender.body_failed(status)
         # After the refusal, so an application that fails on the read finds it decided.
         assert self.body is not None
         self.body.fail(error)
