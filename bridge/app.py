@@ -185,6 +185,7 @@ class Bridge:
             self.pool,
             max_shadows=max_shadows,
             lag=None if meter is None else (lambda: meter.loop_lag),
+            wsgi_app=wsgi_app,
         )
         if meter is not None:
             meter.attach("shadow", self.shadows)
@@ -194,7 +195,9 @@ class Bridge:
             allowed_hosts=allowed_hosts,
             trusted_proxies=trusted_proxies,
         )
-        self._endpoints = Endpoints.configure(self.metrics, metrics_path, dashboard_path, access)
+        self._endpoints = Endpoints.configure(
+            self.metrics, metrics_path, dashboard_path, access, self.shadows.report
+        )
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
         self.broadcast = Broadcast.configured(broadcast)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .._types import Receive, Scope, Send
 from ..metrics.registry import Metrics
@@ -19,6 +21,8 @@ from ..wsgi.environ import route_path
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+# A kept shadow report by route index and kind id (``Shadows.report``), or None.
+Reports = Callable[[int, str], "dict[str, Any] | None"]
 
 _NO_STORE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 # The page loads nothing from elsewhere: inline script and style, JSON from itself.
@@ -31,9 +35,12 @@ _CSP = (
 class Endpoints:
     """The paths bridge answers itself, each mapped to its handler."""
 
-    def __init__(self, metrics: Metrics, access: AccessPolicy) -> None:
+    def __init__(
+        self, metrics: Metrics, access: AccessPolicy, reports: Reports | None = None
+    ) -> None:
         self.metrics = metrics
         self.access = access
+        self.reports = reports
         self.paths: dict[str, Handler] = {}
         self.data_path = ""
         self.base = ""
@@ -45,8 +52,10 @@ class Endpoints:
         metrics_path: str | None,
         dashboard_path: str | None,
         access: AccessPolicy,
+        reports: Reports | None = None,
     ) -> Endpoints | None:
-        """The endpoints for these options, or None when neither path is set."""
+        """The endpoints for these options, or None when neither path is set; ``reports``
+        serves the shadow routes' kept mismatches as downloads under the dashboard."""
         if metrics_path is None and dashboard_path is None:
             return None
         if metrics is None:
@@ -54,7 +63,7 @@ class Endpoints:
                 "metrics_path and dashboard_path need the counters: drop metrics=False, "
                 "or drop the paths."
             )
-        endpoints = cls(metrics, access)
+        endpoints = cls(metrics, access, reports)
         if metrics_path is not None:
             _check_path("metrics_path", metrics_path)
             endpoints.paths[metrics_path] = endpoints.prometheus
@@ -75,9 +84,13 @@ class Endpoints:
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer ``scope`` if it asks for one of bridge's own paths; True if it did."""
-        handler = self.paths.get(route_path(scope))
+        path = route_path(scope)
+        handler = self.paths.get(path)
         if handler is None:
-            return False
+            if not (self.base and path.startswith(self.base + "/shadow/")):
+                return False
+            handler = self.report
+
         if scope["method"] not in ("GET", "HEAD"):
             await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use GET.\n",
                         [(b"allow", b"GET, HEAD")])  # fmt: skip
@@ -121,6 +134,27 @@ class Endpoints:
             return
         body = json.dumps(self.metrics.snapshot()).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body)
+
+    async def report(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A kept shadow mismatch as a file for ``bridge replay``: ``shadow/<route>/<id>.json``."""
+        verdict = self.access.dashboard(scope)
+        if not verdict.allowed:
+            await _refuse(send, scope, verdict.reason)
+            return
+        found = _REPORT.fullmatch(route_path(scope)[len(self.base) :])
+        reports = self.reports
+        report = None if found is None or reports is None else reports(int(found[1]), found[2])
+        if found is None or report is None:
+            body = b"No kept shadow report here: it may have been replaced by a later one.\n"
+            await _send(send, scope, 404, b"text/plain; charset=utf-8", body)
+            return
+        name = f'attachment; filename="mismatch-{found[2]}.json"'.encode()
+        body = json.dumps(report, indent=1).encode("utf-8")
+        await _send(send, scope, 200, b"application/json", body,
+                    [(b"content-disposition", name)])  # fmt: skip
+
+
+_REPORT = re.compile(r"/shadow/(\d{1,4})/([0-9a-f]{12})\.json")
 
 
 def _check_path(option: str, path: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,8 @@ VALUE_CHARS = 200
 MAX_DIFFERENCES = 10
 # Characters of text shown on each side of the first differing position.
 CONTEXT_CHARS = 60
+# Header fields a kept response lists; a response with more is cut there.
+MAX_HEADERS = 30
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -57,8 +59,27 @@ class Difference:
     legacy: str
     shadow: str
 
+    @property
+    def kind(self) -> str:
+        """What groups this difference with others of its kind: its place, with list
+        indexes as ``[*]`` (``body $.items[*].price``); a status difference keeps its
+        values (``status 200 -> 500``), which are the news."""
+        if self.where == "status":
+            return f"status {self.legacy} -> {self.shadow}"
+        return _kind(self.where)
+
     def as_dict(self) -> dict[str, str]:
         return {"where": self.where, "legacy": self.legacy, "shadow": self.shadow}
+
+
+_INDEX = re.compile(r"\[\d+\]")
+_TEXT_PLACE = re.compile(r"^body (line \d+ col \d+|byte \d+)$")
+
+
+def _kind(where: str) -> str:
+    if _TEXT_PLACE.match(where):
+        return "body (text)" if where.startswith("body line") else "body (bytes)"
+    return _INDEX.sub("[*]", where)
 
 
 def truncate(text: str, limit: int = VALUE_CHARS) -> str:
@@ -94,8 +115,8 @@ def decode_body(response: Captured) -> Any:
     if is_json(kind):
         try:
             return json.loads(response.body)
-        except ValueError:
-            pass  # not JSON after all: compared as text
+        except (ValueError, RecursionError):
+            pass  # not JSON after all, or nested deeper than json parses: compared as text
     if is_json(kind) or kind.startswith("text/") or kind.endswith(("xml", "javascript")):
         try:
             return response.body.decode(charset, errors="replace")
@@ -109,10 +130,15 @@ def compare(
     shadow: Captured,
     headers: Iterable[str] = ("content-type",),
     normalise: Normaliser | None = None,
+    *,
+    show_bodies: bool = True,
+    noise: Collection[str] = (),
 ) -> list[Difference]:
     """Every difference between the two responses (at most ``MAX_DIFFERENCES``, then a
     count); an empty list means they match. ``normalise`` may raise: the caller counts
-    that as a failed shadow run."""
+    that as a failed shadow run. Without ``show_bodies`` a body difference says where and
+    what kind of value each side has, never the value. Differences whose ``kind`` is in
+    ``noise`` (learned from two legacy answers) are left out."""
     found: list[Difference] = []
     if legacy.status != shadow.status:
         found.append(Difference("status", str(legacy.status), str(shadow.status)))
@@ -123,15 +149,16 @@ def compare(
                 old = None if old is None else REDACTED
                 new = None if new is None else REDACTED + " (differs)"
             found.append(Difference(f"header {name}", _shown(old), _shown(new)))
+    found = [d for d in found if d.kind not in noise]
+    if legacy.body == shadow.body and media_type(legacy.headers) == media_type(shadow.headers):
+        return found  # the cheap exit: the same bytes decode (and normalise) the same
     old_body, new_body = decode_body(legacy), decode_body(shadow)
     if normalise is not None:
         old_body, new_body = normalise(old_body), normalise(new_body)
-    body: list[Difference] = []
-    _diff(old_body, new_body, "$", body)
-    if len(body) > MAX_DIFFERENCES:
-        extra = len(body) - MAX_DIFFERENCES
-        body = body[:MAX_DIFFERENCES]
-        body.append(Difference("body", f"... and {extra} more differences", ""))
+    raw = _diff(old_body, new_body, noise)
+    body = [_difference(where, a, b, show_bodies) for where, a, b in raw[:MAX_DIFFERENCES]]
+    if len(raw) > MAX_DIFFERENCES:
+        body.append(Difference("body", "... and more differences", ""))
     return found + body
 
 
@@ -142,8 +169,28 @@ def _shown(value: str | None) -> str:
 def _json(value: Any) -> str:
     try:
         return truncate(json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr))
+    except RecursionError:
+        return describe(value) + " (nested too deep to show)"
     except (TypeError, ValueError):
         return truncate(repr(value))
+
+
+def describe(value: Any) -> str:
+    """What kind of value this is, without the value: what a report shows of a body
+    whose route did not opt in to ``show_bodies``."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return f"a string of {len(value)} chars"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    return f"a {type(value).__name__}"
 
 
 def _child(path: str, key: Any) -> str:
@@ -159,51 +206,76 @@ def _same(a: Any, b: Any) -> bool:
     # JSON has one number type (1 and 1.0 are the same number), but true is not 1.
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
+    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
+        return False  # containers of one type are walked; of two types, they differ
     return bool(a == b)
 
 
-def _diff(a: Any, b: Any, path: str, out: list[Difference]) -> None:
-    """Append where ``a`` and ``b`` differ; stops one past the limit (enough to know
-    there were more)."""
-    if len(out) > MAX_DIFFERENCES:
-        return
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            where = _child(path, key)
-            if key not in b:
-                out.append(Difference(_body(where), _json(a[key]), "(absent)"))
-            elif key not in a:
-                out.append(Difference(_body(where), "(absent)", _json(b[key])))
-            else:
-                _diff(a[key], b[key], where, out)
-            if len(out) > MAX_DIFFERENCES:
-                return
-    elif isinstance(a, list) and isinstance(b, list):
-        for index in range(max(len(a), len(b))):
-            where = _child(path, index)
-            if index >= len(b):
-                out.append(Difference(_body(where), _json(a[index]), "(absent)"))
-            elif index >= len(a):
-                out.append(Difference(_body(where), "(absent)", _json(b[index])))
-            else:
-                _diff(a[index], b[index], where, out)
-            if len(out) > MAX_DIFFERENCES:
-                return
-    elif path == "$" and type(a) is type(b) and isinstance(a, (str, bytes)):
-        if a != b:  # a whole text or binary body
-            out.append(_text_difference(a, b))
-    elif not _same(a, b):
-        out.append(Difference(_body(path), _json(a), _json(b)))
+_ABSENT = object()
+
+
+def _diff(a: Any, b: Any, noise: Collection[str] = ()) -> list[tuple[str, Any, Any]]:
+    """Where ``a`` and ``b`` differ, as (where, a's value, b's value), in document order;
+    stops one past ``MAX_DIFFERENCES`` (enough to know there were more). Iterative, with
+    a stack of its own, so a document of any depth is walked without recursion."""
+    out: list[tuple[str, Any, Any]] = []
+    stack: list[tuple[Any, Any, str]] = [(a, b, "$")]
+    while stack and len(out) <= MAX_DIFFERENCES:
+        x, y, path = stack.pop()
+        if noise and _kind(_body(path)) in noise:
+            continue
+        if isinstance(x, dict) and isinstance(y, dict):
+            children = [(x.get(k, _ABSENT), y.get(k, _ABSENT), _child(path, k))
+                        for k in [*x, *(k for k in y if k not in x)]]  # fmt: skip
+        elif isinstance(x, list) and isinstance(y, list):
+            children = [
+                (x[i] if i < len(x) else _ABSENT, y[i] if i < len(y) else _ABSENT, _child(path, i))
+                for i in range(max(len(x), len(y)))
+            ]
+        else:
+            if path == "$" and type(x) is type(y) and isinstance(x, (str, bytes)):
+                if x != y:  # a whole text or binary body
+                    out.append((path, x, y))
+            elif x is _ABSENT or y is _ABSENT or not _same(x, y):
+                out.append((path, x, y))
+            continue
+        stack.extend(reversed(children))
+    return out
+
+
+def _difference(path: str, a: Any, b: Any, show: bool) -> Difference:
+    if path == "$" and type(a) is type(b) and isinstance(a, (str, bytes)):
+        return _text_difference(a, b, show)
+
+    def shown(value: Any) -> str:
+        if value is _ABSENT:
+            return "(absent)"
+        return _json(value) if show else describe(value)
+
+    return Difference(truncate(_body(path)), shown(a), shown(b))
 
 
 def _body(path: str) -> str:
     return "body" if path == "$" else f"body {path}"
 
 
-def _text_difference(a: str | bytes, b: str | bytes) -> Difference:
+def first_difference(a: str | bytes, b: str | bytes) -> int:
+    """The index of the first item where ``a`` and ``b`` differ (the shorter length if
+    one is a prefix of the other): a binary search of slice comparisons, each a memcmp,
+    instead of a Python loop over every character."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _text_difference(a: str | bytes, b: str | bytes, show: bool = True) -> Difference:
     """Where two texts first differ (line and column), with a little of each around it."""
-    limit = min(len(a), len(b))
-    at = next((i for i in range(limit) if a[i] != b[i]), limit)
+    at = first_difference(a, b)
     start = max(at - CONTEXT_CHARS, 0)
     head = a[:at]
     newline: Any = "\n" if isinstance(head, str) else b"\n"
@@ -211,6 +283,8 @@ def _text_difference(a: str | bytes, b: str | bytes) -> Difference:
     column = at - (head.rfind(newline) + 1) + 1
 
     def window(text: str | bytes) -> str:
+        if not show:
+            return describe(text)
         part = text[start : at + CONTEXT_CHARS]
         shown = part if isinstance(part, str) else repr(part)[2:-1]
         prefix = "..." if start else ""
@@ -221,16 +295,37 @@ def _text_difference(a: str | bytes, b: str | bytes) -> Difference:
     return Difference(where, window(a), window(b))
 
 
-def kept(response: Captured, body_chars: int) -> dict[str, Any]:
-    """A response as a mismatch report keeps it: secret header values replaced, every
-    value and the body truncated."""
-    headers = []
-    for name, value in response.headers[:30]:
+def kept(
+    response: Captured,
+    body_chars: int,
+    headers: Collection[str] = ("content-type",),
+    show_bodies: bool = True,
+) -> dict[str, Any]:
+    """A response as a mismatch report keeps it: the values of the compared headers
+    (credentials replaced), only the names of the others, and the body, truncated,
+    only with ``show_bodies``."""
+    shown: list[list[str]] = []
+    others: list[str] = []
+    for name, value in response.headers[:MAX_HEADERS]:
         key = bytes(name).decode("latin-1").lower()
-        shown = REDACTED if key in SECRET_HEADERS else truncate(bytes(value).decode("latin-1"))
-        headers.append([key, shown])
+        if key not in headers:
+            others.append(truncate(key))
+        elif key in SECRET_HEADERS:
+            shown.append([key, REDACTED])
+        else:
+            shown.append([key, truncate(bytes(value).decode("latin-1"))])
     raw = response.body
+    return {
+        "status": response.status,
+        "headers": shown,
+        "other_headers": others,
+        "body": _kept_body(raw, body_chars) if show_bodies else None,
+        "body_bytes": len(raw),
+    }
+
+
+def _kept_body(raw: bytes, body_chars: int) -> str:
     body = raw[: body_chars * 4].decode("utf-8", errors="replace")
     if len(body) > body_chars or len(raw) > body_chars * 4:
         body = body[:body_chars] + f"... ({len(raw)} bytes)"
-    return {"status": response.status, "headers": headers, "body": body}
+    return body

@@ -22,13 +22,35 @@ dropped with it. The two responses are then compared (``bridge.shadow.compare``)
 outcome counted (``bridge.shadow.stats``). The client's request is over before the
 shadow starts: it cannot delay, change or fail the client's response.
 
-The budget: at most ``max_shadows`` shadow runs at once per ``Bridge``, each
-stopped after ``timeout`` seconds (a failure), and none started while every worker
-thread is busy or the event loop lags (``max_lag``): shadows take only what the
-legacy traffic leaves. A request that finds no room is answered by the legacy app
-alone and counted as skipped, with its reason, as is one whose request or response
-body is over ``max_body`` (its kept bytes are dropped at once, so capture costs at
-most ``max_body`` per direction and request).
+The budget counts what shadow runs really hold. At most ``max_shadows`` runs at once
+per ``Bridge``; of those, the runs that hold a worker thread (a ``def`` view, a view
+in the legacy middleware, a noise-learning run of the legacy app) at most
+``thread_share`` of ``max_threads``: a fifth, as Envoy's retry budget lets retries add
+a fifth to the active requests, and never the last thread. None starts while every
+worker thread is busy or the event loop lags (``max_lag``). A run past its
+``timeout`` counts as failed at once, but it keeps its slot until it has really
+ended: an ``async`` view is cancelled, while a run in a thread cannot be (Python
+cannot stop a thread), so it keeps its slot and its thread's share until the view
+returns. A hung ``def`` view therefore costs one slot of the shadows' share, never
+the legacy app's threads. A request that finds no room is answered by the legacy
+app alone and counted as skipped, with its reason, as is one whose request or
+response body is over ``max_body`` (its kept bytes are dropped at once, so capture
+costs at most ``max_body`` per direction and request).
+
+The comparison costs the loop little whatever the bodies: byte-identical bodies
+match without being parsed; bodies of more than ``INLINE_COMPARE`` bytes together
+are parsed and walked in a pool thread (a thread the run holds); only small ones
+are compared on the loop. The walk is iterative, so a document of any depth is
+compared, and JSON nested deeper than the parser goes is compared as text.
+
+Noise (``Shadow(noise=True)``): on the first request, and then on ``noise_rate`` of
+them, the legacy app answers the same request a second time (no client sees it);
+where its two answers differ is noise, learned for the route and left out of every
+later comparison, and listed on the dashboard (Diffy's idea).
+
+Sampling (``rate``) is per request, or sticky with ``key``: a hash of the route and
+the request's cookie, header or address (``bridge.sticky``), so one user's requests
+are all shadowed or none, in every worker.
 
 Only GET, HEAD and OPTIONS are shadowed unless the route opts in with
 ``Shadow(unsafe=True)``: the view runs as well as the legacy app, so a view that
@@ -44,16 +66,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._types import Message, Receive, Scope, Send
-from .compare import Captured, compare
+from .._types import Message, Receive, Scope, Send, WSGIApp
+from ..sticky import draw
+from .compare import Captured, Difference, compare
 from .config import Shadow
-from .stats import ShadowStats, prometheus
+from .stats import ShadowStats, kept_request, prometheus
 
 if TYPE_CHECKING:
     from ..threads.pool import ThreadPool
@@ -76,6 +101,14 @@ DEFAULT_MAX_LAG = 0.05
 # loop-blocking warnings of bridge.metrics do.
 DEFAULT_LOG_INTERVAL = 60.0
 
+# Bodies of up to this many bytes together are compared on the loop: 32 KiB of JSON
+# parses and walks in well under a millisecond; larger ones go to a thread.
+INLINE_COMPARE = 32 * 1024
+
+# The share of max_threads shadow runs may hold at once: a fifth, as Envoy's retry
+# budget (budget_percent 20 %) lets retries add a fifth to the active requests.
+THREAD_SHARE = 0.2
+
 Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
 ServeView = Callable[[Any, dict[str, Any], Scope, Receive, Send], Awaitable[object]]
 
@@ -89,11 +122,33 @@ class Route(Protocol):
     def methods(self) -> frozenset[str] | None: ...
     @property
     def shadow(self) -> Shadow | None: ...
+    @property
+    def is_async(self) -> bool: ...
+    @property
+    def wsgi(self) -> WSGIApp | None: ...
 
 
-# The stats of the route whose shadow run this context belongs to; None outside one.
-_shadow_route: contextvars.ContextVar[ShadowStats | None] = contextvars.ContextVar(
-    "bridge_shadow_route", default=None
+class Run:
+    """One shadow run's notes, reachable from its context in the loop and in its thread:
+    the first exception a view logged (serve_view logs it, then answers 500)."""
+
+    __slots__ = ("error", "exception", "stats")
+
+    def __init__(self, stats: ShadowStats) -> None:
+        self.stats = stats
+        self.exception = ""
+        self.error = ""
+
+    def noted(self, exc: BaseException) -> None:
+        """Keep the first exception only: a later one is a consequence of it."""
+        if not self.exception:
+            self.exception = type(exc).__name__
+            self.error = f"The view raised {type(exc).__name__}: {exc}"
+
+
+# The shadow run this context belongs to; None outside one.
+_shadow_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "bridge_shadow_run", default=None
 )
 
 
@@ -107,9 +162,12 @@ class QuietShadows(logging.Filter):
         self.interval = interval
 
     def filter(self, record: logging.LogRecord) -> bool:
-        stats = _shadow_route.get()
-        if stats is None:
+        run = _shadow_run.get()
+        if run is None:
             return True
+        if record.exc_info and record.exc_info[1] is not None:
+            run.noted(record.exc_info[1])
+        stats = run.stats
         now = time.monotonic()
         last = stats.logged_at
         if last is not None and now - last < self.interval:
@@ -235,9 +293,10 @@ def replay(body: bytes) -> Receive:
 class Shadows:
     """The shadow routes of one ``Bridge``: their budget, their running tasks, their counts.
 
-    ``max_shadows`` bounds the shadow runs at once; ``lag`` reads the event-loop lag
-    (the metrics' probe) when there is one; ``sample`` draws a number in [0, 1) for
-    the sampling rate (a test may fix it).
+    ``max_shadows`` bounds the shadow runs at once; ``wsgi_app`` is the legacy app, asked
+    a second time by noise-learning runs; ``lag`` reads the event-loop lag (the metrics'
+    probe) when there is one; ``sample`` draws a number in [0, 1) for the sampling rate
+    (a test may fix it).
     """
 
     def __init__(
@@ -248,6 +307,7 @@ class Shadows:
         max_lag: float = DEFAULT_MAX_LAG,
         lag: Callable[[], float] | None = None,
         sample: Callable[[], float] = random.random,
+        wsgi_app: WSGIApp | None = None,
     ) -> None:
         if isinstance(max_shadows, bool) or not isinstance(max_shadows, int) or max_shadows < 0:
             raise ValueError(
@@ -255,14 +315,19 @@ class Shadows:
             )
         self.pool = pool
         self.max_shadows = max_shadows
+        # Threads shadow runs may hold at once: a fifth of the pool, at least one, never
+        # the last one.
+        self.thread_share = min(max(1, int(pool.max_threads * THREAD_SHARE)), pool.max_threads - 1)
         self.max_lag = max_lag
         self.lag = lag
         self.sample = sample
-        self.running = 0  # shadow runs started and not finished; loop-only
+        self.wsgi_app = wsgi_app
+        self.running = 0  # shadow runs started and not ended; loop-only
+        self.threads_held = 0  # of those, the runs that hold a thread; loop-only
         if _QUIET not in logger.filters:
             logger.addFilter(_QUIET)
         self._stats: dict[int, ShadowStats] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], bool] = {}  # run -> whether it holds a thread
 
     # -- registration and reading ---------------------------------------------------
 
@@ -285,6 +350,11 @@ class Shadows:
     def prometheus(self) -> str:
         return prometheus(list(self._stats.values()))
 
+    def report(self, index: int, kind_id: str) -> dict[str, Any] | None:
+        """The download of a kept kind: route ``index`` (its place in ``routes``)."""
+        routes = self.routes
+        return routes[index].report(kind_id) if 0 <= index < len(routes) else None
+
     # -- serving --------------------------------------------------------------------
 
     async def serve(
@@ -301,11 +371,14 @@ class Shadows:
         config = route.shadow
         assert config is not None
         stats = self._stats[id(route)]
-        if config.rate < 1 and self.sample() >= config.rate:
+        if config.rate < 1 and not draw(route.rule, config.sticky, scope, config.rate,
+                                        self.sample):  # fmt: skip
             stats.sample_out()
             await legacy(scope, receive, send)
             return
-        busy = self._busy()
+        learn = config.noise and (stats.noise_runs == 0 or self.sample() < config.noise_rate)
+        holds_thread = learn or not route.is_async or route.wsgi is not None
+        busy = self._busy(holds_thread)
         if busy is not None:  # no room now: do not even keep the bodies
             stats.skip(busy)
             await legacy(scope, receive, send)
@@ -316,20 +389,21 @@ class Shadows:
         tee = RequestTee(receive, config.max_body)
         capture = ResponseCapture(send, config.max_body)
         await legacy(scope, tee.receive, capture.send)
-        problem = tee.problem() or capture.problem() or self._busy()
+        problem = tee.problem() or capture.problem() or self._busy(holds_thread)
         if problem is not None:
             stats.skip(problem)
             return
         child = dict(scope)
         child["headers"] = list(scope.get("headers", ()))
         child["extensions"] = {}  # no pathsend or early hints: the shadow's bytes are kept
-        run = self._run(route, values, child, tee.body, capture.captured(), view, stats)
+        run = self._run(route, values, child, tee.body, capture.captured(), view, stats, learn)
         self.running += 1
+        self.threads_held += holds_thread
         task = context.run(asyncio.ensure_future, run)
-        self._tasks.add(task)
+        self._tasks[task] = holds_thread
         task.add_done_callback(self._finished)
 
-    def _busy(self) -> str | None:
+    def _busy(self, holds_thread: bool) -> str | None:
         """Why a shadow run may not start now, or None when it may."""
         if self.running >= self.max_shadows:
             return "budget"
@@ -338,13 +412,15 @@ class Shadows:
         pool = self.pool
         if pool.in_flight >= pool.max_threads:
             return "threads"
+        if holds_thread and self.threads_held >= self.thread_share:
+            return "share"
         if self.lag is not None and self.lag() > self.max_lag:
             return "loop"
         return None
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running -= 1
-        self._tasks.discard(task)
+        self.threads_held -= self._tasks.pop(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("A shadow run failed in bridge itself.", exc_info=task.exception())
 
@@ -357,43 +433,64 @@ class Shadows:
         legacy: Captured,
         view: ServeView,
         stats: ShadowStats,
+        learn: bool,
     ) -> None:
         config = route.shadow
         assert config is not None
-        _shadow_route.set(stats)  # this task's own context: for QuietShadows
-        request = (scope["method"], _target(scope))
+        run = Run(stats)
+        _shadow_run.set(run)  # this task's own context: for QuietShadows
+        request = kept_request(scope["method"], scope["path"], scope.get("query_string", b""),
+                               scope["headers"], body, config)  # fmt: skip
         sink = ResponseCapture(None, config.max_body)
-        try:
-            await asyncio.wait_for(view(route, values, scope, replay(body), sink.send),
-                                   config.timeout)  # fmt: skip
-        except asyncio.TimeoutError:
-            stats.fail(request, f"The view did not answer within {config.timeout:g} s.")
+        in_thread = not route.is_async or route.wsgi is not None
+        served = view(route, values, scope, replay(body), sink.send)
+        if not await _within(served, config.timeout, cancel=not in_thread):
+            stats.fail(request, f"The view did not answer within {config.timeout:g} s.", "timeout")
             return
-        except Exception as exc:
-            logger.exception("Exception in the shadow run of %s", route.rule)
-            stats.fail(request, f"The view raised {exc!r}.")
+        if learn and self.wsgi_app is not None:
+            # The legacy app, asked again through the same code, unmetered: a route
+            # object of its own whose "view inside the middleware" is the legacy app.
+            again = dataclasses.replace(route, wsgi=self.wsgi_app)  # type: ignore[type-var]
+            second = ResponseCapture(None, config.max_body)
+            asked = view(again, {}, scope, replay(body), second.send)
+            if await _within(asked, config.timeout, cancel=False) and second.problem() is None:
+                stats.learn_noise(await self._compare(legacy, second.captured(), config, ()))
+        if run.exception:
+            stats.fail(request, run.error, run.exception)
             return
         problem = sink.problem()
         if problem == "response_too_large":
             stats.skip(problem)
             return
         if problem is not None:
-            stats.fail(request, "The view did not send a whole response.")
+            stats.fail(request, "The view did not send a whole response.", "incomplete")
             return
         shadow = sink.captured()
         if shadow.status >= 500 and legacy.status < 500:
-            stats.fail(request, f"The view answered {shadow.status} (an exception is logged).")
+            stats.fail(request, f"The view answered {shadow.status}.", f"status {shadow.status}")
             return
         try:
-            differences = compare(legacy, shadow, config.headers, config.normalise)
+            differences = await self._compare(legacy, shadow, config, tuple(stats.noise))
         except Exception as exc:
-            logger.exception("The shadow normaliser of %s raised", route.rule)
-            stats.fail(request, f"The normaliser raised {exc!r}.")
+            what = "The normaliser" if config.normalise is not None else "The comparison"
+            logger.exception("%s of the shadow route %s raised", what, route.rule)
+            stats.fail(request, f"{what} raised {type(exc).__name__}: {exc}",
+                       f"{what.split()[1]} {type(exc).__name__}")  # fmt: skip
             return
         if differences:
             stats.mismatch(request, differences, legacy, shadow)
         else:
             stats.match()
+
+    async def _compare(
+        self, legacy: Captured, shadow: Captured, config: Shadow, noise: tuple[str, ...]
+    ) -> list[Difference]:
+        """``compare`` on the loop for small bodies, in a pool thread for larger ones."""
+        call = functools.partial(compare, legacy, shadow, config.headers, config.normalise,
+                                 show_bodies=config.show_bodies, noise=noise)  # fmt: skip
+        if len(legacy.body) + len(shadow.body) <= INLINE_COMPARE:
+            return call()
+        return await self.pool.run(call)
 
     # -- waiting and stopping -----------------------------------------------------------
 
@@ -412,7 +509,24 @@ class Shadows:
                 await asyncio.wait(tasks)
 
 
-def _target(scope: Scope) -> str:
-    query = scope.get("query_string", b"")
-    path: str = scope["path"]
-    return path + ("?" + query.decode("latin-1") if query else "")
+async def _within(served: Awaitable[object], timeout: float, *, cancel: bool) -> bool:
+    """Run ``served`` for at most ``timeout`` seconds; True if it ended in time.
+
+    Past the timeout it is cancelled when ``cancel`` (a view on the loop), else awaited to
+    its end (a view in a thread, which no cancellation stops): either way this returns
+    only once it has ended, so the run keeps its slot as long as it holds anything."""
+    task = asyncio.ensure_future(served)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done:
+            return True
+        if cancel:
+            task.cancel()
+        await asyncio.wait({task})
+        return False
+    except asyncio.CancelledError:  # the shutdown: stop the view too
+        task.cancel()
+        raise
+    finally:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a view's own errors are answered as a 500
