@@ -444,8 +444,9 @@ class Shadows:
         sink = ResponseCapture(None, config.max_body)
         in_thread = not route.is_async or route.wsgi is not None
         served = view(route, values, scope, replay(body), sink.send)
-        if not await _within(served, config.timeout, cancel=not in_thread):
-            stats.fail(request, f"The view did not answer within {config.timeout:g} s.", "timeout")
+        late = f"The view did not answer within {config.timeout:g} s."
+        if not await _within(served, config.timeout, not in_thread,
+                             lambda: stats.fail(request, late, "timeout")):  # fmt: skip
             return
         if learn and self.wsgi_app is not None:
             # The legacy app, asked again through the same code, unmetered: a route
@@ -453,7 +454,7 @@ class Shadows:
             again = dataclasses.replace(route, wsgi=self.wsgi_app)  # type: ignore[type-var]
             second = ResponseCapture(None, config.max_body)
             asked = view(again, {}, scope, replay(body), second.send)
-            if await _within(asked, config.timeout, cancel=False) and second.problem() is None:
+            if await _within(asked, config.timeout, False) and second.problem() is None:
                 stats.learn_noise(await self._compare(legacy, second.captured(), config, ()))
         if run.exception:
             stats.fail(request, run.error, run.exception)
@@ -509,17 +510,25 @@ class Shadows:
                 await asyncio.wait(tasks)
 
 
-async def _within(served: Awaitable[object], timeout: float, *, cancel: bool) -> bool:
+def _nothing() -> None:
+    pass
+
+
+async def _within(
+    served: Awaitable[object], timeout: float, cancel: bool, late: Callable[[], None] = _nothing
+) -> bool:
     """Run ``served`` for at most ``timeout`` seconds; True if it ended in time.
 
-    Past the timeout it is cancelled when ``cancel`` (a view on the loop), else awaited to
-    its end (a view in a thread, which no cancellation stops): either way this returns
-    only once it has ended, so the run keeps its slot as long as it holds anything."""
+    Past the timeout, ``late()`` is called at once (the run is counted as failed then),
+    and ``served`` is cancelled when ``cancel`` (a view on the loop), else awaited to its
+    end (a view in a thread, which no cancellation stops): either way this returns only
+    once it has ended, so the run keeps its slot as long as it holds anything."""
     task = asyncio.ensure_future(served)
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if done:
             return True
+        late()
         if cancel:
             task.cancel()
         await asyncio.wait({task})
