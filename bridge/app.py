@@ -21,7 +21,7 @@ from .pages.dashboard import Endpoints
 from .requests import Request
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute
 from .shadow.config import Shadow
-from .shadow.runner import DEFAULT_MAX_SHADOWS, Shadows
+from .shadow.runner import DEFAULT_MAX_SHADOWS, Replayed, Shadows
 from .threads.admission import Admission
 from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
@@ -315,6 +315,17 @@ class Bridge:
             await self._lifespan(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
+
+    async def replay(
+        self, scope: Scope, body: bytes, headers: tuple[str, ...] = ("content-type",)
+    ) -> Replayed | None:
+        """Answer one request with the legacy app and with the route's view, and compare
+        them (``bridge replay``); None when no route matches the request."""
+        found = self.router.match_http(route_path(scope), scope["method"])
+        if found is None:
+            return None
+        return await self.shadows.replay(*found, scope, body, self._legacy, self._serve_route,
+                                         headers)  # fmt: skip
 
     async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve and count one request with the legacy app (a shadow route's answer)."""

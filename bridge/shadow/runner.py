@@ -493,6 +493,42 @@ class Shadows:
             return call()
         return await self.pool.run(call)
 
+    # -- replaying a kept report ----------------------------------------------------------
+
+    async def replay(
+        self,
+        route: Route,
+        values: dict[str, Any],
+        scope: Scope,
+        body: bytes,
+        legacy: Legacy,
+        view: ServeView,
+        headers: tuple[str, ...] = ("content-type",),
+    ) -> Replayed:
+        """Answer one request with ``legacy`` and with ``view``, one after the other, and
+        compare them as the route's shadow runs do (``bridge replay``). A route that is no
+        longer a shadow route is compared on ``headers``; bodies are shown in full, since
+        this runs on the developer's machine, not on a dashboard."""
+        config = route.shadow or Shadow(headers=headers)
+        stats = self._stats.get(id(route))
+        noise = tuple(stats.noise) if stats is not None else ()
+        limit = max(config.max_body, 64 * 1024 * 1024)
+        first, second = ResponseCapture(None, limit), ResponseCapture(None, limit)
+        await legacy(scope, replay(body), first.send)
+        try:
+            await asyncio.wait_for(view(route, values, scope, replay(body), second.send),
+                                   config.timeout)  # fmt: skip
+        except asyncio.TimeoutError:
+            return Replayed(route.rule, first.captured(), second.captured(), [],
+                            f"The view did not answer within {config.timeout:g} s.")  # fmt: skip
+        problem = first.problem() or second.problem()
+        if problem is not None:
+            return Replayed(route.rule, first.captured(), second.captured(), [],
+                            f"A response could not be compared ({problem}).")  # fmt: skip
+        differences = compare(first.captured(), second.captured(), config.headers,
+                              config.normalise, show_bodies=True, noise=noise)  # fmt: skip
+        return Replayed(route.rule, first.captured(), second.captured(), differences)
+
     # -- waiting and stopping -----------------------------------------------------------
 
     async def idle(self) -> None:
@@ -508,6 +544,21 @@ class Shadows:
         if tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait(tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """One request answered by the legacy app and by the view, and how they compare."""
+
+    rule: str
+    legacy: Captured
+    shadow: Captured
+    differences: list[Difference]
+    problem: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        return self.problem is None and not self.differences
 
 
 def _nothing() -> None:
