@@ -51,9 +51,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._types import Message, Receive, Scope, Send
+from ..metrics.values import Count
 from .compare import Captured, compare
 from .config import Shadow
-from .stats import ShadowStats, prometheus
+from .stats import ShadowStats, counts, prometheus, whole_server
 
 if TYPE_CHECKING:
     from ..threads.pool import ThreadPool
@@ -284,6 +285,16 @@ class Shadows:
 
     def prometheus(self) -> str:
         return prometheus(list(self._stats.values()))
+
+    def counts(self) -> list[Count]:
+        """The shadow counters, for the files that sum them across workers."""
+        return counts(list(self._stats.values()))
+
+    def whole_server(
+        self, entries: list[dict[str, Any]], summed: dict[str, dict[Any, float]]
+    ) -> list[dict[str, Any]]:
+        """``snapshot()`` with every worker's counts (``Metrics.snapshot`` calls this)."""
+        return whole_server(entries, summed)
 
     # -- serving --------------------------------------------------------------------
 
