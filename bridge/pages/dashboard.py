@@ -105,6 +105,7 @@ class Endpoints:
         if not verdict.allowed:
             await _refuse(send, scope, verdict.reason)
             return
+        await self.metrics.refresh()
         body = self.metrics.prometheus().encode("utf-8")
         await _send(send, scope, 200, b"text/plain; version=0.0.4; charset=utf-8", body)
 
@@ -132,6 +133,7 @@ class Endpoints:
         if not verdict.allowed:
             await _refuse(send, scope, verdict.reason)
             return
+        await self.metrics.refresh()
         body = json.dumps(self.metrics.snapshot()).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body)
 

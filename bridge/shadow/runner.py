@@ -75,10 +75,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._types import Message, Receive, Scope, Send, WSGIApp
+from ..metrics.values import Count
 from ..sticky import draw
 from .compare import Captured, Difference, compare
 from .config import Shadow
-from .stats import ShadowStats, kept_request, prometheus
+from .stats import ShadowStats, counts, kept_request, prometheus, whole_server
 
 if TYPE_CHECKING:
     from ..threads.pool import ThreadPool
@@ -354,6 +355,16 @@ class Shadows:
         """The download of a kept kind: route ``index`` (its place in ``routes``)."""
         routes = self.routes
         return routes[index].report(kind_id) if 0 <= index < len(routes) else None
+
+    def counts(self) -> list[Count]:
+        """The shadow counters, for the files that sum them across workers."""
+        return counts(list(self._stats.values()))
+
+    def whole_server(
+        self, entries: list[dict[str, Any]], summed: dict[str, dict[Any, float]]
+    ) -> list[dict[str, Any]]:
+        """``snapshot()`` with every worker's counts (``Metrics.snapshot`` calls this)."""
+        return whole_server(entries, summed)
 
     # -- serving --------------------------------------------------------------------
 

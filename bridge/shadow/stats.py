@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 
 from .._types import RawHeaders
 from ..metrics.prometheus import escape
+from ..metrics.values import Count
 from .compare import SECRET_HEADERS, Captured, Difference, kept, truncate
 
 if TYPE_CHECKING:
@@ -310,3 +311,54 @@ def prometheus(all_stats: list[ShadowStats]) -> str:
     family("bridge_shadow_match_streak", lambda group: [("", min(s.streak for s in group))])
     family("bridge_shadow_ready", lambda group: [("", int(all(s.ready for s in group)))])
     return "\n".join(lines) + "\n"
+
+
+def counts(all_stats: list[ShadowStats]) -> list[Count]:
+    """The series of ``prometheus()``, as values the whole server sums across workers."""
+    by_rule: dict[str, list[ShadowStats]] = {}
+    for stats in all_stats:
+        by_rule.setdefault(stats.rule, []).append(stats)
+    found: list[Count] = []
+    comparisons, skipped = "bridge_shadow_comparisons_total", "bridge_shadow_skipped_total"
+    for rule, group in sorted(by_rule.items()):
+        for outcome in OUTCOMES:
+            value = sum(getattr(s, outcome) for s in group)
+            labels = (("route", rule), ("outcome", outcome))
+            found.append(Count(comparisons, "counter", _HELP[comparisons][1], labels, value))
+        for reason in SKIP_REASONS:
+            value = sum(s.skips.get(reason, 0) for s in group)
+            labels = (("route", rule), ("reason", reason))
+            found.append(Count(skipped, "counter", _HELP[skipped][1], labels, value))
+        for name, value in (
+            ("bridge_shadow_match_streak", min(s.streak for s in group)),
+            ("bridge_shadow_ready", int(all(s.ready for s in group))),
+        ):
+            found.append(Count(name, "gauge", _HELP[name][1], (("route", rule),), value))
+    return found
+
+
+def whole_server(
+    entries: list[dict[str, Any]], summed: dict[str, dict[tuple[tuple[str, str], ...], float]]
+) -> list[dict[str, Any]]:
+    """The dashboard's entries with every worker's counts in place of this worker's.
+
+    The counts are per rule: an entry that shares its rule with another (the same path,
+    other methods) keeps this worker's, rather than show both the pair's sum.
+    """
+    rules = [entry["route"] for entry in entries]
+    comparisons = summed.get("bridge_shadow_comparisons_total", {})
+    skipped = summed.get("bridge_shadow_skipped_total", {})
+    for entry in entries:
+        rule = entry["route"]
+        if rules.count(rule) != 1:
+            continue
+        for outcome in OUTCOMES:
+            key = tuple(sorted((("route", rule), ("outcome", outcome))))
+            entry[outcome] = int(comparisons.get(key, entry[outcome]))
+        skips = {}
+        for reason, text in SKIP_REASONS.items():
+            key = tuple(sorted((("route", rule), ("reason", reason))))
+            if skipped.get(key):
+                skips[text] = int(skipped[key])
+        entry["skips"] = skips
+    return entries
