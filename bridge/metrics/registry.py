@@ -399,6 +399,12 @@ class Metrics:
         if self.shared is not None:
             self.shared.sync(list(self._stats.values()), self._counts())
             await self.shared.refresh()
+            counts = self.shared.merged()["counts"]
+            heard = [getattr(s, "hear", None) for s in self._sources.values()]
+            for hear in filter(None, heard):  # a source that acts on every worker's counts
+                hear(counts)
+            if any(heard):  # what it changed (a shadow streak ended), written at once
+                self.shared.sync((), self._counts())
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as plain dicts and lists of numbers and strings (JSON-ready)."""

@@ -79,7 +79,7 @@ from ..metrics.values import Count
 from ..sticky import draw
 from .compare import Captured, Difference, compare
 from .config import Shadow
-from .stats import ShadowStats, counts, kept_request, prometheus, whole_server
+from .stats import ShadowStats, counts, hear, kept_request, prometheus, whole_server
 
 if TYPE_CHECKING:
     from ..threads.pool import ThreadPool
@@ -365,6 +365,11 @@ class Shadows:
     ) -> list[dict[str, Any]]:
         """``snapshot()`` with every worker's counts (``Metrics.snapshot`` calls this)."""
         return whole_server(entries, summed)
+
+    def hear(self, summed: dict[str, dict[Any, float]]) -> None:
+        """Every worker's counts, just read (``Metrics.refresh`` calls this): a mismatch
+        in another worker ends this worker's streaks too."""
+        hear(list(self._stats.values()), summed)
 
     # -- serving --------------------------------------------------------------------
 

@@ -129,6 +129,9 @@ class ShadowStats:
         self.unkept = 0  # mismatches and failures of kinds that found no room
         self.noise: dict[str, int] = {}  # learned noise: kind of difference -> times seen
         self.noise_runs = 0  # requests the legacy app answered twice
+        # Other workers' mismatches and failures of this rule, as last read from the
+        # whole-server files (None: never read); a rise ends this worker's streak.
+        self.others_bad: int | None = None
 
     @property
     def ready(self) -> bool:
@@ -274,7 +277,13 @@ _HELP = {
         "gauge",
         "1 once the last ready_after comparisons of the route all matched, else 0.",
     ),
+    "bridge_shadow_bad_heard": (
+        "gauge",
+        "The mismatches and failures of every worker this worker has reset its streak for.",
+    ),
 }
+
+Summed = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
 def prometheus(all_stats: list[ShadowStats]) -> str:
@@ -329,21 +338,64 @@ def counts(all_stats: list[ShadowStats]) -> list[Count]:
             value = sum(s.skips.get(reason, 0) for s in group)
             labels = (("route", rule), ("reason", reason))
             found.append(Count(skipped, "counter", _HELP[skipped][1], labels, value))
+        heard = max(s.others_bad or 0 for s in group) + sum(s.mismatched + s.failed for s in group)
         for name, value in (
             ("bridge_shadow_match_streak", min(s.streak for s in group)),
             ("bridge_shadow_ready", int(all(s.ready for s in group))),
+            ("bridge_shadow_bad_heard", heard),
         ):
             found.append(Count(name, "gauge", _HELP[name][1], (("route", rule),), value))
     return found
 
 
-def whole_server(
-    entries: list[dict[str, Any]], summed: dict[str, dict[tuple[tuple[str, str], ...], float]]
-) -> list[dict[str, Any]]:
+def _by_rule(all_stats: list[ShadowStats]) -> dict[str, list[ShadowStats]]:
+    by_rule: dict[str, list[ShadowStats]] = {}
+    for stats in all_stats:
+        by_rule.setdefault(stats.rule, []).append(stats)
+    return by_rule
+
+
+def _bad(summed: Summed, rule: str) -> int:
+    """Every worker's mismatches and failures of ``rule``."""
+    comparisons = summed.get("bridge_shadow_comparisons_total", {})
+    return sum(
+        int(comparisons.get(tuple(sorted((("route", rule), ("outcome", outcome)))), 0))
+        for outcome in ("mismatched", "failed")
+    )
+
+
+def _per_worker(summed: Summed, name: str, rule: str) -> dict[str, float]:
+    """A per-worker gauge of ``rule``, by pid."""
+    found: dict[str, float] = {}
+    for labels, value in summed.get(name, {}).items():
+        given = dict(labels)
+        if given.get("route") == rule and "pid" in given:
+            found[given["pid"]] = value
+    return found
+
+
+def hear(all_stats: list[ShadowStats], summed: Summed) -> None:
+    """Reset the streaks of routes another worker has since seen differ or fail in.
+
+    Each worker then counts only matches since the whole server's latest mismatch, so
+    the sum of the live workers' streaks is the whole server's matches in a row (to
+    within one read of the files: ``Metrics.refresh``, at every history point)."""
+    for rule, group in _by_rule(all_stats).items():
+        others = max(_bad(summed, rule) - sum(s.mismatched + s.failed for s in group), 0)
+        for stats in group:
+            if stats.others_bad is not None and others > stats.others_bad:
+                stats.streak = 0
+            stats.others_bad = max(others, stats.others_bad or 0)
+
+
+def whole_server(entries: list[dict[str, Any]], summed: Summed) -> list[dict[str, Any]]:
     """The dashboard's entries with every worker's counts in place of this worker's.
 
     The counts are per rule: an entry that shares its rule with another (the same path,
-    other methods) keeps this worker's, rather than show both the pair's sum.
+    other methods) keeps this worker's, rather than show both the pair's sum. Readiness
+    is the whole server's: the live workers' streaks added up, and only once every live
+    worker has heard of every mismatch and failure (so none still counts a streak that
+    another worker's mismatch has ended).
     """
     rules = [entry["route"] for entry in entries]
     comparisons = summed.get("bridge_shadow_comparisons_total", {})
@@ -361,4 +413,11 @@ def whole_server(
             if skipped.get(key):
                 skips[text] = int(skipped[key])
         entry["skips"] = skips
+        streaks = _per_worker(summed, "bridge_shadow_match_streak", rule)
+        if streaks:
+            heard = _per_worker(summed, "bridge_shadow_bad_heard", rule)
+            caught_up = all(heard.get(pid, 0) >= _bad(summed, rule) for pid in streaks)
+            entry["streak"] = int(sum(streaks.values()))
+            entry["workers"] = len(streaks)
+            entry["ready"] = caught_up and entry["streak"] >= entry["ready_after"]
     return entries
