@@ -43,6 +43,11 @@ are parsed and walked in a pool thread (a thread the run holds); only small ones
 are compared on the loop. The walk is iterative, so a document of any depth is
 compared, and JSON nested deeper than the parser goes is compared as text.
 
+A view on the loop that awaits a thread-sensitive ``sync_to_async`` call is cancelled
+at its timeout like any async view, but the call's thread runs on until the call
+returns (the request's lane, ``bridge.threads.pool``): such a view holds no share of
+the threads in this count, and a call that hangs shows in the pool's busy threads.
+
 Noise (``Shadow(noise=True)``): on the first request, and then on ``noise_rate`` of
 them, the legacy app answers the same request a second time (no client sees it);
 where its two answers differ is noise, learned for the route and left out of every
@@ -393,8 +398,12 @@ class Shadows:
             await legacy(scope, receive, send)
             return
         learn = config.noise and (stats.noise_runs == 0 or self.sample() < config.noise_rate)
-        holds_thread = learn or not route.is_async or route.wsgi is not None
-        busy = self._busy(holds_thread)
+        in_thread = not route.is_async or route.wsgi is not None
+        busy = self._busy(learn or in_thread)
+        if busy == "share" and learn and not in_thread:
+            learn = False  # the second legacy answer needs a thread; the view does not
+            busy = self._busy(False)
+        holds_thread = learn or in_thread
         if busy is not None:  # no room now: do not even keep the bodies
             stats.skip(busy)
             await legacy(scope, receive, send)
@@ -455,14 +464,16 @@ class Shadows:
         assert config is not None
         run = Run(stats)
         _shadow_run.set(run)  # this task's own context: for QuietShadows
-        request = kept_request(scope["method"], scope["path"], scope.get("query_string", b""),
-                               scope["headers"], body, config)  # fmt: skip
+        # What a report keeps of the request, made only for a report (a match keeps none).
+        request = functools.partial(kept_request, scope["method"], scope["path"],
+                                    scope.get("query_string", b""), scope["headers"], body,
+                                    config)  # fmt: skip
         sink = ResponseCapture(None, config.max_body)
         in_thread = not route.is_async or route.wsgi is not None
         served = view(route, values, scope, replay(body), sink.send)
         late = f"The view did not answer within {config.timeout:g} s."
         if not await _within(served, config.timeout, not in_thread,
-                             lambda: stats.fail(request, late, "timeout")):  # fmt: skip
+                             lambda: stats.fail(request(), late, "timeout")):  # fmt: skip
             return
         if learn and self.wsgi_app is not None:
             # The legacy app, asked again through the same code, unmetered: a route
@@ -473,29 +484,29 @@ class Shadows:
             if await _within(asked, config.timeout, False) and second.problem() is None:
                 stats.learn_noise(await self._compare(legacy, second.captured(), config, ()))
         if run.exception:
-            stats.fail(request, run.error, run.exception)
+            stats.fail(request(), run.error, run.exception)
             return
         problem = sink.problem()
         if problem == "response_too_large":
             stats.skip(problem)
             return
         if problem is not None:
-            stats.fail(request, "The view did not send a whole response.", "incomplete")
+            stats.fail(request(), "The view did not send a whole response.", "incomplete")
             return
         shadow = sink.captured()
         if shadow.status >= 500 and legacy.status < 500:
-            stats.fail(request, f"The view answered {shadow.status}.", f"status {shadow.status}")
+            stats.fail(request(), f"The view answered {shadow.status}.", f"status {shadow.status}")
             return
         try:
             differences = await self._compare(legacy, shadow, config, tuple(stats.noise))
         except Exception as exc:
             what = "The normaliser" if config.normalise is not None else "The comparison"
             logger.exception("%s of the shadow route %s raised", what, route.rule)
-            stats.fail(request, f"{what} raised {type(exc).__name__}: {exc}",
+            stats.fail(request(), f"{what} raised {type(exc).__name__}: {exc}",
                        f"{what.split()[1]} {type(exc).__name__}")  # fmt: skip
             return
         if differences:
-            stats.mismatch(request, differences, legacy, shadow)
+            stats.mismatch(request(), differences, legacy, shadow)
         else:
             stats.match()
 

@@ -344,3 +344,20 @@ def test_sampling_by_a_cookie_shadows_all_of_a_users_requests_or_none() -> None:
     stats = app.shadows.routes[0]
     assert stats.matched == 3 * len(seen) and stats.unsampled == 3 * (60 - len(seen))
     assert stats.snapshot()["key"] == "cookie:sid"
+
+
+def test_with_no_thread_to_spare_an_async_noisy_route_is_compared_without_learning() -> None:
+    app = make(max_threads=1)  # the shadows' share of one thread is none
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(noise=True))
+    async def item(request: Request, item_id: int) -> Response:
+        return Response('{"id": 1, "title": "Tea"}', mimetype="application/json")
+
+    async def go() -> None:
+        for _ in range(3):
+            await get(app, "/items/1")
+        await app.shadows.idle()
+
+    run(go())
+    (stats,) = app.shadows.routes
+    assert (stats.matched, stats.skipped, stats.noise_runs) == (3, 0, 0)
