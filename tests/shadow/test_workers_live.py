@@ -1,0 +1,34 @@
+"""Readiness across workers, live: ``bridge serve --workers 2`` and the dashboard's verdict
+from both workers' counts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serve.test_cli_live import serve
+
+pytestmark = pytest.mark.live
+
+APP = "tests.apps.shadow_apps:ready_after_20"
+
+
+def test_two_workers_reach_ready_on_their_counts_added_up(tmp_path: Path) -> None:
+    with serve(tmp_path, APP, "--workers", "2", ready_path="/health") as s:
+        pids: set[int] = set()
+        for _ in range(30):  # a fresh connection each: both workers take some
+            response = s.get("/items/1")
+            assert response.status_code == 200 and response.json()["title"] == "Tea"
+            pids.add(response.json()["pid"])
+        assert len(pids) == 2, "the requests reached both workers"
+        assert "1 route migrated, 1 shadowed (answered by the legacy app)" in s.output()
+        entry: dict[str, object] = {}
+        for _ in range(100):  # each worker writes its counts four times a second
+            (entry,) = s.get("/_bridge/data.json").json()["shadow"]
+            if entry["matched"] == 30 and entry["workers"] == 2:
+                break
+            time.sleep(0.1)
+        assert (entry["matched"], entry["mismatched"], entry["failed"]) == (30, 0, 0)
+        assert (entry["streak"], entry["workers"], entry["ready"]) == (30, 2, True)
