@@ -155,7 +155,12 @@ def compare(
     old_body, new_body = decode_body(legacy), decode_body(shadow)
     if normalise is not None:
         old_body, new_body = normalise(old_body), normalise(new_body)
-    raw = _diff(old_body, new_body, noise)
+    # Python's == is JSON's equality but for true == 1: a shortcut only without booleans.
+    # A normaliser may return booleans (or anything) of its own.
+    shortcut = normalise is None and not any(
+        word in body for body in (legacy.body, shadow.body) for word in (b"true", b"false")
+    )
+    raw = _diff(old_body, new_body, noise, shortcut)
     body = [_difference(where, a, b, show_bodies) for where, a, b in raw[:MAX_DIFFERENCES]]
     if len(raw) > MAX_DIFFERENCES:
         body.append(Difference("body", "... and more differences", ""))
@@ -214,33 +219,63 @@ def _same(a: Any, b: Any) -> bool:
 _ABSENT = object()
 
 
-def _diff(a: Any, b: Any, noise: Collection[str] = ()) -> list[tuple[str, Any, Any]]:
+def _diff(
+    a: Any, b: Any, noise: Collection[str] = (), shortcut: bool = False
+) -> list[tuple[str, Any, Any]]:
     """Where ``a`` and ``b`` differ, as (where, a's value, b's value), in document order;
     stops one past ``MAX_DIFFERENCES`` (enough to know there were more). Iterative, with
-    a stack of its own, so a document of any depth is walked without recursion."""
+    a stack of its own, so a document of any depth is walked without recursion; a place
+    is spelled out only where a difference is found. With ``shortcut`` (no booleans on
+    either side, so Python's ``==`` is JSON's), equal subtrees are skipped in C."""
     out: list[tuple[str, Any, Any]] = []
-    stack: list[tuple[Any, Any, str]] = [(a, b, "$")]
+    # Each item: a's value, b's value, and its place as a link (parent link, key).
+    stack: list[tuple[Any, Any, Any]] = [(a, b, None)]
+    pop, push = stack.pop, stack.append
     while stack and len(out) <= MAX_DIFFERENCES:
-        x, y, path = stack.pop()
-        if noise and _kind(_body(path)) in noise:
-            continue
-        if isinstance(x, dict) and isinstance(y, dict):
-            children = [(x.get(k, _ABSENT), y.get(k, _ABSENT), _child(path, k))
-                        for k in [*x, *(k for k in y if k not in x)]]  # fmt: skip
-        elif isinstance(x, list) and isinstance(y, list):
-            children = [
-                (x[i] if i < len(x) else _ABSENT, y[i] if i < len(y) else _ABSENT, _child(path, i))
-                for i in range(max(len(x), len(y)))
-            ]
-        else:
-            if path == "$" and type(x) is type(y) and isinstance(x, (str, bytes)):
-                if x != y:  # a whole text or binary body
-                    out.append((path, x, y))
-            elif x is _ABSENT or y is _ABSENT or not _same(x, y):
+        x, y, link = pop()
+        tx, ty = type(x), type(y)
+        if shortcut and tx is ty and tx in _CONTAINERS:
+            try:
+                if x == y:
+                    continue
+            except RecursionError:
+                pass  # deeper than C's comparison goes: walked below
+        if tx is dict and ty is dict:
+            for key in reversed([*x, *(k for k in y if k not in x)]):
+                push((x.get(key, _ABSENT), y.get(key, _ABSENT), (link, key)))
+        elif tx is list and ty is list:
+            for index in range(max(len(x), len(y)) - 1, -1, -1):
+                push((x[index] if index < len(x) else _ABSENT,
+                      y[index] if index < len(y) else _ABSENT, (link, index)))  # fmt: skip
+        elif link is None and tx is ty and tx in (str, bytes):
+            if x != y:  # a whole text or binary body
+                out.append(("$", x, y))
+        elif x is _ABSENT or y is _ABSENT or not _same(x, y):
+            path = _spelled(link)
+            if not (noise and _noisy(path, noise)):
                 out.append((path, x, y))
-            continue
-        stack.extend(reversed(children))
     return out
+
+
+_CONTAINERS = (dict, list)
+
+
+def _spelled(link: Any) -> str:
+    """A place's link (parent link, key) as a path: ``$.items[3].price``."""
+    keys = []
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    path = "$"
+    for key in reversed(keys):
+        path = _child(path, key)
+    return path
+
+
+def _noisy(path: str, noise: Collection[str]) -> bool:
+    """Whether the place, or a place that holds it, is learned noise."""
+    kind = _kind(_body(path))
+    return any(kind == n or kind.startswith((n + ".", n + "[")) for n in noise)
 
 
 def _difference(path: str, a: Any, b: Any, show: bool) -> Difference:
@@ -261,12 +296,16 @@ def _body(path: str) -> str:
 
 def first_difference(a: str | bytes, b: str | bytes) -> int:
     """The index of the first item where ``a`` and ``b`` differ (the shorter length if
-    one is a prefix of the other): a binary search of slice comparisons, each a memcmp,
-    instead of a Python loop over every character."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
+    one is a prefix of the other): 4 KiB slices compared in turn (each a memcmp), then a
+    binary search inside the first that differs, instead of a Python loop per character."""
+    limit = min(len(a), len(b))
+    low = 0
+    while low < limit and a[low : low + 4096] == b[low : low + 4096]:
+        low += 4096
+    high = min(low + 4096, limit)
+    while low < high:  # a[:low] == b[:low] throughout
         middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
+        if a[low:middle] == b[low:middle]:
             low = middle
         else:
             high = middle - 1

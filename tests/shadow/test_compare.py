@@ -240,3 +240,17 @@ def test_the_first_difference_of_two_megabyte_texts_is_found_exactly() -> None:
     assert first_difference(a, b) == 777_777
     assert first_difference(a, a + "z") == len(a)
     assert first_difference(b"", b"abc") == 0
+
+
+def test_equal_subtrees_are_skipped_only_where_python_equality_is_json_equality() -> None:
+    rows = [{"id": i, "price": i * 1.5, "tags": ["a"]} for i in range(100)]
+    other = [dict(row) for row in rows]
+    other[70] = {**other[70], "price": 0}
+    (difference,) = compare(json_response(rows), json_response(other))
+    assert difference.where == "body $[70].price"
+    # With booleans, 1 == True in Python: no shortcut, and the difference is found.
+    flags = [{"id": i, "on": True} for i in range(100)]
+    ones = [{"id": i, "on": 1 if i == 40 else True} for i in range(100)]
+    assert compare(json_response(flags), json_response(ones)) == [
+        Difference("body $[40].on", "true", "1")
+    ]
