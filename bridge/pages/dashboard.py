@@ -17,7 +17,6 @@ from typing import Any
 
 from .._types import Receive, Scope, Send
 from ..metrics.registry import Metrics
-from ..wsgi.environ import route_path
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -82,15 +81,14 @@ class Endpoints:
             endpoints.paths[endpoints.data_path] = endpoints.data
         return endpoints
 
-    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer ``scope`` if it asks for one of bridge's own paths; True if it did."""
-        path = route_path(scope)
+    async def answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``scope`` if ``path`` (its ``RequestPath.route``) is one of bridge's own
+        pages; True if it did."""
         handler = self.paths.get(path)
         if handler is None:
             if not (self.base and path.startswith(self.base + "/shadow/")):
                 return False
-            handler = self.report
-
+            handler = functools.partial(self.report, path[len(self.base) :])
         if scope["method"] not in ("GET", "HEAD"):
             await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use GET.\n",
                         [(b"allow", b"GET, HEAD")])  # fmt: skip
@@ -103,7 +101,7 @@ class Endpoints:
     async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.metrics(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         await self.metrics.refresh()
         body = self.metrics.prometheus().encode("utf-8")
@@ -113,7 +111,7 @@ class Endpoints:
         root = scope.get("root_path", "").rstrip("/")
         verdict = self.access.dashboard(scope, exchange=root + self.base)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         if verdict.redirect is not None and verdict.cookie is not None:
             # The Jupyter pattern: the token leaves the URL (history, logs, Referer)
@@ -131,29 +129,30 @@ class Endpoints:
     async def data(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.dashboard(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         await self.metrics.refresh()
         body = json.dumps(self.metrics.snapshot()).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body)
 
-    async def report(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A kept shadow mismatch as a file for ``bridge replay``: ``shadow/<route>/<id>.json``."""
+    async def report(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """A kept shadow mismatch as a file for ``bridge replay``: ``name`` is
+        ``/shadow/<route>/<id>.json`` below the dashboard."""
         verdict = self.access.dashboard(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
-        found = _REPORT.fullmatch(route_path(scope)[len(self.base) :])
+        found = _REPORT.fullmatch(name)
         reports = self.reports
         report = None if found is None or reports is None else reports(int(found[1]), found[2])
         if found is None or report is None:
             body = b"No kept shadow report here: it may have been replaced by a later one.\n"
             await _send(send, scope, 404, b"text/plain; charset=utf-8", body)
             return
-        name = f'attachment; filename="mismatch-{found[2]}.json"'.encode()
+        saved = f'attachment; filename="mismatch-{found[2]}.json"'.encode()
         body = json.dumps(report, indent=1).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body,
-                    [(b"content-disposition", name)])  # fmt: skip
+                    [(b"content-disposition", saved)])  # fmt: skip
 
 
 _REPORT = re.compile(r"/shadow/(\d{1,4})/([0-9a-f]{12})\.json")
@@ -164,7 +163,7 @@ def _check_path(option: str, path: str) -> None:
         raise ValueError(f'{option} "{path}" must start with "/", such as "/_bridge/".')
 
 
-async def _refuse(send: Send, scope: Scope, reason: str) -> None:
+async def _forbidden(send: Send, scope: Scope, reason: str) -> None:
     body = (reason + "\n").encode("utf-8")
     await _send(send, scope, 403, b"text/plain; charset=utf-8", body)
 

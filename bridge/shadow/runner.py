@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._types import Message, Receive, Scope, Send, WSGIApp
 from ..metrics.values import Count
 from ..sticky import draw
+from ..wsgi.environ import RequestPath
 from .compare import Captured, Difference, compare
 from .config import Shadow
 from .stats import ShadowStats, counts, hear, kept_request, prometheus, whole_server
@@ -117,8 +118,10 @@ INLINE_COMPARE = 16 * 1024
 # budget (budget_percent 20 %) lets retries add a fifth to the active requests.
 THREAD_SHARE = 0.2
 
-Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
-ServeView = Callable[[Any, dict[str, Any], Scope, Receive, Send], Awaitable[object]]
+# How the legacy app and a route's view are served (``Bridge._legacy``, ``Bridge._serve_route``),
+# given the request's path as the dispatch derived it.
+Legacy = Callable[[RequestPath, Scope, Receive, Send], Awaitable[None]]
+ServeView = Callable[[Any, dict[str, Any], RequestPath, Scope, Receive, Send], Awaitable[object]]
 
 
 class Route(Protocol):
@@ -301,27 +304,28 @@ def replay(body: bytes) -> Receive:
 class Shadows:
     """The shadow routes of one ``Bridge``: their budget, their running tasks, their counts.
 
-    ``max_shadows`` bounds the shadow runs at once; ``wsgi_app`` is the legacy app, asked
-    a second time by noise-learning runs; ``lag`` reads the event-loop lag (the metrics'
-    probe) when there is one; ``sample`` draws a number in [0, 1) for the sampling rate
-    (a test may fix it).
+    ``legacy`` and ``view`` serve a request with the legacy app and with a route's view;
+    ``max_shadows`` bounds the shadow runs at once (``Bridge`` checks it); ``wsgi_app`` is
+    the legacy app, asked a second time by noise-learning runs; ``lag`` reads the
+    event-loop lag (the metrics' probe) when there is one; ``sample`` draws a number in
+    [0, 1) for the sampling rate (a test may fix it).
     """
 
     def __init__(
         self,
         pool: ThreadPool,
         *,
+        legacy: Legacy,
+        view: ServeView,
         max_shadows: int = DEFAULT_MAX_SHADOWS,
         max_lag: float = DEFAULT_MAX_LAG,
         lag: Callable[[], float] | None = None,
         sample: Callable[[], float] = random.random,
         wsgi_app: WSGIApp | None = None,
     ) -> None:
-        if isinstance(max_shadows, bool) or not isinstance(max_shadows, int) or max_shadows < 0:
-            raise ValueError(
-                f"max_shadows must be 0 or more shadow runs at once, not {max_shadows!r}."
-            )
         self.pool = pool
+        self.legacy = legacy
+        self.view = view
         self.max_shadows = max_shadows
         # Threads shadow runs may hold at once: a fifth of the pool, at least one, never
         # the last one.
@@ -384,20 +388,20 @@ class Shadows:
         self,
         route: Route,
         values: dict[str, Any],
+        path: RequestPath,
         scope: Scope,
         receive: Receive,
         send: Send,
-        legacy: Legacy,
-        view: ServeView,
     ) -> None:
-        """Answer with ``legacy``; then, budget permitting, start ``view``'s shadow run."""
+        """Answer with the legacy app; then, budget permitting, start the view's shadow run."""
+        legacy = self.legacy
         config = route.shadow
         assert config is not None
         stats = self._stats[id(route)]
         if config.rate < 1 and not draw(route.rule, config.sticky, scope, config.rate,
                                         self.sample):  # fmt: skip
             stats.sample_out()
-            await legacy(scope, receive, send)
+            await legacy(path, scope, receive, send)
             return
         learn = config.noise and (stats.noise_runs == 0 or self.sample() < config.noise_rate)
         in_thread = not route.is_async or route.wsgi is not None
@@ -408,14 +412,14 @@ class Shadows:
         holds_thread = learn or in_thread
         if busy is not None:  # no room now: do not even keep the bodies
             stats.skip(busy)
-            await legacy(scope, receive, send)
+            await legacy(path, scope, receive, send)
             return
         # The context of the request as it arrived: the shadow runs in a copy of it, not
         # in the one the legacy path leaves behind (its metrics, say).
         context = contextvars.copy_context()
         tee = RequestTee(receive, config.max_body)
         capture = ResponseCapture(send, config.max_body)
-        await legacy(scope, tee.receive, capture.send)
+        await legacy(path, scope, tee.receive, capture.send)
         problem = tee.problem() or capture.problem() or self._busy(holds_thread)
         if problem is not None:
             stats.skip(problem)
@@ -423,7 +427,7 @@ class Shadows:
         child = dict(scope)
         child["headers"] = list(scope.get("headers", ()))
         child["extensions"] = {}  # no pathsend or early hints: the shadow's bytes are kept
-        run = self._run(route, values, child, tee.body, capture.captured(), view, stats, learn)
+        run = self._run(route, values, path, child, tee.body, capture.captured(), stats, learn)
         self.running += 1
         self.threads_held += holds_thread
         task = context.run(asyncio.ensure_future, run)
@@ -455,10 +459,10 @@ class Shadows:
         self,
         route: Route,
         values: dict[str, Any],
+        path: RequestPath,
         scope: Scope,
         body: bytes,
         legacy: Captured,
-        view: ServeView,
         stats: ShadowStats,
         learn: bool,
     ) -> None:
@@ -472,7 +476,8 @@ class Shadows:
                                     config)  # fmt: skip
         sink = ResponseCapture(None, config.max_body)
         in_thread = not route.is_async or route.wsgi is not None
-        served = view(route, values, scope, replay(body), sink.send)
+        view = self.view
+        served = view(route, values, path, scope, replay(body), sink.send)
         late = f"The view did not answer within {config.timeout:g} s."
         if not await _within(served, config.timeout, not in_thread,
                              lambda: stats.fail(request(), late, "timeout")):  # fmt: skip
@@ -482,7 +487,7 @@ class Shadows:
             # object of its own whose "view inside the middleware" is the legacy app.
             again = dataclasses.replace(route, wsgi=self.wsgi_app)  # type: ignore[type-var]
             second = ResponseCapture(None, config.max_body)
-            asked = view(again, {}, scope, replay(body), second.send)
+            asked = view(again, {}, path, scope, replay(body), second.send)
             if await _within(asked, config.timeout, False) and second.problem() is None:
                 stats.learn_noise(await self._compare(legacy, second.captured(), config, ()))
         if run.exception:
@@ -528,13 +533,12 @@ class Shadows:
         self,
         route: Route,
         values: dict[str, Any],
+        path: RequestPath,
         scope: Scope,
         body: bytes,
-        legacy: Legacy,
-        view: ServeView,
         headers: tuple[str, ...] = ("content-type",),
     ) -> Replayed:
-        """Answer one request with ``legacy`` and with ``view``, one after the other, and
+        """Answer one request with the legacy app and with the view, one after the other, and
         compare them as the route's shadow runs do (``bridge replay``). A route that is no
         longer a shadow route is compared on ``headers``; bodies are shown in full, since
         this runs on the developer's machine, not on a dashboard."""
@@ -543,9 +547,9 @@ class Shadows:
         noise = tuple(stats.noise) if stats is not None else ()
         limit = max(config.max_body, 64 * 1024 * 1024)
         first, second = ResponseCapture(None, limit), ResponseCapture(None, limit)
-        await legacy(scope, replay(body), first.send)
+        await self.legacy(path, scope, replay(body), first.send)
         try:
-            await asyncio.wait_for(view(route, values, scope, replay(body), second.send),
+            await asyncio.wait_for(self.view(route, values, path, scope, replay(body), second.send),
                                    config.timeout)  # fmt: skip
         except asyncio.TimeoutError:
             return Replayed(route.rule, first.captured(), second.captured(), [],
