@@ -9,6 +9,14 @@ compared, so it can mask a timestamp, a CSRF token or an order that does not mat
 Every value that leaves this module (a ``Difference``, a ``kept`` response) is
 truncated, and the values of ``Cookie``, ``Authorization`` and ``Set-Cookie`` are
 replaced: a mismatch report is shown on the dashboard and must not carry secrets.
+Without ``show_bodies`` a body difference names its place and the kind of each value
+(``a string of 12 chars``), never the value, and a kept response keeps the values of
+the compared headers only.
+
+Cost: byte-identical bodies are not decoded at all; the walk is iterative (any depth)
+and spells out a place only where it finds a difference; without booleans on either
+side, equal subtrees are skipped with one C comparison. The runner calls this on the
+loop only for small bodies (``runner.INLINE_COMPARE``), in a thread otherwise.
 """
 
 from __future__ import annotations
