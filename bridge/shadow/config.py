@@ -123,7 +123,7 @@ class Shadow:
             raise ValueError(f"Shadow timeout must be above 0 seconds, not {self.timeout!r}.")
         if self.normalise is not None and not callable(self.normalise):
             raise TypeError(f"Shadow normalise must be a function, not {self.normalise!r}.")
-        if isinstance(self.key, str):
+        if self.key is not None and not isinstance(self.key, StickyKey):
             object.__setattr__(self, "key", StickyKey.parse(self.key))
         if isinstance(self.noise_rate, bool) or not 0 < self.noise_rate <= 1:
             raise ValueError(

@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from typing import Any
 from wsgiref.validate import validator
 
+import pytest
 from werkzeug.wrappers import Response
 
 from bridge import Bridge, Request
@@ -361,3 +362,19 @@ def test_with_no_thread_to_spare_an_async_noisy_route_is_compared_without_learni
     run(go())
     (stats,) = app.shadows.routes
     assert (stats.matched, stats.skipped, stats.noise_runs) == (3, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"key": "session"}, 'The key "session" must be "cookie:NAME", "header:NAME" or "client"'),
+        ({"key": 7}, 'key= takes a string such as "cookie:sessionid", not 7.'),
+        ({"noise_rate": 0}, "Shadow noise_rate must be a number above 0 and at most 1, not 0."),
+        ({"store_bytes": -1}, "Shadow store_bytes must be an int of at least 0, not -1."),
+        ({"noise": True, "unsafe": True}, "with unsafe=True a request may write"),
+    ],
+)
+def test_bad_new_options_are_refused_with_a_sentence(options: dict[str, Any], message: str) -> None:
+    with pytest.raises((ValueError, TypeError)) as raised:
+        Shadow(**options)
+    assert message in str(raised.value)
