@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._types import RawHeaders
+from .slices import loads as sliced_loads
 
 Normaliser = Callable[[Any], Any]
 
@@ -45,6 +46,9 @@ MAX_DIFFERENCES = 10
 CONTEXT_CHARS = 60
 # Header fields a kept response lists; a response with more is cut there.
 MAX_HEADERS = 30
+# JSON bodies larger than this are parsed in slices: 64 KiB parses in one call in
+# about a millisecond, so no single call holds the interpreter much longer.
+SLICED_FROM = 64 * 1024
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -122,7 +126,7 @@ def decode_body(response: Captured) -> Any:
     kind, charset = media_type(response.headers)
     if is_json(kind):
         try:
-            return json.loads(response.body)
+            return _parse(response.body)
         except (ValueError, RecursionError):
             pass  # not JSON after all, or nested deeper than json parses: compared as text
     if is_json(kind) or kind.startswith("text/") or kind.endswith(("xml", "javascript")):
@@ -131,6 +135,14 @@ def decode_body(response: Captured) -> Any:
         except LookupError:
             return response.body.decode("utf-8", errors="replace")
     return response.body
+
+
+def _parse(body: bytes) -> Any:
+    """JSON as ``json.loads`` parses it; a large body in slices (``slices.py``), so the
+    thread that parses it lets the event loop run in between."""
+    if len(body) <= SLICED_FROM:
+        return json.loads(body)
+    return sliced_loads(body.decode(json.detect_encoding(body), "surrogatepass"))
 
 
 def compare(

@@ -24,11 +24,13 @@ def test_two_workers_reach_ready_on_their_counts_added_up(tmp_path: Path) -> Non
             pids.add(response.json()["pid"])
         assert len(pids) == 2, "the requests reached both workers"
         assert "1 route migrated, 1 shadowed (answered by the legacy app)" in s.output()
-        entry: dict[str, object] = {}
-        for _ in range(100):  # each worker writes its counts four times a second
+        entry: dict[str, int] = {}
+        for _ in range(300):  # each worker writes its counts four times a second
             (entry,) = s.get("/_bridge/data.json").json()["shadow"]
-            if entry["matched"] == 30 and entry["workers"] == 2:
+            if entry["matched"] + entry["skipped"] == 30 and entry["workers"] == 2:
                 break
             time.sleep(0.1)
-        assert (entry["matched"], entry["mismatched"], entry["failed"]) == (30, 0, 0)
-        assert (entry["streak"], entry["workers"], entry["ready"]) == (30, 2, True)
+        # A busy machine may skip a run (a lagging loop): counted, never compared.
+        assert entry["matched"] + entry["skipped"] == 30 and entry["skipped"] <= 5
+        assert (entry["mismatched"], entry["failed"], entry["workers"]) == (0, 0, 2)
+        assert (entry["streak"], entry["ready"]) == (entry["matched"], True)
