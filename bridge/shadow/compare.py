@@ -176,10 +176,12 @@ def compare(
     if normalise is not None:
         old_body, new_body = normalise(old_body), normalise(new_body)
     # Python's == is JSON's equality but for true == 1: a shortcut only without booleans.
-    # A normaliser may return booleans (or anything) of its own.
-    shortcut = normalise is None and not any(
+    # A normaliser may return booleans (or anything) of its own; and on large bodies
+    # one C comparison of a large subtree would hold the GIL as json.loads does.
+    small = len(legacy.body) + len(shadow.body) <= SLICED_FROM
+    shortcut = (small and normalise is None and not any(
         word in body for body in (legacy.body, shadow.body) for word in (b"true", b"false")
-    )
+    ))  # fmt: skip
     raw = _diff(old_body, new_body, noise, shortcut)
     body = [_difference(where, a, b, show_bodies) for where, a, b in raw[:MAX_DIFFERENCES]]
     if len(raw) > MAX_DIFFERENCES:
