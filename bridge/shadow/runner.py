@@ -39,8 +39,9 @@ costs at most ``max_body`` per direction and request).
 
 The comparison costs the loop little whatever the bodies: byte-identical bodies
 match without being parsed; bodies of more than ``INLINE_COMPARE`` (16 KiB) together
-are parsed and walked in a pool thread (a thread the run holds); only small ones
-are compared on the loop. The walk is iterative, so a document of any depth is
+are parsed and walked in a pool thread (a thread the run holds), JSON over 64 KiB in
+pieces (``slices.py``) since one ``json.loads`` call would hold the GIL throughout;
+only small ones are compared on the loop. The walk is iterative, so a document of any depth is
 compared, and JSON nested deeper than the parser goes is compared as text.
 
 A view on the loop that awaits a thread-sensitive ``sync_to_async`` call is cancelled
