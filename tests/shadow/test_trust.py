@@ -378,3 +378,25 @@ def test_bad_new_options_are_refused_with_a_sentence(options: dict[str, Any], me
     with pytest.raises((ValueError, TypeError)) as raised:
         Shadow(**options)
     assert message in str(raised.value)
+
+
+def test_show_query_and_show_bodies_keep_what_a_staging_route_may_show() -> None:
+    app = make()
+    shown = Shadow(unsafe=True, show_query=True, show_bodies=True)
+
+    @app.route("/me", methods=["POST"], shadow=shown)
+    async def me(request: Request) -> Response:
+        return Response('{"id": 2, "title": "Tea"}', mimetype="application/json")
+
+    async def go() -> None:
+        await get(app, "/me", method="POST", query_string=b"page=2&q=tea",
+                  headers=[(b"content-type", b"application/json")], body=b'{"a": 1}')  # fmt: skip
+        await app.shadows.idle()
+
+    run(go())
+    (report,) = app.shadows.routes[0].mismatches
+    assert report["path"] == "/me?page=2&q=tea"
+    assert report["request"]["query"] == [["page", "2"], ["q", "tea"]]
+    assert report["request"]["body"] == '{"a": 1}'
+    assert report["differences"] == [{"where": "body $.id", "legacy": "1", "shadow": "2"}]
+    assert report["legacy"]["body"] == '{"id": 1, "title": "Tea"}'
