@@ -483,16 +483,11 @@ class Shadows:
         if not await _within(served, config.timeout, not in_thread,
                              lambda: stats.fail(request(), late, "timeout")):  # fmt: skip
             return
+        raised = (run.exception, run.error)  # before the legacy app may log its own
         if learn and self.wsgi_app is not None:
-            # The legacy app, asked again through the same code, unmetered: a route
-            # object of its own whose "view inside the middleware" is the legacy app.
-            again = dataclasses.replace(route, wsgi=self.wsgi_app)  # type: ignore[type-var]
-            second = ResponseCapture(None, config.max_body)
-            asked = view(again, {}, path, scope, replay(body), second.send)
-            if await _within(asked, config.timeout, False) and second.problem() is None:
-                stats.learn_noise(await self._compare(legacy, second.captured(), config, ()))
-        if run.exception:
-            stats.fail(request(), run.error, run.exception)
+            await self._learn(route, path, scope, body, legacy, stats)
+        if raised[0]:
+            stats.fail(request(), raised[1], raised[0])
             return
         problem = sink.problem()
         if problem == "response_too_large":
@@ -517,6 +512,31 @@ class Shadows:
             stats.mismatch(request(), differences, legacy, shadow)
         else:
             stats.match()
+
+    async def _learn(
+        self, route: Route, path: RequestPath, scope: Scope, body: bytes, legacy: Captured,
+        stats: ShadowStats,
+    ) -> None:  # fmt: skip
+        """Ask the legacy app the same request again and learn where its answers differ.
+
+        It is asked through the same code as a view in the legacy middleware, unmetered:
+        a route object of its own whose "view inside the middleware" is the legacy app.
+        A second answer with another status teaches nothing about fields (a flaky 500
+        must not become noise), nor does one that cannot be compared."""
+        config = route.shadow
+        assert config is not None
+        again = dataclasses.replace(route, wsgi=self.wsgi_app)  # type: ignore[type-var]
+        second = ResponseCapture(None, config.max_body)
+        asked = self.view(again, {}, path, scope, replay(body), second.send)
+        if not await _within(asked, config.timeout, False) or second.problem() is not None:
+            return
+        if second.status != legacy.status:
+            return
+        try:
+            found = await self._compare(legacy, second.captured(), config, ())
+        except Exception:  # a normaliser that raises here raises for the view too
+            return
+        stats.learn_noise(found)
 
     async def _compare(
         self, legacy: Captured, shadow: Captured, config: Shadow, noise: tuple[str, ...]

@@ -400,3 +400,29 @@ def test_show_query_and_show_bodies_keep_what_a_staging_route_may_show() -> None
     assert report["request"]["body"] == '{"a": 1}'
     assert report["differences"] == [{"where": "body $.id", "legacy": "1", "shadow": "2"}]
     assert report["legacy"]["body"] == '{"id": 1, "title": "Tea"}'
+
+
+def test_a_flaky_legacy_second_answer_teaches_no_noise_and_blames_no_view() -> None:
+    calls: list[int] = []
+
+    def flaky(environ: Environ, start_response: Any) -> list[bytes]:
+        calls.append(1)
+        if len(calls) % 2 == 0:  # every second answer (the noise run's) fails
+            raise RuntimeError("the legacy app's own bad moment")
+        return json_app(environ, start_response)
+
+    app = Bridge(validator(flaky), max_threads=4)
+
+    @app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(noise=True))
+    async def item(request: Request, item_id: int) -> Response:
+        return Response('{"id": 1, "title": "Tea"}', mimetype="application/json")
+
+    async def go() -> None:
+        for _ in range(3):
+            assert (await get(app, "/items/1")).status == 200
+            await app.shadows.idle()
+
+    run(go())
+    (stats,) = app.shadows.routes
+    assert (stats.matched, stats.failed, stats.mismatched) == (3, 0, 0)
+    assert stats.noise == {} and stats.noise_runs == 0
