@@ -335,7 +335,11 @@ class Bridge:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
     async def replay(
-        self, scope: Scope, body: bytes, headers: tuple[str, ...] = ("content-type",)
+        self,
+        scope: Scope,
+        body: bytes,
+        headers: tuple[str, ...] = ("content-type",),
+        noise: tuple[str, ...] = (),
     ) -> Replayed | None:
         """Answer one request with the legacy app and with the route's view, and compare
         them (``bridge replay``); None when no route matches the request."""
@@ -343,7 +347,7 @@ class Bridge:
         found = self.router.match_http(path.route, scope["method"])
         if found is None:
             return None
-        return await self.shadows.replay(*found, path, scope, body, headers)
+        return await self.shadows.replay(*found, path, scope, body, headers, noise)
 
     async def _legacy(self, path: RequestPath, scope: Scope, receive: Receive, send: Send) -> None:
         """The legacy app answers (a shadowed route's answer too), counted by its group."""

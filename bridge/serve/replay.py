@@ -109,7 +109,8 @@ async def replay(bridge: Bridge, report: dict[str, Any]) -> Replayed:
     scope, body, _ = request_of(report)
     async with _lifespan(bridge):
         headers = tuple(report.get("compared_headers") or ("content-type",))
-        replayed = await bridge.replay(scope, body, headers)
+        noise = tuple(report.get("noise") or ())
+        replayed = await bridge.replay(scope, body, headers, noise)
     if replayed is None:
         raise ReplayError(
             f"No route of the app matches {scope['method']} {scope['path']} (the report is from "

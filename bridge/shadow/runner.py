@@ -558,14 +558,16 @@ class Shadows:
         scope: Scope,
         body: bytes,
         headers: tuple[str, ...] = ("content-type",),
+        noise: tuple[str, ...] = (),
     ) -> Replayed:
         """Answer one request with the legacy app and with the view, one after the other, and
         compare them as the route's shadow runs do (``bridge replay``). A route that is no
-        longer a shadow route is compared on ``headers``; bodies are shown in full, since
-        this runs on the developer's machine, not on a dashboard."""
+        longer a shadow route is compared on ``headers``; ``noise`` (learned where the
+        report was kept) is left out, with what this process has learned; bodies are
+        shown in full, since this runs on the developer's machine, not on a dashboard."""
         config = route.shadow or Shadow(headers=headers)
         stats = self._stats.get(id(route))
-        noise = tuple(stats.noise) if stats is not None else ()
+        noise = (*noise, *(stats.noise if stats is not None else ()))
         limit = max(config.max_body, 64 * 1024 * 1024)
         first, second = ResponseCapture(None, limit), ResponseCapture(None, limit)
         await self.legacy(path, scope, replay(body), first.send)

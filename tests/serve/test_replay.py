@@ -116,3 +116,12 @@ def test_a_report_whose_route_is_gone_says_so(tmp_path: Path) -> None:
     file.write_text(json.dumps(report))
     with pytest.raises(ReplayError, match=r"No route of the app matches GET /gone/1"):
         replay_mismatch(shadowed_app(), file)
+
+
+def test_noise_learned_where_the_report_was_kept_is_left_out_of_the_replay(tmp_path: Path) -> None:
+    file = download(shadowed_app(), tmp_path)
+    report = json.loads(file.read_text())
+    assert report["noise"] == []
+    report["noise"] = ["body $.title"]  # as if the server had learned the title varies
+    file.write_text(json.dumps(report))
+    assert replay_mismatch(shadowed_app(), file).matches
