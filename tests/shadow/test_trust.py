@@ -16,6 +16,8 @@ from werkzeug.wrappers import Response
 
 from bridge import Bridge, Request
 from bridge.shadow import Shadow
+from bridge.shadow.compare import Difference
+from bridge.shadow.stats import MAX_NOISE
 from tests.asgi import Client, http_scope
 
 Environ = dict[str, Any]
@@ -426,3 +428,17 @@ def test_a_flaky_legacy_second_answer_teaches_no_noise_and_blames_no_view() -> N
     (stats,) = app.shadows.routes
     assert (stats.matched, stats.failed, stats.mismatched) == (3, 0, 0)
     assert stats.noise == {} and stats.noise_runs == 0
+
+
+def test_learned_noise_is_bounded_per_route() -> None:
+    app = make()
+
+    @app.route("/stamp", methods=["GET"], shadow=Shadow(noise=True, noise_rate=1.0))
+    async def stamp(request: Request) -> Response:
+        return Response('{"id": 1}', mimetype="application/json")
+
+    (stats,) = app.shadows.routes
+    for round_ in range(20):  # twenty double runs, each with ten new varying fields
+        stats.learn_noise([Difference(f"body $.f{round_}_{i}", "1", "2") for i in range(10)])
+    assert len(stats.noise) == MAX_NOISE and stats.noise_runs == 20
+    assert len(json.dumps(stats.snapshot()["noise_fields"])) < 8 * 1024
