@@ -21,7 +21,7 @@ from .pages.dashboard import Endpoints
 from .requests import Request
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute
 from .shadow.config import Shadow
-from .shadow.runner import DEFAULT_MAX_SHADOWS, Shadows
+from .shadow.runner import DEFAULT_MAX_SHADOWS, Replayed, Shadows
 from .threads.admission import Admission
 from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
@@ -174,6 +174,7 @@ class Bridge:
             view=self._serve_route,
             max_shadows=max_shadows,
             lag=None if meter is None else (lambda: meter.loop_lag),
+            wsgi_app=wsgi_app,
         )
         if meter is not None:
             meter.attach("shadow", self.shadows)
@@ -191,7 +192,7 @@ class Bridge:
             trusted_proxies=trusted_proxies,
         )
         self._endpoints = Endpoints.configure(
-            self.metrics, metrics_path, dashboard_path, access, self.canaries
+            self.metrics, metrics_path, dashboard_path, access, self.canaries, self.shadows.report
         )
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
@@ -372,6 +373,21 @@ class Bridge:
             await self.lifespan.serve(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
+
+    async def replay(
+        self,
+        scope: Scope,
+        body: bytes,
+        headers: tuple[str, ...] = ("content-type",),
+        noise: tuple[str, ...] = (),
+    ) -> Replayed | None:
+        """Answer one request with the legacy app and with the route's view, and compare
+        them (``bridge replay``); None when no route matches the request."""
+        path = locate(scope)
+        found = self.router.match_http(path.route, scope["method"])
+        if found is None:
+            return None
+        return await self.shadows.replay(*found, path, scope, body, headers, noise)
 
     async def _legacy(self, path: RequestPath, scope: Scope, receive: Receive, send: Send) -> None:
         """The legacy app answers (a shadowed route's answer too), counted by its group."""

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wsgi.cycle import Outcome
 from .blocking import stepped
-from .values import BOUNDS, RouteStats
+from .values import BOUNDS, Count, RouteStats
 from .whole_server import Shared, whole_server
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class Metrics:
         self._sources: dict[str, Source] = {}
         self.started = time.time()
         # With $PROMETHEUS_MULTIPROC_DIR (bridge serve --workers N), every count is also
-        # written where all workers' counts are summed: see multiprocess.py.
+        # written where all workers' counts are summed: see whole_server.py.
         self.shared = Shared.from_env()
 
     def bind(self, pool: ThreadPool) -> None:
@@ -295,7 +295,7 @@ class Metrics:
 
     async def stop(self) -> None:
         if self.shared is not None:
-            self.shared.sync(list(self._stats.values()))
+            self.shared.sync(list(self._stats.values()), self._counts())
             self.shared.close()  # this worker's gauges leave the sum; its counts stay
         probe, self._probe = self._probe, None
         if probe is not None and not probe.done():
@@ -316,17 +316,17 @@ class Metrics:
             pool = self.pool
             if self.shared is not None:
                 self.shared.sample(pool, lag)
-                self.shared.sync(list(self._stats.values()))
+                self.shared.sync(list(self._stats.values()), self._counts())
             if pool is not None:
                 self._interval_busy = max(self._interval_busy, pool.busy)
                 self._interval_queue = max(self._interval_queue, pool.waiting)
             if now >= next_point:
                 next_point = now + self.history_interval
+                await self.refresh()  # the whole server's totals, read in a thread
                 self.history.append(self._point())
 
     def _totals(self) -> tuple[int, int]:
-        if self.shared is not None:  # the whole server's, for the dashboard's history
-            self.shared.sync(list(self._stats.values()))
+        if self.shared is not None:  # the whole server's, as of the latest refresh()
             merged: dict[str, Any] = {"loop": {"lag": 0.0}}
             whole_server(merged, self.shared.merged())
             return merged["totals"]["legacy"], merged["totals"]["migrated"]
@@ -357,6 +357,30 @@ class Metrics:
         return point
 
     # -- reading --------------------------------------------------------------------
+
+    def _counts(self) -> list[Count]:
+        """The series attached sources count for themselves (the shadow runs')."""
+        found: list[Count] = []
+        for source in self._sources.values():
+            counts = getattr(source, "counts", None)
+            if counts is not None:
+                found.extend(counts())
+        return found
+
+    async def refresh(self) -> None:
+        """Bring the whole server's numbers up to date, reading the files in a thread.
+
+        Call it before ``snapshot()`` or ``prometheus()``; with one process it does nothing.
+        """
+        if self.shared is not None:
+            self.shared.sync(list(self._stats.values()), self._counts())
+            await self.shared.refresh()
+            counts = self.shared.merged()["counts"]
+            heard = [getattr(s, "hear", None) for s in self._sources.values()]
+            for hear in filter(None, heard):  # a source that acts on every worker's counts
+                hear(counts)
+            if any(heard):  # what it changed (a shadow streak ended), written at once
+                self.shared.sync((), self._counts())
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as plain dicts and lists of numbers and strings (JSON-ready)."""
@@ -400,7 +424,12 @@ class Metrics:
             **{key: source.snapshot() for key, source in self._sources.items()},
         }
         if self.shared is not None:
-            whole_server(snapshot, self.shared.merged())
+            merged = self.shared.merged()
+            whole_server(snapshot, merged)
+            for key, source in self._sources.items():
+                summed = getattr(source, "whole_server", None)
+                if summed is not None:  # a source's own counts, every worker's
+                    snapshot[key] = summed(snapshot[key], merged["counts"])
         return snapshot
 
     def all_stats(self) -> list[RouteStats]:
@@ -409,10 +438,12 @@ class Metrics:
 
     def prometheus(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
+        if self.shared is not None:  # every worker's series, as of the latest refresh()
+            # A source that hands over its counts is in the files; any other shows this worker's.
+            return self.shared.render() + "".join(
+                s.prometheus() for s in self._sources.values() if not hasattr(s, "counts")
+            )
         attached = "".join(s.prometheus() for s in self._sources.values())
-        if self.shared is not None:  # every worker's routes; attached sources: this worker's
-            self.shared.sync(list(self._stats.values()))
-            return self.shared.render() + attached
         from .prometheus import render_prometheus
 
         return render_prometheus(self) + attached

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from ..threads.pool import ThreadPool
@@ -110,3 +110,17 @@ class Recorder(Protocol):
     def blocked(self, stats: RouteStats, seconds: float) -> None: ...
 
     def all_stats(self) -> list[RouteStats]: ...
+
+
+class Count(NamedTuple):
+    """One series a feature counts for itself (the shadow runs'), to be summed across workers.
+
+    ``kind`` is "counter" (summed over every worker that ever ran) or "gauge" (shown
+    per live worker, with a ``pid`` label, since a sum of streaks means nothing).
+    """
+
+    name: str
+    kind: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -19,6 +20,8 @@ from ..metrics.registry import Metrics
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+# A kept shadow report by route index and kind id (``Shadows.report``), or None.
+Reports = Callable[[int, str], "dict[str, Any] | None"]
 
 # The largest body of a control POST: a rule, an action and a share fit in far less.
 MAX_ACTION_BODY = 4096
@@ -42,11 +45,16 @@ class Endpoints:
     """The paths bridge answers itself, each mapped to its handler."""
 
     def __init__(
-        self, metrics: Metrics, access: AccessPolicy, controls: Controls | None = None
+        self,
+        metrics: Metrics,
+        access: AccessPolicy,
+        controls: Controls | None = None,
+        reports: Reports | None = None,
     ) -> None:
         self.metrics = metrics
         self.access = access
         self.controls = controls
+        self.reports = reports
         self.paths: dict[str, Handler] = {}
         self.actions: dict[str, Handler] = {}  # the paths that take a POST
         self.data_path = ""
@@ -60,8 +68,10 @@ class Endpoints:
         dashboard_path: str | None,
         access: AccessPolicy,
         controls: Controls | None = None,
+        reports: Reports | None = None,
     ) -> Endpoints | None:
-        """The endpoints for these options, or None when neither path is set."""
+        """The endpoints for these options, or None when neither path is set; ``reports``
+        serves the shadow routes' kept mismatches as downloads under the dashboard."""
         if metrics_path is None and dashboard_path is None:
             return None
         if metrics is None:
@@ -69,7 +79,7 @@ class Endpoints:
                 "metrics_path and dashboard_path need the counters: drop metrics=False, "
                 "or drop the paths."
             )
-        endpoints = cls(metrics, access, controls)
+        endpoints = cls(metrics, access, controls, reports)
         if metrics_path is not None:
             _check_path("metrics_path", metrics_path)
             endpoints.paths[metrics_path] = endpoints.prometheus
@@ -96,14 +106,16 @@ class Endpoints:
         handler = self.paths.get(path)
         if handler is None:
             action = self.actions.get(path)
-            if action is None:
+            if action is not None:
+                if scope["method"] != "POST":
+                    await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use POST.\n",
+                                [(b"allow", b"POST")])  # fmt: skip
+                else:
+                    await action(scope, receive, send)
+                return True
+            if not (self.base and path.startswith(self.base + "/shadow/")):
                 return False
-            if scope["method"] != "POST":
-                await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use POST.\n",
-                            [(b"allow", b"POST")])  # fmt: skip
-            else:
-                await action(scope, receive, send)
-            return True
+            handler = functools.partial(self.report, path[len(self.base) :])
         if scope["method"] not in ("GET", "HEAD"):
             await _send(send, scope, 405, b"text/plain; charset=utf-8", b"Use GET.\n",
                         [(b"allow", b"GET, HEAD")])  # fmt: skip
@@ -118,6 +130,7 @@ class Endpoints:
         if not verdict.allowed:
             await _forbidden(send, scope, verdict.reason)
             return
+        await self.metrics.refresh()
         body = self.metrics.prometheus().encode("utf-8")
         await _send(send, scope, 200, b"text/plain; version=0.0.4; charset=utf-8", body)
 
@@ -145,6 +158,7 @@ class Endpoints:
         if not verdict.allowed:
             await _forbidden(send, scope, verdict.reason)
             return
+        await self.metrics.refresh()
         snapshot = self.metrics.snapshot()
         if self.controls is not None:
             csrf = self.access.csrf(scope)
@@ -182,6 +196,28 @@ class Endpoints:
             await _plain(send, scope, 400, str(exc))
             return
         await _send(send, scope, 200, b"application/json", json.dumps(result).encode("utf-8"))
+
+    async def report(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """A kept shadow mismatch as a file for ``bridge replay``: ``name`` is
+        ``/shadow/<route>/<id>.json`` below the dashboard."""
+        verdict = self.access.dashboard(scope)
+        if not verdict.allowed:
+            await _forbidden(send, scope, verdict.reason)
+            return
+        found = _REPORT.fullmatch(name)
+        reports = self.reports
+        report = None if found is None or reports is None else reports(int(found[1]), found[2])
+        if found is None or report is None:
+            body = b"No kept shadow report here: it may have been replaced by a later one.\n"
+            await _send(send, scope, 404, b"text/plain; charset=utf-8", body)
+            return
+        saved = f'attachment; filename="mismatch-{found[2]}.json"'.encode()
+        body = json.dumps(report, indent=1).encode("utf-8")
+        await _send(send, scope, 200, b"application/json", body,
+                    [(b"content-disposition", saved)])  # fmt: skip
+
+
+_REPORT = re.compile(r"/shadow/(\d{1,4})/([0-9a-f]{12})\.json")
 
 
 def _check_path(option: str, path: str) -> None:

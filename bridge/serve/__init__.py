@@ -1,6 +1,7 @@
 """Running bridge: the command line and the servers it drives.
 
-- ``cli.py``: ``bridge serve`` and ``bridge check``, a thin layer over ``run()``.
+- ``cli.py``: ``bridge serve``, ``bridge check`` and ``bridge replay``, a thin layer over ``run()``.
+- ``replay.py``: ``bridge replay FILE APP``, a downloaded shadow mismatch answered again.
 - ``importer.py``: the app string found and classified (WSGI callable, ASGI app, Bridge).
 - ``servers.py``: one adapter per server (uvicorn, hypercorn, granian, daphne, gunicorn).
 - ``worker.py``: ``gunicorn -k bridge.gunicorn.Worker`` (its public name is ``bridge.gunicorn``).

@@ -1,4 +1,5 @@
-"""``bridge serve`` and ``bridge check``: a thin command line over the keyword-only ``run()``.
+"""``bridge serve``, ``bridge check`` and ``bridge replay``: a thin command line over the
+keyword-only ``run()`` (and ``bridge.serve.replay``).
 
 The options keep the names gunicorn and uvicorn users know, and read the environment
 variables hosting platforms set: ``PORT``, ``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``.
@@ -26,7 +27,7 @@ from ..metrics.whole_server import DIRECTORY_VARIABLE as METRICS_VARIABLE
 from ..observe.hygiene import FreshContext
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
-from . import importer
+from . import importer, replay
 from .gunicorn_flags import read_config, refused_flag
 from .gunicorn_limits import GunicornLimits
 from .importer import (
@@ -368,11 +369,15 @@ def startup_line(built: Built, server: str, o: ServerOptions) -> str:
         address if address.startswith("unix:") else f"http://{address}{o.root_path}"
         for address in o.addresses()
     )
-    routes = len(getattr(loaded.bridge, "routes", None) or [])
+    routes = getattr(loaded.bridge, "routes", None) or []
+    # A shadow route is not migrated: the legacy app still answers it.
+    shadowed = sum(getattr(r, "shadow", None) is not None for r in routes)
     line = (
         f"bridge: serving {loaded.text} ({what}) with {server} on {where}, "
-        f"{_plural(o.workers, 'worker')}, {_plural(routes, 'route')} migrated"
+        f"{_plural(o.workers, 'worker')}, {_plural(len(routes) - shadowed, 'route')} migrated"
     )
+    if shadowed:
+        line += f", {shadowed} shadowed (answered by the legacy app)"
     if built.mounts:
         line += ", mounted " + ", ".join(f"{p}={t}" for p, t in built.mounts)
     return line + canary_note(loaded.bridge, o.workers)
@@ -420,6 +425,8 @@ def _describe_route(route: object) -> str:
     methods = getattr(route, "methods", None)
     verbs = ",".join(sorted(methods)) if methods else "ANY"
     kind = "async" if getattr(route, "is_async", False) else "sync"
+    if getattr(route, "shadow", None) is not None:
+        kind += " view in the shadow; the legacy app answers"
     return f"{verbs} {getattr(route, 'rule', route)} -> {_endpoint(route)} ({kind})"
 
 
@@ -488,13 +495,21 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,check}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,check,replay}")
     serve = commands.add_parser(
         "serve", help="serve APP until SIGTERM or SIGINT", allow_abbrev=False
     )
     check = commands.add_parser(
         "check", help="import APP and say what would be served", allow_abbrev=False
     )
+    replaying = commands.add_parser(
+        "replay",
+        help="answer a downloaded shadow mismatch with the legacy app and the view, and compare",
+        allow_abbrev=False,
+    )
+    replaying.add_argument("file", metavar="FILE", help="a mismatch downloaded from the dashboard")
+    replaying.add_argument("app", metavar="APP", help="the Bridge, such as app:application")
+    replaying.add_argument("--app-dir", default=".", help="directory added to sys.path (default .)")
     for sub in (serve, check):
         sub.add_argument(
             "app",
@@ -663,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     args = build_parser().parse_args(words)
     try:
+        if args.command == "replay":
+            return replay.command(args.file, args.app, args.app_dir)
         if args.env_file:
             load_env_file(args.env_file)
         apply_config(args)
@@ -679,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(check_report(build(recipe)))
             return 0
         serve(args, mounts)
-    except (UsageError, ImportFromStringError, ServerError) as exc:
+    except (UsageError, ImportFromStringError, ServerError, replay.ReplayError) as exc:
         print(f"bridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AppImportError as exc:

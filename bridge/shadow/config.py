@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..sticky import StickyKey
 from .compare import Normaliser
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # RFC 9110 9.2.1, less TRACE
 
 
-# Bytes of request and of response body kept per request. The comparison parses the
-# body on the event loop; 256 KiB of JSON parses in about 2 ms.
+# Bytes of request and of response body kept per request: capture memory per request
+# is at most twice this. Comparisons of larger bodies than runner.INLINE_COMPARE run in
+# a thread, so the size bounds memory, not the loop's time.
 DEFAULT_MAX_BODY = 256 * 1024
 
 
@@ -25,11 +27,25 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_AFTER = 1000
 
 
-# Mismatches (and failures) kept per route, and characters of each body kept.
-DEFAULT_KEEP = 5
+# Kinds of mismatch (and of failure) kept per route, each with its count and latest
+# example; a route with more kinds than this has a problem the first ten already show.
+DEFAULT_KEEP = 10
 
 
+# Characters of each body a kept example holds (with show_bodies=True).
 DEFAULT_KEEP_BODY_CHARS = 1024
+
+
+# Bytes of reports kept per route, whatever the traffic: each example is a few KiB at
+# most, so 64 KiB holds the default ten kinds with room to spare, and the dashboard's
+# JSON stays small enough to poll every second.
+DEFAULT_STORE_BYTES = 64 * 1024
+
+
+# Of the requests a noise-cancelling route shadows, the share whose legacy answer is
+# asked for twice: Diffy asks every request of two primaries; one in ten learns a
+# field that differs every time within the first few requests, at a tenth of the cost.
+DEFAULT_NOISE_RATE = 0.1
 
 
 @dataclass(frozen=True)
@@ -48,8 +64,20 @@ class Shadow:
     * ``timeout=10``: seconds the view may take; past it the run counts as failed.
     * ``max_body=256 KiB``: request or response bodies larger than this are not
       compared (counted as skipped), so capture memory stays bounded.
-    * ``keep=5``, ``keep_body_chars=1024``: mismatches kept for the dashboard, and
-      characters of each body kept with them.
+    * ``key=None``: where the sampling draw comes from, so one user is shadowed on every
+      request or on none: ``"cookie:sessionid"``, ``"header:X-User"`` or ``"client"``.
+      None draws per request.
+    * ``noise=False``: learn noise. On some requests (the first, then ``noise_rate`` of
+      them) the legacy app answers twice; the places where its two answers differ (a
+      timestamp, a random id) are not counted against the view. Safe methods only.
+    * ``noise_rate=0.1``: the share of shadowed requests that learn noise.
+    * ``show_bodies=False``: keep bodies (request and responses) and body values in the
+      reports. Off, a report says where a body differs and what kind of value each
+      side has, never the value: bodies carry emails, tokens and API keys.
+    * ``show_query=False``: keep query string values in the reports; off, only names.
+    * ``keep=10``, ``keep_body_chars=1024``, ``store_bytes=64 KiB``: kinds of mismatch
+      kept for the dashboard (each with a count and its latest example), characters of
+      each body kept with them, and the bytes all of a route's reports may take.
     """
 
     rate: float = 1.0
@@ -61,6 +89,12 @@ class Shadow:
     max_body: int = DEFAULT_MAX_BODY
     keep: int = DEFAULT_KEEP
     keep_body_chars: int = DEFAULT_KEEP_BODY_CHARS
+    key: StickyKey | str | None = None
+    noise: bool = False
+    noise_rate: float = DEFAULT_NOISE_RATE
+    show_bodies: bool = False
+    show_query: bool = False
+    store_bytes: int = DEFAULT_STORE_BYTES
 
     def __post_init__(self) -> None:
         if isinstance(self.rate, bool) or not 0 < self.rate <= 1:
@@ -79,6 +113,7 @@ class Shadow:
             ("max_body", self.max_body, 0),
             ("keep", self.keep, 0),
             ("keep_body_chars", self.keep_body_chars, 0),
+            ("store_bytes", self.store_bytes, 0),
         ):
             if not isinstance(value, int) or value < least:
                 raise ValueError(
@@ -88,6 +123,24 @@ class Shadow:
             raise ValueError(f"Shadow timeout must be above 0 seconds, not {self.timeout!r}.")
         if self.normalise is not None and not callable(self.normalise):
             raise TypeError(f"Shadow normalise must be a function, not {self.normalise!r}.")
+        if self.key is not None and not isinstance(self.key, StickyKey):
+            object.__setattr__(self, "key", StickyKey.parse(self.key))
+        if isinstance(self.noise_rate, bool) or not 0 < self.noise_rate <= 1:
+            raise ValueError(
+                f"Shadow noise_rate must be a number above 0 and at most 1, not "
+                f"{self.noise_rate!r}."
+            )
+        if self.noise and self.unsafe:
+            raise ValueError(
+                "Shadow(noise=True) asks the legacy app to answer some requests twice, and "
+                "with unsafe=True a request may write: it would write twice. Drop noise=True "
+                "and mask what varies with normalise= instead."
+            )
+
+    @property
+    def sticky(self) -> StickyKey | None:
+        """The parsed ``key`` (``__post_init__`` turns a string into a ``StickyKey``)."""
+        return self.key if isinstance(self.key, StickyKey) else None
 
     @classmethod
     def of(cls, value: bool | float | Shadow | None) -> Shadow | None:

@@ -22,13 +22,41 @@ dropped with it. The two responses are then compared (``bridge.shadow.compare``)
 outcome counted (``bridge.shadow.stats``). The client's request is over before the
 shadow starts: it cannot delay, change or fail the client's response.
 
-The budget: at most ``max_shadows`` shadow runs at once per ``Bridge``, each
-stopped after ``timeout`` seconds (a failure), and none started while every worker
-thread is busy or the event loop lags (``max_lag``): shadows take only what the
-legacy traffic leaves. A request that finds no room is answered by the legacy app
-alone and counted as skipped, with its reason, as is one whose request or response
-body is over ``max_body`` (its kept bytes are dropped at once, so capture costs at
-most ``max_body`` per direction and request).
+The budget counts what shadow runs really hold. At most ``max_shadows`` runs at once
+per ``Bridge``; of those, the runs that hold a worker thread (a ``def`` view, a view
+in the legacy middleware, a noise-learning run of the legacy app) at most
+``thread_share`` of ``max_threads``: a fifth, as Envoy's retry budget lets retries add
+a fifth to the active requests, and never the last thread. None starts while every
+worker thread is busy or the event loop lags (``max_lag``). A run past its
+``timeout`` counts as failed at once, but it keeps its slot until it has really
+ended: an ``async`` view is cancelled, while a run in a thread cannot be (Python
+cannot stop a thread), so it keeps its slot and its thread's share until the view
+returns. A hung ``def`` view therefore costs one slot of the shadows' share, never
+the legacy app's threads. A request that finds no room is answered by the legacy
+app alone and counted as skipped, with its reason, as is one whose request or
+response body is over ``max_body`` (its kept bytes are dropped at once, so capture
+costs at most ``max_body`` per direction and request).
+
+The comparison costs the loop little whatever the bodies: byte-identical bodies
+match without being parsed; bodies of more than ``INLINE_COMPARE`` (16 KiB) together
+are parsed and walked in a pool thread (a thread the run holds), JSON over 64 KiB in
+pieces (``slices.py``) since one ``json.loads`` call would hold the GIL throughout;
+only small ones are compared on the loop. The walk is iterative, so a document of any depth is
+compared, and JSON nested deeper than the parser goes is compared as text.
+
+A view on the loop that awaits a thread-sensitive ``sync_to_async`` call is cancelled
+at its timeout like any async view, but the call's thread runs on until the call
+returns (the request's lane, ``bridge.threads.pool``): such a view holds no share of
+the threads in this count, and a call that hangs shows in the pool's busy threads.
+
+Noise (``Shadow(noise=True)``): on the first request, and then on ``noise_rate`` of
+them, the legacy app answers the same request a second time (no client sees it);
+where its two answers differ is noise, learned for the route and left out of every
+later comparison, and listed on the dashboard (Diffy's idea).
+
+Sampling (``rate``) is per request, or sticky with ``key``: a hash of the route and
+the request's cookie, header or address (``bridge.sticky``), so one user's requests
+are all shadowed or none, in every worker.
 
 Only GET, HEAD and OPTIONS are shadowed unless the route opts in with
 ``Shadow(unsafe=True)``: the view runs as well as the legacy app, so a view that
@@ -44,17 +72,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._types import Message, Receive, Scope, Send
+from .._types import Message, Receive, Scope, Send, WSGIApp
+from ..metrics.values import Count
+from ..sticky import draw
 from ..wsgi.environ import RequestPath
-from .compare import Captured, compare
+from .compare import Captured, Difference, compare
 from .config import Shadow
-from .stats import ShadowStats, prometheus
+from .stats import ShadowStats, counts, hear, kept_request, prometheus, whole_server
 
 if TYPE_CHECKING:
     from ..threads.pool import ThreadPool
@@ -77,6 +109,16 @@ DEFAULT_MAX_LAG = 0.05
 # loop-blocking warnings of bridge.metrics do.
 DEFAULT_LOG_INTERVAL = 60.0
 
+# Bodies of up to this many bytes together are compared on the loop, larger ones in a
+# thread: 16 KiB of JSON parses and is walked field by field in about 1 ms (measured:
+# 30 KiB of rows with booleans, the worst case, took 1.8 ms; without booleans, equal
+# subtrees are skipped in C and it took 0.5 ms).
+INLINE_COMPARE = 16 * 1024
+
+# The share of max_threads shadow runs may hold at once: a fifth, as Envoy's retry
+# budget (budget_percent 20 %) lets retries add a fifth to the active requests.
+THREAD_SHARE = 0.2
+
 # How the legacy app and a route's view are served (``Bridge._legacy``, ``Bridge._serve_route``),
 # given the request's path as the dispatch derived it.
 Legacy = Callable[[RequestPath, Scope, Receive, Send], Awaitable[None]]
@@ -92,11 +134,33 @@ class Route(Protocol):
     def methods(self) -> frozenset[str] | None: ...
     @property
     def shadow(self) -> Shadow | None: ...
+    @property
+    def is_async(self) -> bool: ...
+    @property
+    def wsgi(self) -> WSGIApp | None: ...
 
 
-# The stats of the route whose shadow run this context belongs to; None outside one.
-_shadow_route: contextvars.ContextVar[ShadowStats | None] = contextvars.ContextVar(
-    "bridge_shadow_route", default=None
+class Run:
+    """One shadow run's notes, reachable from its context in the loop and in its thread:
+    the first exception a view logged (serve_view logs it, then answers 500)."""
+
+    __slots__ = ("error", "exception", "stats")
+
+    def __init__(self, stats: ShadowStats) -> None:
+        self.stats = stats
+        self.exception = ""
+        self.error = ""
+
+    def noted(self, exc: BaseException) -> None:
+        """Keep the first exception only: a later one is a consequence of it."""
+        if not self.exception:
+            self.exception = type(exc).__name__
+            self.error = f"The view raised {type(exc).__name__}: {exc}"
+
+
+# The shadow run this context belongs to; None outside one.
+_shadow_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "bridge_shadow_run", default=None
 )
 
 
@@ -110,9 +174,12 @@ class QuietShadows(logging.Filter):
         self.interval = interval
 
     def filter(self, record: logging.LogRecord) -> bool:
-        stats = _shadow_route.get()
-        if stats is None:
+        run = _shadow_run.get()
+        if run is None:
             return True
+        if record.exc_info and record.exc_info[1] is not None:
+            run.noted(record.exc_info[1])
+        stats = run.stats
         now = time.monotonic()
         last = stats.logged_at
         if last is not None and now - last < self.interval:
@@ -239,9 +306,10 @@ class Shadows:
     """The shadow routes of one ``Bridge``: their budget, their running tasks, their counts.
 
     ``legacy`` and ``view`` serve a request with the legacy app and with a route's view;
-    ``max_shadows`` bounds the shadow runs at once (``Bridge`` checks it); ``lag`` reads
-    the event-loop lag (the metrics' probe) when there is one; ``sample`` draws a number
-    in [0, 1) for the sampling rate (a test may fix it).
+    ``max_shadows`` bounds the shadow runs at once (``Bridge`` checks it); ``wsgi_app`` is
+    the legacy app, asked a second time by noise-learning runs; ``lag`` reads the
+    event-loop lag (the metrics' probe) when there is one; ``sample`` draws a number in
+    [0, 1) for the sampling rate (a test may fix it).
     """
 
     def __init__(
@@ -254,19 +322,25 @@ class Shadows:
         max_lag: float = DEFAULT_MAX_LAG,
         lag: Callable[[], float] | None = None,
         sample: Callable[[], float] = random.random,
+        wsgi_app: WSGIApp | None = None,
     ) -> None:
         self.pool = pool
         self.legacy = legacy
         self.view = view
         self.max_shadows = max_shadows
+        # Threads shadow runs may hold at once: a fifth of the pool, at least one, never
+        # the last one.
+        self.thread_share = min(max(1, int(pool.max_threads * THREAD_SHARE)), pool.max_threads - 1)
         self.max_lag = max_lag
         self.lag = lag
         self.sample = sample
-        self.running = 0  # shadow runs started and not finished; loop-only
+        self.wsgi_app = wsgi_app
+        self.running = 0  # shadow runs started and not ended; loop-only
+        self.threads_held = 0  # of those, the runs that hold a thread; loop-only
         if _QUIET not in logger.filters:
             logger.addFilter(_QUIET)
         self._stats: dict[int, ShadowStats] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], bool] = {}  # run -> whether it holds a thread
 
     # -- registration and reading ---------------------------------------------------
 
@@ -289,6 +363,26 @@ class Shadows:
     def prometheus(self) -> str:
         return prometheus(list(self._stats.values()))
 
+    def report(self, index: int, kind_id: str) -> dict[str, Any] | None:
+        """The download of a kept kind: route ``index`` (its place in ``routes``)."""
+        routes = self.routes
+        return routes[index].report(kind_id) if 0 <= index < len(routes) else None
+
+    def counts(self) -> list[Count]:
+        """The shadow counters, for the files that sum them across workers."""
+        return counts(list(self._stats.values()))
+
+    def whole_server(
+        self, entries: list[dict[str, Any]], summed: dict[str, dict[Any, float]]
+    ) -> list[dict[str, Any]]:
+        """``snapshot()`` with every worker's counts (``Metrics.snapshot`` calls this)."""
+        return whole_server(entries, summed)
+
+    def hear(self, summed: dict[str, dict[Any, float]]) -> None:
+        """Every worker's counts, just read (``Metrics.refresh`` calls this): a mismatch
+        in another worker ends this worker's streaks too."""
+        hear(list(self._stats.values()), summed)
+
     # -- serving --------------------------------------------------------------------
 
     async def serve(
@@ -305,11 +399,18 @@ class Shadows:
         config = route.shadow
         assert config is not None
         stats = self._stats[id(route)]
-        if config.rate < 1 and self.sample() >= config.rate:
+        if config.rate < 1 and not draw(route.rule, config.sticky, scope, config.rate,
+                                        self.sample):  # fmt: skip
             stats.sample_out()
             await legacy(path, scope, receive, send)
             return
-        busy = self._busy()
+        learn = config.noise and (stats.noise_runs == 0 or self.sample() < config.noise_rate)
+        in_thread = not route.is_async or route.wsgi is not None
+        busy = self._busy(learn or in_thread)
+        if busy == "share" and learn and not in_thread:
+            learn = False  # the second legacy answer needs a thread; the view does not
+            busy = self._busy(False)
+        holds_thread = learn or in_thread
         if busy is not None:  # no room now: do not even keep the bodies
             stats.skip(busy)
             await legacy(path, scope, receive, send)
@@ -320,20 +421,21 @@ class Shadows:
         tee = RequestTee(receive, config.max_body)
         capture = ResponseCapture(send, config.max_body)
         await legacy(path, scope, tee.receive, capture.send)
-        problem = tee.problem() or capture.problem() or self._busy()
+        problem = tee.problem() or capture.problem() or self._busy(holds_thread)
         if problem is not None:
             stats.skip(problem)
             return
         child = dict(scope)
         child["headers"] = list(scope.get("headers", ()))
         child["extensions"] = {}  # no pathsend or early hints: the shadow's bytes are kept
-        run = self._run(route, values, path, child, tee.body, capture.captured(), stats)
+        run = self._run(route, values, path, child, tee.body, capture.captured(), stats, learn)
         self.running += 1
+        self.threads_held += holds_thread
         task = context.run(asyncio.ensure_future, run)
-        self._tasks.add(task)
+        self._tasks[task] = holds_thread
         task.add_done_callback(self._finished)
 
-    def _busy(self) -> str | None:
+    def _busy(self, holds_thread: bool) -> str | None:
         """Why a shadow run may not start now, or None when it may."""
         if self.running >= self.max_shadows:
             return "budget"
@@ -342,13 +444,15 @@ class Shadows:
         pool = self.pool
         if pool.in_flight >= pool.max_threads:
             return "threads"
+        if holds_thread and self.threads_held >= self.thread_share:
+            return "share"
         if self.lag is not None and self.lag() > self.max_lag:
             return "loop"
         return None
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running -= 1
-        self._tasks.discard(task)
+        self.threads_held -= self._tasks.pop(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("A shadow run failed in bridge itself.", exc_info=task.exception())
 
@@ -361,43 +465,125 @@ class Shadows:
         body: bytes,
         legacy: Captured,
         stats: ShadowStats,
+        learn: bool,
     ) -> None:
         config = route.shadow
         assert config is not None
-        _shadow_route.set(stats)  # this task's own context: for QuietShadows
-        request = (scope["method"], _target(scope))
+        run = Run(stats)
+        _shadow_run.set(run)  # this task's own context: for QuietShadows
+        # What a report keeps of the request, made only for a report (a match keeps none).
+        request = functools.partial(kept_request, scope["method"], scope["path"],
+                                    scope.get("query_string", b""), scope["headers"], body,
+                                    config)  # fmt: skip
         sink = ResponseCapture(None, config.max_body)
-        try:
-            await asyncio.wait_for(self.view(route, values, path, scope, replay(body), sink.send),
-                                   config.timeout)  # fmt: skip
-        except asyncio.TimeoutError:
-            stats.fail(request, f"The view did not answer within {config.timeout:g} s.")
+        in_thread = not route.is_async or route.wsgi is not None
+        view = self.view
+        served = view(route, values, path, scope, replay(body), sink.send)
+        late = f"The view did not answer within {config.timeout:g} s."
+        if not await _within(served, config.timeout, not in_thread,
+                             lambda: stats.fail(request(), late, "timeout")):  # fmt: skip
             return
-        except Exception as exc:
-            logger.exception("Exception in the shadow run of %s", route.rule)
-            stats.fail(request, f"The view raised {exc!r}.")
+        raised = (run.exception, run.error)  # before the legacy app may log its own
+        if learn and self.wsgi_app is not None:
+            await self._learn(route, path, scope, body, legacy, stats)
+        if raised[0]:
+            stats.fail(request(), raised[1], raised[0])
             return
         problem = sink.problem()
         if problem == "response_too_large":
             stats.skip(problem)
             return
         if problem is not None:
-            stats.fail(request, "The view did not send a whole response.")
+            stats.fail(request(), "The view did not send a whole response.", "incomplete")
             return
         shadow = sink.captured()
         if shadow.status >= 500 and legacy.status < 500:
-            stats.fail(request, f"The view answered {shadow.status} (an exception is logged).")
+            stats.fail(request(), f"The view answered {shadow.status}.", f"status {shadow.status}")
             return
         try:
-            differences = compare(legacy, shadow, config.headers, config.normalise)
+            differences = await self._compare(legacy, shadow, config, tuple(stats.noise))
         except Exception as exc:
-            logger.exception("The shadow normaliser of %s raised", route.rule)
-            stats.fail(request, f"The normaliser raised {exc!r}.")
+            what = "The normaliser" if config.normalise is not None else "The comparison"
+            logger.exception("%s of the shadow route %s raised", what, route.rule)
+            stats.fail(request(), f"{what} raised {type(exc).__name__}: {exc}",
+                       f"{what.split()[1]} {type(exc).__name__}")  # fmt: skip
             return
         if differences:
-            stats.mismatch(request, differences, legacy, shadow)
+            stats.mismatch(request(), differences, legacy, shadow)
         else:
             stats.match()
+
+    async def _learn(
+        self, route: Route, path: RequestPath, scope: Scope, body: bytes, legacy: Captured,
+        stats: ShadowStats,
+    ) -> None:  # fmt: skip
+        """Ask the legacy app the same request again and learn where its answers differ.
+
+        It is asked through the same code as a view in the legacy middleware, unmetered:
+        a route object of its own whose "view inside the middleware" is the legacy app.
+        A second answer with another status teaches nothing about fields (a flaky 500
+        must not become noise), nor does one that cannot be compared."""
+        config = route.shadow
+        assert config is not None
+        again = dataclasses.replace(route, wsgi=self.wsgi_app)  # type: ignore[type-var]
+        second = ResponseCapture(None, config.max_body)
+        asked = self.view(again, {}, path, scope, replay(body), second.send)
+        if not await _within(asked, config.timeout, False) or second.problem() is not None:
+            return
+        if second.status != legacy.status:
+            return
+        try:
+            found = await self._compare(legacy, second.captured(), config, ())
+        except Exception:  # a normaliser that raises here raises for the view too
+            return
+        stats.learn_noise(found)
+
+    async def _compare(
+        self, legacy: Captured, shadow: Captured, config: Shadow, noise: tuple[str, ...]
+    ) -> list[Difference]:
+        """``compare`` on the loop for small bodies, in a pool thread for larger ones."""
+        call = functools.partial(compare, legacy, shadow, config.headers, config.normalise,
+                                 show_bodies=config.show_bodies, noise=noise)  # fmt: skip
+        if len(legacy.body) + len(shadow.body) <= INLINE_COMPARE:
+            return call()
+        return await self.pool.run(call)
+
+    # -- replaying a kept report ----------------------------------------------------------
+
+    async def replay(
+        self,
+        route: Route,
+        values: dict[str, Any],
+        path: RequestPath,
+        scope: Scope,
+        body: bytes,
+        headers: tuple[str, ...] = ("content-type",),
+        noise: tuple[str, ...] = (),
+    ) -> Replayed:
+        """Answer one request with the legacy app and with the view, one after the other, and
+        compare them as the route's shadow runs do (``bridge replay``). A route that is no
+        longer a shadow route is compared on ``headers``; ``noise`` (learned where the
+        report was kept) is left out, with what this process has learned; bodies are
+        shown in full, since this runs on the developer's machine, not on a dashboard."""
+        config = route.shadow or Shadow(headers=headers)
+        stats = self._stats.get(id(route))
+        noise = (*noise, *(stats.noise if stats is not None else ()))
+        limit = max(config.max_body, 64 * 1024 * 1024)
+        first, second = ResponseCapture(None, limit), ResponseCapture(None, limit)
+        await self.legacy(path, scope, replay(body), first.send)
+        try:
+            await asyncio.wait_for(self.view(route, values, path, scope, replay(body), second.send),
+                                   config.timeout)  # fmt: skip
+        except asyncio.TimeoutError:
+            return Replayed(route.rule, first.captured(), second.captured(), [],
+                            f"The view did not answer within {config.timeout:g} s.")  # fmt: skip
+        problem = first.problem() or second.problem()
+        if problem is not None:
+            return Replayed(route.rule, first.captured(), second.captured(), [],
+                            f"A response could not be compared ({problem}).")  # fmt: skip
+        differences = compare(first.captured(), second.captured(), config.headers,
+                              config.normalise, show_bodies=True, noise=noise)  # fmt: skip
+        return Replayed(route.rule, first.captured(), second.captured(), differences)
 
     # -- waiting and stopping -----------------------------------------------------------
 
@@ -416,7 +602,47 @@ class Shadows:
                 await asyncio.wait(tasks)
 
 
-def _target(scope: Scope) -> str:
-    query = scope.get("query_string", b"")
-    path: str = scope["path"]
-    return path + ("?" + query.decode("latin-1") if query else "")
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """One request answered by the legacy app and by the view, and how they compare."""
+
+    rule: str
+    legacy: Captured
+    shadow: Captured
+    differences: list[Difference]
+    problem: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        return self.problem is None and not self.differences
+
+
+def _nothing() -> None:
+    pass
+
+
+async def _within(
+    served: Awaitable[object], timeout: float, cancel: bool, late: Callable[[], None] = _nothing
+) -> bool:
+    """Run ``served`` for at most ``timeout`` seconds; True if it ended in time.
+
+    Past the timeout, ``late()`` is called at once (the run is counted as failed then),
+    and ``served`` is cancelled when ``cancel`` (a view on the loop), else awaited to its
+    end (a view in a thread, which no cancellation stops): either way this returns only
+    once it has ended, so the run keeps its slot as long as it holds anything."""
+    task = asyncio.ensure_future(served)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done:
+            return True
+        late()
+        if cancel:
+            task.cancel()
+        await asyncio.wait({task})
+        return False
+    except asyncio.CancelledError:  # the shutdown: stop the view too
+        task.cancel()
+        raise
+    finally:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a view's own errors are answered as a 500

@@ -49,7 +49,7 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
-    assert "the following arguments are required: {serve,check}" in capsys.readouterr().err
+    assert "the following arguments are required: {serve,check,replay}" in capsys.readouterr().err
 
 
 def test_unknown_server_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from bridge.shadow.compare import (
     Difference,
     compare,
     decode_body,
+    first_difference,
     kept,
 )
 
@@ -137,7 +138,119 @@ def test_kept_responses_carry_no_credentials_and_a_bounded_body(name: str) -> No
     response = Captured(
         200, [(name.encode(), secret), (b"content-type", b"text/plain")], b"x" * 50_000
     )
-    report = kept(response, 1024)
+    report = kept(response, 1024, headers=(name.lower(), "content-type"), show_bodies=True)
     assert secret.decode() not in json.dumps(report)
     assert [name.lower(), REDACTED] in report["headers"]
     assert len(report["body"]) < 1100 and report["body"].endswith("(50000 bytes)")
+
+
+def test_a_kept_response_drops_the_values_of_headers_not_compared_and_its_body() -> None:
+    response = Captured(
+        302,
+        [(b"Content-Type", b"text/html"), (b"Location", b"/reset?token=t0ken"),
+         (b"X-Session-Token", b"abc123")],
+        b"api_key=AKIA-secret",
+    )  # fmt: skip
+    report = kept(response, 1024, headers=("content-type",), show_bodies=False)
+    assert report == {
+        "status": 302,
+        "headers": [["content-type", "text/html"]],
+        "other_headers": ["location", "x-session-token"],
+        "body": None,
+        "body_bytes": 19,
+    }
+
+
+def test_without_show_bodies_a_difference_says_where_and_what_kind_never_the_value() -> None:
+    legacy = json_response({"user": {"api_key": "AKIA-legacy", "age": 41, "tags": [1]}})
+    shadow = json_response({"user": {"api_key": "AKIA-shadow!", "age": 42, "tags": {}}})
+    found = compare(legacy, shadow, show_bodies=False)
+    assert found == [
+        Difference("body $.user.api_key", "a string of 11 chars", "a string of 12 chars"),
+        Difference("body $.user.age", "a number", "a number"),
+        Difference("body $.user.tags", "an array of 1 items", "an object of 0 keys"),
+    ]
+    text = compare(Captured(200, HTML, b"key=AKIA-1"), Captured(200, HTML, b"key=AKIA-2"),
+                   show_bodies=False)  # fmt: skip
+    ten = "a string of 10 chars"
+    assert text == [Difference("body line 1 col 10", ten, ten)]
+    assert "AKIA" not in repr(found + text)
+
+
+def test_kinds_group_differences_by_place_with_list_indexes_as_a_star() -> None:
+    assert Difference("body $.items[3].price", "1", "2").kind == "body $.items[*].price"
+    assert Difference("status", "200", "500").kind == "status 200 -> 500"
+    assert Difference("body line 4 col 2", "a", "b").kind == "body (text)"
+    assert Difference("body byte 9", "a", "b").kind == "body (bytes)"
+    assert Difference("header content-type", "a", "b").kind == "header content-type"
+
+
+def test_noise_kinds_are_left_out_of_a_comparison() -> None:
+    legacy = json_response({"at": "12:00:01", "rows": [{"id": 1, "seen": 5}, {"id": 2, "seen": 6}]})
+    shadow = json_response({"at": "12:00:09", "rows": [{"id": 1, "seen": 7}, {"id": 3, "seen": 8}]})
+    noise = ("body $.at", "body $.rows[*].seen")
+    assert compare(legacy, shadow, noise=noise) == [Difference("body $.rows[1].id", "2", "3")]
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_a_995_deep_document_is_compared_without_recursion_errors() -> None:
+    legacy = Captured(200, JSON, ('{"a":' * 995 + "1" + "}" * 995).encode())
+    shadow = Captured(200, JSON, ('{"a":' * 995 + "2" + "}" * 995).encode())
+    # Parsed where the stack allows (then walked), else compared as text: never an error.
+    (difference,) = compare(legacy, shadow)
+    assert difference.where.startswith("body")
+    assert "1" in difference.legacy and "2" in difference.shadow
+    # The walk has a stack of its own: structures deeper than Python's recursion limit.
+    deep = compare(json_response(1), json_response(2), normalise=lambda b: nested(5000, b))
+    assert len(deep) == 1 and (deep[0].legacy, deep[0].shadow) == ("1", "2")
+    wide = compare(json_response(1), json_response(2), normalise=lambda b: [nested(5000, b)])
+    assert len(wide) == 1 and wide[0].where.startswith("body $[0].a.a")
+    assert len(wide[0].where) < 300, "a place is truncated like a value"
+
+
+def test_json_deeper_than_the_parser_goes_is_compared_as_text() -> None:
+    body = ("[" * 100_000 + "]" * 100_000).encode()
+    assert isinstance(decode_body(Captured(200, JSON, body)), str)
+    other = ("[" * 100_000 + "1" + "]" * 100_000).encode()
+    (difference,) = compare(Captured(200, JSON, body), Captured(200, JSON, other))
+    assert difference.where == "body line 1 col 100001"
+
+
+def test_byte_identical_bodies_match_without_being_parsed() -> None:
+    calls: list[Any] = []
+
+    def normalise(body: Any) -> Any:
+        calls.append(body)
+        return body
+
+    same = Captured(200, JSON, b'{"x": 1}')
+    assert compare(same, Captured(200, JSON, b'{"x": 1}'), normalise=normalise) == []
+    assert calls == []
+
+
+def test_the_first_difference_of_two_megabyte_texts_is_found_exactly() -> None:
+    a = "x" * 1_048_576
+    b = a[:777_777] + "y" + a[777_778:]
+    assert first_difference(a, b) == 777_777
+    assert first_difference(a, a + "z") == len(a)
+    assert first_difference(b"", b"abc") == 0
+
+
+def test_equal_subtrees_are_skipped_only_where_python_equality_is_json_equality() -> None:
+    rows = [{"id": i, "price": i * 1.5, "tags": ["a"]} for i in range(100)]
+    other = [dict(row) for row in rows]
+    other[70] = {**other[70], "price": 0}
+    (difference,) = compare(json_response(rows), json_response(other))
+    assert difference.where == "body $[70].price"
+    # With booleans, 1 == True in Python: no shortcut, and the difference is found.
+    flags = [{"id": i, "on": True} for i in range(100)]
+    ones = [{"id": i, "on": 1 if i == 40 else True} for i in range(100)]
+    assert compare(json_response(flags), json_response(ones)) == [
+        Difference("body $[40].on", "true", "1")
+    ]

@@ -10,6 +10,7 @@ import socket
 import threading
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.validate import validator
 
@@ -126,7 +127,8 @@ def test_an_identical_view_matches_on_every_request() -> None:
 def test_a_view_that_differs_in_one_field_reports_exactly_that_field() -> None:
     app, _ = make()
     upper = json_view(lambda item: {**item, "title": item["title"].upper()})
-    app.route("/items/<int:item_id>", methods=["GET"], shadow=True)(upper)
+    shadow = Shadow(show_bodies=True, headers=("content-type", "set-cookie"))
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=shadow)(upper)
 
     async def go() -> None:
         for item_id in (1, 2, 3):
@@ -136,11 +138,18 @@ def test_a_view_that_differs_in_one_field_reports_exactly_that_field() -> None:
     run(go())
     assert counts(app) == {"matched": 1, "mismatched": 2, "failed": 0, "skipped": 0}
     stats = app.shadows.routes[0]
-    assert [m["differences"] for m in stats.mismatches] == [
-        [{"where": "body $.title", "legacy": '"Tea"', "shadow": '"TEA"'}],
-        [{"where": "body $.title", "legacy": '"Milk"', "shadow": '"MILK"'}],
+    # One kind of difference, counted twice, shown by its latest example.
+    ((kind),) = stats.snapshot()["kinds"]
+    assert (kind["kind"], kind["count"], kind["outcome"]) == (
+        "header set-cookie; body $.title",
+        2,
+        "mismatch",
+    )
+    assert kind["latest"]["differences"] == [
+        {"where": "header set-cookie", "legacy": REDACTED, "shadow": "(absent)"},
+        {"where": "body $.title", "legacy": '"Milk"', "shadow": '"MILK"'},
     ]
-    assert [m["path"] for m in stats.mismatches] == ["/items/1", "/items/2"]
+    assert kind["latest"]["path"] == "/items/2"
     # The legacy Set-Cookie is kept in the report only as a redacted value.
     report = json.dumps(stats.mismatches)
     assert "legacy-secret" not in report and REDACTED in report
@@ -217,7 +226,10 @@ def test_a_raising_view_counts_as_failed_and_the_client_gets_the_legacy_answer()
     assert client.status == 200 and json.loads(client.body) == ITEMS[1]
     assert counts(app) == {"matched": 0, "mismatched": 0, "failed": 1, "skipped": 0}
     (failure,) = app.shadows.routes[0].failures
-    assert failure["path"] == "/items/1" and "500" in failure["error"]
+    assert failure["path"] == "/items/1"
+    assert failure["error"] == "The view raised RuntimeError: the shadow view is broken"
+    ((kind),) = app.shadows.routes[0].snapshot()["kinds"]
+    assert (kind["outcome"], kind["kind"], kind["count"]) == ("failure", "RuntimeError", 1)
 
 
 def test_a_broken_shadow_view_logs_once_not_once_per_request(
@@ -550,7 +562,9 @@ def test_a_normaliser_that_raises_is_a_failure() -> None:
     def broken(body: Any) -> Any:
         raise KeyError("at")
 
-    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(normalise=broken))(json_view())
+    # Other bytes (keys reversed), so the bodies are decoded and normalised.
+    reordered = json_view(lambda item: dict(reversed(list(item.items()))))
+    app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(normalise=broken))(reordered)
 
     async def go() -> None:
         await request(app, "/items/1")
@@ -672,8 +686,9 @@ def test_the_counts_are_in_the_prometheus_text_and_the_dashboard_data() -> None:
     ready = {s.labels["route"]: s.value for s in families["bridge_shadow_ready"].samples}
     assert ready == {"/items/<int:item_id>": 1, "/orders/<int:order_id>": 0}
     shown = {r["route"]: r for r in json.loads(data.body)["shadow"]}
-    assert shown["/items/<int:item_id>"]["mismatches"][0]["differences"] == [
-        {"where": "body $.owner", "legacy": '"ada"', "shadow": '"?"'}
+    (kind,) = shown["/items/<int:item_id>"]["kinds"]
+    assert kind["latest"]["differences"] == [
+        {"where": "body $.owner", "legacy": "a string of 3 chars", "shadow": "a string of 1 chars"}
     ]
     assert shown["/orders/<int:order_id>"]["matched"] == 0
 
@@ -735,7 +750,8 @@ def test_memory_stays_bounded_under_ten_thousand_mismatching_requests() -> None:
     before, after = run(go())
     stats = app.shadows.routes[0]
     assert stats.mismatched == 10_000 and stats.skipped == 0
-    assert len(stats.mismatches) == stats.config.keep
+    ((kind),) = stats.kinds.values()
+    assert kind.count == 10_000 and stats.store_used <= stats.config.store_bytes
     assert after - before < 32 * 1024, f"grew by {after - before} bytes"
 
 
@@ -804,12 +820,19 @@ def test_the_dashboard_shows_each_shadow_route_its_verdict_and_its_diffs(
     expect(orders.locator(".verdict")).to_have_text("differs")
     expect(orders.locator(".mismatched")).to_have_text("2")
     reports = page.locator("#shadow-mismatches details.mismatch")
-    expect(reports).to_have_count(2)
+    expect(reports).to_have_count(1)  # two mismatches of one kind: one entry
     first = reports.first
-    expect(first.locator("summary")).to_have_text("GET /orders/7: 1 difference")
+    expect(first.locator("summary")).to_have_text(
+        "2\u00d7 body $.status, latest GET /orders/8: 1 difference"
+    )
     first.locator("summary").click()
     cells = first.locator("tr.difference td")
-    expect(cells).to_have_text(["body $.status", '"open"', '"closed"'])
+    expect(cells).to_have_text(["body $.status", "a string of 4 chars", "a string of 6 chars"])
+    download = first.locator("a.download")
+    with page.expect_download() as info:
+        download.click()
+    report = json.loads(Path(info.value.path()).read_text())
+    assert report["route"] == "/orders/<int:order_id>" and report["path"] == "/orders/8"
     content = page.content()
     assert "client-secret" not in content and "legacy-secret" not in content
     assert errors == []
