@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
 from ._types import Environ, WSGIApp
+from .lifespan import draining
 from .requests import Request
 from .routing import Route, View
 from .threads.admission import Admission
@@ -165,4 +166,5 @@ async def send_response(
             response.status_code, headers, length, list(response.iter_encoded())
         )
     stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
-    return await cycle.stream(response.status_code, headers, length, stream)
+    # An endless stream (an SSE feed) ends with its final chunk when the server stops.
+    return await cycle.stream(response.status_code, headers, length, draining().stream(stream))

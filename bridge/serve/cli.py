@@ -291,16 +291,18 @@ def run(
     )
     # Several workers count into one directory, so /_bridge/metrics and the dashboard
     # show the whole server whichever worker answers (bridge/metrics/whole_server.py).
-    # Set after this process built the app: it only supervises, and counts nothing.
+    # Set before this process builds the app: gunicorn's forked workers keep the app
+    # module this process imported, and its Bridge must count into the directory (this
+    # process only supervises; it publishes nothing there).
     # gunicorn forks its workers inside adapter.run(), and a worker that exits unwinds
     # through this same frame: only the process that made the directory removes it, or
     # the first recycled worker would delete it under the live ones.
     shared = None
     owner = os.getpid()
     try:
-        built = build(recipe, obj)
         if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
             shared = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
+        built = build(recipe, obj)
         os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
         _preloaded = built.app
         sockets = bind_sockets(options)
@@ -333,13 +335,32 @@ def broadcast_warning(built: Built, workers: int) -> str | None:
     broadcast = getattr(bridge, "broadcast", None)
     if workers < 2 or broadcast is None or not broadcast.url.startswith("memory:"):
         return None
-    if not getattr(bridge, "websocket_routes", None):
-        return None  # no websocket route: probably no live feature at all
+    # Websocket routes, and routes whose view subscribes to the broadcast (an SSE feed).
+    live = [f"websocket {route.rule}" for route in getattr(bridge, "websocket_routes", ())]
+    live += [
+        f"SSE {route.rule}"
+        for route in getattr(bridge, "routes", ())
+        if _names(getattr(route, "view", None), "subscribe")
+    ]
+    if not live:
+        return None  # probably no live feature at all
     return (
         f"live events on {broadcast.url} reach only the clients of the worker that "
-        f"publishes them, and there are {workers} workers; give --broadcast "
-        'redis://HOST:6379/0 (docs/deployment.md, "Live features on many workers").'
+        f"publishes them ({', '.join(live)}), and there are {workers} workers; give "
+        '--broadcast redis://HOST:6379/0 (docs/deployment.md, "Live features on many workers").'
     )
+
+
+def _names(function: object, name: str) -> bool:
+    """Whether ``function``'s code, or code nested in it (a generator), uses ``name``."""
+    code = getattr(function, "__code__", None)
+    stack = [code] if code is not None else []
+    while stack:
+        code = stack.pop()
+        if name in code.co_names:
+            return True
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return False
 
 
 def _name_of(obj: object) -> str:

@@ -35,6 +35,9 @@ OPTIONAL = (
     "http",
     "config",
 )
+# Seconds SIGTERM lets requests finish before they are cancelled: gunicorn's
+# --graceful-timeout default, which the README and SECURITY.md promise.
+GRACEFUL_TIMEOUT = 30
 # How a refusal names an option on the command line, where that differs from its name.
 FLAG_NAMES = {"timeout_keep_alive": "--keep-alive", "config": "-c/--config"}
 
@@ -195,8 +198,9 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
         "proxy_headers": o.proxy_headers,
         "forwarded_allow_ips": o.forwarded_allow_ips,
         "timeout_keep_alive": 5 if o.timeout_keep_alive is None else int(o.timeout_keep_alive),
+        # uvicorn's default waits for connections without a bound; gunicorn's does not.
         "timeout_graceful_shutdown": (
-            None if o.graceful_timeout is None else int(o.graceful_timeout)
+            GRACEFUL_TIMEOUT if o.graceful_timeout is None else int(o.graceful_timeout)
         ),
         "limit_concurrency": o.limit_concurrency,
         "limit_max_requests": o.max_requests,
@@ -215,6 +219,10 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
         kwargs["limit_max_requests_jitter"] = o.max_requests_jitter
     if o.timeout is not None and "timeout_worker_healthcheck" in parameters:
         kwargs["timeout_worker_healthcheck"] = max(1, int(o.timeout))
+    from .draining import PROTOCOLS
+
+    # uvicorn's own protocols, but a worker that retires answers what it accepted.
+    kwargs["http"] = PROTOCOLS[o.http]
     config = uvicorn.Config(factory, **kwargs)
     server = uvicorn.Server(config)
     try:
@@ -287,7 +295,9 @@ def _run_granian(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
     from granian.constants import Interfaces
     from granian.log import LogLevels
 
-    kill_timeout = None if o.graceful_timeout is None else max(1, int(o.graceful_timeout))
+    kill_timeout = (
+        GRACEFUL_TIMEOUT if o.graceful_timeout is None else max(1, int(o.graceful_timeout))
+    )
     Granian(
         factory,
         factory=True,
