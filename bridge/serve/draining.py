@@ -21,6 +21,7 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..lifespan import draining
+from .logs import begin_request, one_traceback
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,6 +34,9 @@ PROTOCOLS = {
     "httptools": "bridge.serve.draining:DrainingHttpToolsProtocol",
 }
 PROTOCOLS["auto"] = PROTOCOLS["h11" if HttpToolsProtocol is None else "httptools"]
+
+# uvicorn imports these protocols in each worker process: one failure, one log entry there.
+one_traceback()
 
 
 def unread(connection: Any) -> bool:
@@ -66,6 +70,8 @@ class DrainingH11Protocol(H11Protocol):
             super().shutdown()
 
     def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            begin_request()  # this data may start a request: its own log context
         super().data_received(data)
         if self.retiring and self.cycle is not None:
             self.cycle.keep_alive = False  # one request, then close
@@ -83,6 +89,8 @@ if HttpToolsProtocol is not None:
                 super().shutdown()
 
         def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                begin_request()  # this data may start a request: its own log context
             super().data_received(data)
             if self.retiring and self.cycle is not None:
                 self.cycle.keep_alive = False  # one request, then close

@@ -220,9 +220,11 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
     if o.timeout is not None and "timeout_worker_healthcheck" in parameters:
         kwargs["timeout_worker_healthcheck"] = max(1, int(o.timeout))
     from .draining import PROTOCOLS
+    from .logs import uvicorn_log_config
 
     # uvicorn's own protocols, but a worker that retires answers what it accepted.
     kwargs["http"] = PROTOCOLS[o.http]
+    kwargs["log_config"] = uvicorn_log_config(o.log_level)
     config = uvicorn.Config(factory, **kwargs)
     server = uvicorn.Server(config)
     try:

@@ -11,7 +11,8 @@ tested on. What this module adds, each because gunicorn's meaning would be lost 
   ``max_header_count`` (an ASGI app or a ``Bridge`` passes through unchanged);
 - ``--limit-request-line`` and ``--limit-request-field_size`` are checked as gunicorn
   does, with its 414 and 431 answers (uvicorn has no such limits);
-- the access log is gunicorn's, in its ``--access-logformat``;
+- the access log is gunicorn's, in its ``--access-logformat``, and bridge's own log
+  lines (application tracebacks included) go to gunicorn's error log at its ``--log-level``;
 - SIGINT and SIGQUIT run the ``worker_int`` hook, and a worker stopped by a signal
   returns normally, so gunicorn's ``worker_exit`` hook runs too;
 - ``wsgi.multiprocess`` is true when gunicorn runs more than one worker.
@@ -67,6 +68,13 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         # A retiring worker answers the connections it accepted (bridge/serve/draining.py).
         config.http = PROTOCOLS[self.CONFIG_KWARGS["http"]]
         logging.getLogger("uvicorn.access").handlers = []
+        # bridge's own lines (application tracebacks, refusals, 408s) go where gunicorn
+        # users look: gunicorn's error log, in its format, at its --log-level, as
+        # uvicorn-worker does for uvicorn's.
+        ours = logging.getLogger("bridge")
+        ours.handlers = self.log.error_log.handlers
+        ours.setLevel(self.log.error_log.level)
+        ours.propagate = False
         config.timeout_graceful_shutdown = max(1, int(cfg.graceful_timeout))
         # gunicorn's worker_connections: the most clients an async worker serves at once.
         config.limit_concurrency = cfg.worker_connections

@@ -26,15 +26,25 @@ TEXT = "text/plain; charset=utf-8"
 
 
 def _legacy(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """Answers with its process id; ``/slow?S`` first sleeps S seconds; ``/boom`` fails."""
+    """Answers with its process id; ``/slow?S`` first sleeps S seconds; ``/boom`` fails,
+    and ``/cut`` fails after its first chunk went out."""
     path = environ["PATH_INFO"]
     if path == "/boom":
         raise RuntimeError("the legacy app failed on purpose")
+    if path == "/cut":
+        start_response("200 OK", [("Content-Type", TEXT)])
+        return _cut()
     if path == "/slow":
         time.sleep(float(environ.get("QUERY_STRING") or 0))
     body = f"pid|{os.getpid()}".encode()
     start_response("200 OK", [("Content-Type", TEXT), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _cut() -> Iterable[bytes]:
+    yield b"first chunk\n"
+    time.sleep(0.5)  # the first chunk is out by now, whatever bridge's framing
+    raise RuntimeError("the legacy app failed after its headers")
 
 
 application = validator(_legacy)
