@@ -68,6 +68,9 @@ class Recipe:
     limit_request_field_size: int | None = None
     # The live events' Broadcast URL, set as $BRIDGE_BROADCAST_URL before the app loads.
     broadcast: str | None = None
+    # gunicorn's --access-logformat: each response logged in it by gunicorn's own logger,
+    # in place of the server's access log ("": gunicorn's default; None: the server's own).
+    access_log_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ def build(recipe: Recipe, obj: object = None) -> Built:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         app = ProxyHeadersMiddleware(app, trusted_hosts=recipe.proxy_trusted)  # type: ignore[arg-type,assignment]
+    if recipe.access_log_format is not None:
+        app = gunicorn_access_log(app, recipe.access_log_format)
     if recipe.limit_request_line or recipe.limit_request_field_size or recipe.limit_request_fields:
         # The field count is the Bridge's own max_header_count where there is a Bridge.
         app = RequestLimits(
@@ -145,6 +150,25 @@ def build(recipe: Recipe, obj: object = None) -> Built:
             field_size=recipe.limit_request_field_size or 0,
         )
     return Built(loaded, app, recipe.mounts)
+
+
+def gunicorn_access_log(app: ASGIApp, access_log_format: str) -> ASGIApp:
+    """``app`` with one access line per response, as gunicorn writes it (to stdout)."""
+    try:
+        from gunicorn.config import Config  # type: ignore[import-untyped]
+        from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+        from .worker import AccessLog
+    except ImportError:
+        raise UsageError(
+            "gunicorn's access-log format is written by gunicorn's logger: "
+            "pip install 'bridge[gunicorn]', or drop --access-logformat and accesslog."
+        ) from None
+    config = Config()
+    config.set("accesslog", "-")
+    if access_log_format:  # empty: gunicorn's default format
+        config.set("access_log_format", access_log_format)
+    return AccessLog(app, Logger(config))
 
 
 def _threads_unused(threads: int, loaded: Loaded) -> str:
@@ -207,6 +231,7 @@ def run(
     server: str = "uvicorn",
     app_dir: str = ".",
     broadcast: str | None = None,
+    access_log_format: str | None = None,
 ) -> None:
     """Serve ``app``, an app string or the application itself, until a signal stops it.
 
@@ -236,6 +261,9 @@ def run(
     if reload and workers > 1:
         raise UsageError("--reload runs one process for development; drop --workers or --reload.")
     adapter = SERVERS[server]
+    # gunicorn writes its own format; on the other servers bridge writes it, in place
+    # of the server's access log.
+    ours = access_log_format if server != "gunicorn" and access_log else None
     options = ServerOptions(
         host=host,
         port=port,
@@ -255,7 +283,8 @@ def run(
         http=http,
         config=config,
         log_level=log_level,
-        access_log=access_log,
+        access_log=access_log and ours is None,
+        access_log_format=(access_log_format or None) if server == "gunicorn" else None,
         reload=reload,
     )
     adapter.check_installed()
@@ -288,6 +317,7 @@ def run(
         limit_request_fields=limit_request_fields,
         limit_request_field_size=limit_request_field_size,
         broadcast=broadcast or None,
+        access_log_format=ours,
     )
     # Several workers count into one directory, so /_bridge/metrics and the dashboard
     # show the whole server whichever worker answers (bridge/metrics/whole_server.py).
@@ -559,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's parser")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     add("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    add(
+        "--access-logformat",
+        metavar="FORMAT",
+        help="write the access log in gunicorn's format (its atoms), needs gunicorn",
+    )
+    add("--access-logfile", dest="accesslog", metavar="-", help="- for gunicorn's access log")
     add("--reload", action="store_true", default=None, help="restart on code changes")
     add(
         "--broadcast",
@@ -589,6 +625,8 @@ CONFIG_SETTINGS = {
     "limit_request_fields": "limit_request_fields",
     "limit_request_field_size": "limit_request_field_size",
     "worker_connections": "limit_concurrency",
+    "accesslog": "accesslog",
+    "access_log_format": "access_logformat",
 }
 
 
@@ -732,4 +770,20 @@ def serve(args: argparse.Namespace, mounts: list[tuple[str, str]]) -> None:
         server=server,
         app_dir=args.app_dir,
         broadcast=args.broadcast or os.environ.get(BROADCAST_VARIABLE),
+        access_log_format=_access_log_format(args),
     )
+
+
+def _access_log_format(args: argparse.Namespace) -> str | None:
+    """gunicorn's access-log format when asked for: ``--access-logformat``, or the
+    ``accesslog = "-"`` of a ``-c`` file (gunicorn's default format, as gunicorn means it)."""
+    if args.access_logformat is not None:
+        return str(args.access_logformat)
+    if args.accesslog is None or args.server == "gunicorn":
+        return None  # gunicorn reads its -c file, accesslog included
+    if args.accesslog != "-":
+        raise UsageError(
+            f'accesslog = "{args.accesslog}": bridge serve writes the access log to stdout; '
+            'use "-" and redirect it, or run bridge serve --server gunicorn -c FILE.'
+        )
+    return ""  # gunicorn's default format

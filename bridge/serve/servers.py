@@ -69,6 +69,8 @@ class ServerOptions:
     config: str | None = None
     log_level: str = "info"
     access_log: bool = True
+    # gunicorn's --access-logformat (--server gunicorn only; bridge writes it elsewhere).
+    access_log_format: str | None = None
     reload: bool = False
 
     def addresses(self) -> tuple[str, ...]:
@@ -441,6 +443,7 @@ def run_arbiter(factory: str, o: ServerOptions, fds: list[int]) -> None:
         "max_requests_jitter": o.max_requests_jitter,
         "worker_connections": o.limit_concurrency,
         "backlog": o.backlog,
+        "access_log_format": o.access_log_format,
     }
     settings.update({name: value for name, value in optional.items() if value is not None})
     module, _, attribute = factory.partition(":")

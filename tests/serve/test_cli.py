@@ -569,3 +569,15 @@ def test_a_django_project_run_from_the_folder_above_says_where_to_run(
         "lc_mysite (a Django project, beside manage.py): run bridge from there, or pass "
         "--app-dir lc_mysite (as gunicorn's --chdir).\n"
     )
+
+
+def test_an_accesslog_file_in_a_config_is_refused_with_the_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text('accesslog = "/var/log/access.log"\n')
+    assert main(["serve", f"{APPS}:pid_app", "-c", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        'bridge: error: accesslog = "/var/log/access.log": bridge serve writes the access log '
+        'to stdout; use "-" and redirect it, or run bridge serve --server gunicorn -c FILE.\n'
+    )

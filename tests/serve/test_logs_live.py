@@ -86,3 +86,50 @@ def test_bridge_serve_logs_a_cut_response_once(tmp_path: Path) -> None:
     assert INCOMPLETE not in text, text
     # uvicorn's format for bridge's lines too.
     assert "ERROR:    Exception in WSGI application GET /boom" in text, text
+
+
+def served_access_lines(tmp_path: Path, *args: str) -> list[str]:
+    """Run ``bridge serve`` with ``args``, send two requests, return its output lines."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bridge", "serve", APP, "--port", str(port), *args]
+    log = tmp_path / "output.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        headers = {"user-agent": "lifecycle-test", "referer": "http://example.test/"}
+        httpx.get(f"http://127.0.0.1:{port}/slow?0", headers=headers, timeout=5)
+        process.terminate()
+        process.wait(15)
+    finally:
+        stop(process)
+    return log.read_text().splitlines()
+
+
+# gunicorn's default access-log format: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
+GUNICORN_LINE = re.compile(
+    r'^127\.0\.0\.1 - - \[[^]]+\] "GET /slow\?0 HTTP/1\.1" 200 \d+ "http://example\.test/" '
+    r'"lifecycle-test"$'
+)
+
+
+def test_accesslog_dash_in_a_config_file_writes_gunicorns_format(tmp_path: Path) -> None:
+    (tmp_path / "gunicorn.conf.py").write_text('accesslog = "-"\n')
+    lines = served_access_lines(tmp_path, "-c", "gunicorn.conf.py")
+    assert [line for line in lines if GUNICORN_LINE.match(line)], lines
+    assert not [line for line in lines if '"GET /slow?0 HTTP/1.1" 200 OK' in line]  # uvicorn's
+
+
+def test_access_logformat_is_gunicorns(tmp_path: Path) -> None:
+    lines = served_access_lines(tmp_path, "--access-logformat", "%(m)s %(U)s %(s)s %(a)s")
+    assert "GET /slow 200 lifecycle-test" in lines, lines

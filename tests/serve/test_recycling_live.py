@@ -6,8 +6,10 @@ the metrics directory stays small."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ APPS = "tests.apps.lifecycle_app"
 # Each live worker writes four files (counter, histogram, two live gauges); a worker
 # that is retiring still has its own; the archive is two more.
 MOST_FILES = 4 * 3 + 2
+# Requests between two signals: enough that each replacement happens under load.
+SIGNAL_EVERY = 60
 
 
 def command(kind: str, app: str, port: int) -> list[str]:
@@ -143,3 +147,52 @@ def test_recycling_drops_nothing_and_the_counts_add_up(tmp_path: Path, kind: str
         assert {"counter_archive.db", "histogram_archive.db"} <= {f.name for f in files}
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("kind", ["bridge serve", "bridge serve --server gunicorn", "gunicorn -k"])
+def test_signals_replace_workers_under_load_and_drop_nothing(tmp_path: Path, kind: str) -> None:
+    """SIGTERM to one worker, SIGHUP, SIGTTIN and SIGTTOU to the supervisor, each while
+    two clients keep sending requests: every request is answered, the server lives."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    argv = command(kind, f"{APPS}:application", port)
+    with running(argv, port, tmp_path / "server.log", temporary) as process:
+        failures: list[str] = []
+        pids: list[str] = []
+        sent = [0]
+        done = threading.Event()
+
+        def client() -> None:
+            while not done.is_set():
+                try:
+                    with httpx.Client(base_url=url, timeout=10) as http:
+                        response = http.get("/")
+                    if response.status_code != 200:
+                        failures.append(str(response.status_code))
+                    pids.append(response.text.rsplit("|", 1)[-1])
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                sent[0] += 1
+
+        clients = [threading.Thread(target=client) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        try:
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+                before = sent[0]
+                while sent[0] < before + SIGNAL_EVERY and process.poll() is None:
+                    time.sleep(0.05)
+                target = int(pids[-1]) if signum == signal.SIGTERM else process.pid
+                os.kill(target, signum)
+            before = sent[0]
+            while sent[0] < before + SIGNAL_EVERY and process.poll() is None:
+                time.sleep(0.05)
+        finally:
+            done.set()
+            for thread in clients:
+                thread.join(30)
+        assert failures == []
+        assert process.poll() is None
+        assert len(set(pids)) >= 3  # workers really were replaced
