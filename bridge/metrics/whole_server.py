@@ -135,7 +135,9 @@ class Shared:
 
         for pid in _pids(self.directory, "gauge_live"):
             if not _alive(pid):
-                multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+                # Another worker may be removing the same files this instant.
+                with contextlib.suppress(FileNotFoundError):
+                    multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         from prometheus_client import multiprocess
