@@ -3,6 +3,12 @@
 ``Lifespan`` runs the startup and shutdown hooks, starts and stops bridge's own
 services around them, and on shutdown drains the requests still in threads.
 
+``draining()`` is the other end of a server's shutdown: when the server stops
+accepting (``bridge serve`` and the gunicorn worker tell it so; see
+``serve/draining.py``), streamed responses that would run forever (an SSE feed)
+end at once with their final chunk, instead of holding the shutdown until the
+graceful timeout and then dying with a traceback each.
+
 A mounted Starlette or FastAPI app opens its database pool and clients on
 ``lifespan.startup``; the server sends that message to bridge only, so bridge
 passes it on. ASGI spec: "If an exception is raised when calling the application
@@ -16,14 +22,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .threads.admission import Admission
 from .threads.pool import ThreadPool
+
+T = TypeVar("T")
 
 logger = logging.getLogger("bridge")
 
@@ -243,3 +252,64 @@ def _takes_argument(hook: Hook) -> bool:
         and p.default is p.empty
         for p in parameters
     )
+
+
+class Draining:
+    """Whether the server on this loop is shutting down, and the streams to end when it does.
+
+    One per event loop, used on that loop only. A stream is listed only while it waits
+    for its next item, so ``begin()`` never interrupts a chunk being sent.
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+        self._waiting: set[asyncio.Task[Any]] = set()
+
+    def begin(self) -> None:
+        """The server stopped accepting: end every stream at its next wait (idempotent)."""
+        if self.started:
+            return
+        self.started = True
+        for task in list(self._waiting):
+            task.cancel(_DRAIN_MESSAGE)
+
+    async def stream(self, body: AsyncIterable[T]) -> AsyncIterator[T]:
+        """``body``'s items until it ends or the server begins to shut down; then it is closed."""
+        task = asyncio.current_task()
+        iterator = body.__aiter__()
+        try:
+            while not self.started and task is not None:
+                self._waiting.add(task)
+                try:
+                    item = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if not self.started:
+                        raise  # cancelled by someone else: the client left, or the server
+                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+                    if uncancel is not None:
+                        uncancel()
+                    return
+                finally:
+                    self._waiting.discard(task)
+                yield item
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+_DRAIN_MESSAGE = "bridge: the server is shutting down"
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Draining] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def draining() -> Draining:
+    """The running loop's ``Draining`` (made on first use)."""
+    loop = asyncio.get_running_loop()
+    found = _by_loop.get(loop)
+    if found is None:
+        found = _by_loop[loop] = Draining()
+    return found

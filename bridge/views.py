@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
 from ._types import Environ, Receive, Scope, Send, WSGIApp
+from .lifespan import draining
 from .requests import Request
 from .routing import Route, View, WebSocketRoute
 from .threads.admission import Admission
@@ -177,7 +178,8 @@ async def send_response(
             response.status_code, headers, length, list(response.iter_encoded())
         )
     stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
-    return await cycle.stream(response.status_code, headers, length, stream)
+    # An endless stream (an SSE feed) ends with its final chunk when the server stops.
+    return await cycle.stream(response.status_code, headers, length, draining().stream(stream))
 
 
 async def serve_websocket(

@@ -208,3 +208,59 @@ def test_trio_is_refused_at_startup_with_a_sentence() -> None:
     assert sent[0]["type"] == "lifespan.startup.failed"
     assert "bridge runs on asyncio only" in sent[0]["message"]
     assert "--worker-class asyncio" in sent[0]["message"]
+
+
+def test_draining_ends_an_endless_stream_and_closes_it() -> None:
+    from bridge.lifespan import draining
+
+    closed: list[bool] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"beat"
+                await asyncio.sleep(3600)
+        finally:
+            closed.append(True)
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+
+        async def consume() -> None:
+            async for chunk in draining().stream(endless()):
+                got.append(chunk)
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)  # the stream sent its first chunk and waits for the next
+        draining().begin()
+        await asyncio.wait_for(task, 5)  # ended, not cancelled
+        assert not task.cancelled()
+        # A stream that starts while the server drains ends at once.
+        late = [chunk async for chunk in draining().stream(endless())]
+        assert late == []
+        return got
+
+    assert asyncio.run(main()) == [b"beat"]
+    assert closed == [True]  # the late one never started, so had nothing to close
+
+
+def test_a_cancel_that_is_not_a_drain_still_cancels() -> None:
+    from bridge.lifespan import draining
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(3600)
+            yield b""
+
+    async def main() -> bool:
+        async def consume() -> None:
+            async for _ in draining().stream(endless()):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)
+        task.cancel()  # the client left
+        await asyncio.gather(task, return_exceptions=True)
+        return task.cancelled()
+
+    assert asyncio.run(main())

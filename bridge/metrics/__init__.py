@@ -7,7 +7,7 @@
 - ``blocking.py``: the detector that charges an async step the time it held the loop.
 - ``prometheus.py``: the Prometheus text format of one worker.
 - ``whole_server.py``: several workers counted as one server (prometheus-client's
-  multiprocess files).
+  multiprocess files; dead workers' folded into one archive, read in a thread).
 """
 
 from __future__ import annotations

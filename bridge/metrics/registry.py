@@ -303,6 +303,9 @@ class Metrics:
             await asyncio.gather(probe, return_exceptions=True)
 
     async def _run_probe(self) -> None:
+        if self.shared is not None:
+            # A worker starts where one retired: fold what the dead left, off the loop.
+            await self.refresh()
         clock = time.perf_counter
         next_point = clock() + self.history_interval
         while True:

@@ -135,7 +135,9 @@ class Shared:
 
         for pid in _pids(self.directory, "gauge_live"):
             if not _alive(pid):
-                multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+                # Another worker may be removing the same files this instant.
+                with contextlib.suppress(FileNotFoundError):
+                    multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         from prometheus_client import multiprocess
@@ -212,7 +214,10 @@ class Shared:
         reading = self._reading
         if reading is None or reading.done():
             reading = self._reading = asyncio.ensure_future(asyncio.to_thread(self.read))
-        await asyncio.shield(reading)
+        try:
+            await asyncio.shield(reading)
+        except Exception as exc:  # the last good read stands; the next one may succeed
+            logger.warning("Reading the metrics files in %s failed: %r", self.directory, exc)
 
     def read(self) -> None:
         """Fold, then read the whole server once (blocking: call it from a thread)."""
@@ -314,11 +319,31 @@ def _family(count: Count) -> Any:
 
 
 def _collect(directory: str) -> Iterable[Any]:
-    """Every worker's files and the archive, merged by prometheus-client."""
+    """Every worker's files and the archive, merged by prometheus-client.
+
+    A file a worker is creating this instant is still empty (prometheus-client opens it,
+    then sizes it): it holds nothing yet, and reading it would fail, so it is left out.
+    """
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    collected: Iterable[Any] = MultiProcessCollector(None, path=directory).collect()  # type: ignore[no-untyped-call]
+    files = []
+    for name in _listdir(directory):
+        path = os.path.join(directory, name)
+        if name.endswith(".db") and _size(path) >= _HEADER_BYTES:
+            files.append(path)
+    collected: Iterable[Any] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
     return collected
+
+
+# prometheus-client's file header: the bytes used, and padding.
+_HEADER_BYTES = 8
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 class _Collected:

@@ -7,4 +7,6 @@
 - ``worker.py``: ``gunicorn -k bridge.gunicorn.Worker`` (its public name is ``bridge.gunicorn``).
 - ``gunicorn_flags.py``: gunicorn's flags and config settings, and what bridge does with each.
 - ``gunicorn_limits.py``: gunicorn's request-line and header limits for servers without them.
+- ``draining.py``: uvicorn's HTTP protocols, retiring without dropping what they accepted.
+- ``logs.py``: where bridge's log lines go under a server, and one traceback per failure.
 """

@@ -72,6 +72,9 @@ class Recipe:
     broadcast: str | None = None
     # Each request from an empty context, for a server that cannot (bridge.observe.hygiene).
     fresh_context: bool = False
+    # gunicorn's --access-logformat: each response logged in it by gunicorn's own logger,
+    # in place of the server's access log ("": gunicorn's default; None: the server's own).
+    access_log_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def build(recipe: Recipe, obj: object = None) -> Built:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         app = ProxyHeadersMiddleware(app, trusted_hosts=recipe.proxy_trusted)  # type: ignore[arg-type,assignment]
+    if recipe.access_log_format is not None:
+        app = gunicorn_access_log(app, recipe.access_log_format)
     if recipe.limit_request_line or recipe.limit_request_field_size or recipe.limit_request_fields:
         # The field count is the Bridge's own max_header_count where there is a Bridge.
         app = GunicornLimits(
@@ -151,6 +156,25 @@ def build(recipe: Recipe, obj: object = None) -> Built:
     if recipe.fresh_context:
         app = FreshContext(app)
     return Built(loaded, app, recipe.mounts)
+
+
+def gunicorn_access_log(app: ASGIApp, access_log_format: str) -> ASGIApp:
+    """``app`` with one access line per response, as gunicorn writes it (to stdout)."""
+    try:
+        from gunicorn.config import Config  # type: ignore[import-untyped]
+        from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+        from .worker import AccessLog
+    except ImportError:
+        raise UsageError(
+            "gunicorn's access-log format is written by gunicorn's logger: "
+            "pip install 'bridge[gunicorn]', or drop --access-logformat and accesslog."
+        ) from None
+    config = Config()
+    config.set("accesslog", "-")
+    if access_log_format:  # empty: gunicorn's default format
+        config.set("access_log_format", access_log_format)
+    return AccessLog(app, Logger(config))
 
 
 def _threads_unused(threads: int, loaded: Loaded) -> str:
@@ -213,6 +237,7 @@ def run(
     server: str = "uvicorn",
     app_dir: str = ".",
     broadcast: str | None = None,
+    access_log_format: str | None = None,
 ) -> None:
     """Serve ``app``, an app string or the application itself, until a signal stops it.
 
@@ -242,6 +267,9 @@ def run(
     if reload and workers > 1:
         raise UsageError("--reload runs one process for development; drop --workers or --reload.")
     adapter = SERVERS[server]
+    # gunicorn writes its own format; on the other servers bridge writes it, in place
+    # of the server's access log.
+    ours = access_log_format if server != "gunicorn" and access_log else None
     options = ServerOptions(
         host=host,
         port=port,
@@ -261,7 +289,8 @@ def run(
         http=http,
         config=config,
         log_level=log_level,
-        access_log=access_log,
+        access_log=access_log and ours is None,
+        access_log_format=(access_log_format or None) if server == "gunicorn" else None,
         reload=reload,
     )
     adapter.check_installed()
@@ -295,19 +324,22 @@ def run(
         limit_request_field_size=limit_request_field_size,
         broadcast=broadcast or None,
         fresh_context=server == "daphne",
+        access_log_format=ours,
     )
     # Several workers count into one directory, so /_bridge/metrics and the dashboard
     # show the whole server whichever worker answers (bridge/metrics/whole_server.py).
-    # Set after this process built the app: it only supervises, and counts nothing.
+    # Set before this process builds the app: gunicorn's forked workers keep the app
+    # module this process imported, and its Bridge must count into the directory (this
+    # process only supervises; it publishes nothing there).
     # gunicorn forks its workers inside adapter.run(), and a worker that exits unwinds
     # through this same frame: only the process that made the directory removes it, or
     # the first recycled worker would delete it under the live ones.
     shared = None
     owner = os.getpid()
     try:
-        built = build(recipe, obj)
         if (workers > 1 or max_requests is not None) and not os.environ.get(METRICS_VARIABLE):
             shared = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
+        built = build(recipe, obj)
         os.environ[RECIPE_VARIABLE] = json.dumps(asdict(recipe))
         _preloaded = built.app
         sockets = bind_sockets(options)
@@ -340,13 +372,32 @@ def broadcast_warning(built: Built, workers: int) -> str | None:
     broadcast = getattr(bridge, "broadcast", None)
     if workers < 2 or broadcast is None or not broadcast.url.startswith("memory:"):
         return None
-    if not getattr(bridge, "websocket_routes", None):
-        return None  # no websocket route: probably no live feature at all
+    # Websocket routes, and routes whose view subscribes to the broadcast (an SSE feed).
+    live = [f"websocket {route.rule}" for route in getattr(bridge, "websocket_routes", ())]
+    live += [
+        f"SSE {route.rule}"
+        for route in getattr(bridge, "routes", ())
+        if _names(getattr(route, "view", None), "subscribe")
+    ]
+    if not live:
+        return None  # probably no live feature at all
     return (
         f"live events on {broadcast.url} reach only the clients of the worker that "
-        f"publishes them, and there are {workers} workers; give --broadcast "
-        'redis://HOST:6379/0 (docs/deployment.md, "Live features on many workers").'
+        f"publishes them ({', '.join(live)}), and there are {workers} workers; give "
+        '--broadcast redis://HOST:6379/0 (docs/deployment.md, "Live features on many workers").'
     )
+
+
+def _names(function: object, name: str) -> bool:
+    """Whether ``function``'s code, or code nested in it (a generator), uses ``name``."""
+    code = getattr(function, "__code__", None)
+    stack = [code] if code is not None else []
+    while stack:
+        code = stack.pop()
+        if name in code.co_names:
+            return True
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return False
 
 
 def _name_of(obj: object) -> str:
@@ -574,6 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's parser")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     add("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    add(
+        "--access-logformat",
+        metavar="FORMAT",
+        help="write the access log in gunicorn's format (its atoms), needs gunicorn",
+    )
+    add("--access-logfile", dest="accesslog", metavar="-", help="- for gunicorn's access log")
     add("--reload", action="store_true", default=None, help="restart on code changes")
     add(
         "--broadcast",
@@ -604,6 +661,8 @@ CONFIG_SETTINGS = {
     "limit_request_fields": "limit_request_fields",
     "limit_request_field_size": "limit_request_field_size",
     "worker_connections": "limit_concurrency",
+    "accesslog": "accesslog",
+    "access_log_format": "access_logformat",
 }
 
 
@@ -749,4 +808,20 @@ def serve(args: argparse.Namespace, mounts: list[tuple[str, str]]) -> None:
         server=server,
         app_dir=args.app_dir,
         broadcast=args.broadcast or os.environ.get(BROADCAST_VARIABLE),
+        access_log_format=_access_log_format(args),
     )
+
+
+def _access_log_format(args: argparse.Namespace) -> str | None:
+    """gunicorn's access-log format when asked for: ``--access-logformat``, or the
+    ``accesslog = "-"`` of a ``-c`` file (gunicorn's default format, as gunicorn means it)."""
+    if args.access_logformat is not None:
+        return str(args.access_logformat)
+    if args.accesslog is None or args.server == "gunicorn":
+        return None  # gunicorn reads its -c file, accesslog included
+    if args.accesslog != "-":
+        raise UsageError(
+            f'accesslog = "{args.accesslog}": bridge serve writes the access log to stdout; '
+            'use "-" and redirect it, or run bridge serve --server gunicorn -c FILE.'
+        )
+    return ""  # gunicorn's default format

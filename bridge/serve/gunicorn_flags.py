@@ -129,10 +129,16 @@ FLAGS: tuple[Flag, ...] = (
     _f(
         "accesslog",
         "--access-logfile",
-        "refused",
-        "the access log goes to stderr; use --access-log or --no-access-log, or " + _KEEP,
+        "mapped",
+        '`-` only: gunicorn\'s access lines on stdout (as `-c` `accesslog = "-"`); '
+        "for a file, redirect it, or " + _KEEP,
     ),
-    _f("access_log_format", "--access-logformat", "refused", _KEEP),
+    _f(
+        "access_log_format",
+        "--access-logformat",
+        "same",
+        "gunicorn's format and atoms, written by gunicorn's own logger (needs gunicorn)",
+    ),
     _f(
         "errorlog",
         "--error-logfile --log-file",

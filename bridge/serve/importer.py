@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -201,10 +203,42 @@ def _import_module(name: str) -> Any:
         # Only the named module (or a package on its path) missing is a bad app string;
         # a missing import inside the module is the module's own error.
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ImportFromStringError(f'Could not import module "{name}".') from None
+            raise ImportFromStringError(
+                f'Could not import module "{name}".' + _folder_hint(name)
+            ) from None
         raise AppImportError(f'Importing module "{name}" raised an error.') from exc
     except Exception as exc:
         raise AppImportError(f'Importing module "{name}" raised an error.') from exc
+
+
+def _folder_hint(name: str) -> str:
+    """Where ``name`` is, when it is one folder down: a Django project run from above it.
+
+    ``django-admin startproject mysite`` makes ``mysite/manage.py`` beside the package
+    ``mysite/mysite/``; ``mysite.wsgi`` imports from the outer folder only.
+    """
+    parts = name.split(".")
+    for base in dict.fromkeys([sys.path[0] or os.curdir, os.curdir]):
+        try:
+            folders = sorted(entry.name for entry in os.scandir(base) if entry.is_dir())
+        except OSError:
+            continue
+        for folder in folders[:_MOST_FOLDERS]:
+            inner = os.path.join(base, folder, *parts)
+            if os.path.isfile(inner + ".py") or os.path.isfile(os.path.join(inner, "__init__.py")):
+                where = os.path.relpath(os.path.join(base, folder))
+                django = os.path.isfile(os.path.join(base, folder, "manage.py"))
+                return (
+                    f" It is in the folder {where}"
+                    + (" (a Django project, beside manage.py)" if django else "")
+                    + f": run bridge from there, or pass --app-dir {where}"
+                    " (as gunicorn's --chdir)."
+                )
+    return ""
+
+
+# Folders looked into for a misplaced app module: a project's, not a home directory's.
+_MOST_FOLDERS = 200
 
 
 def _is_dotted_name(text: str) -> bool:

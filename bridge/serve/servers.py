@@ -37,6 +37,9 @@ OPTIONAL = (
     "http",
     "config",
 )
+# Seconds SIGTERM lets requests finish before they are cancelled: gunicorn's
+# --graceful-timeout default, which the README and SECURITY.md promise.
+GRACEFUL_TIMEOUT = 30
 # How a refusal names an option on the command line, where that differs from its name.
 FLAG_NAMES = {"timeout_keep_alive": "--keep-alive", "config": "-c/--config"}
 
@@ -68,6 +71,8 @@ class ServerOptions:
     config: str | None = None
     log_level: str = "info"
     access_log: bool = True
+    # gunicorn's --access-logformat (--server gunicorn only; bridge writes it elsewhere).
+    access_log_format: str | None = None
     reload: bool = False
 
     def addresses(self) -> tuple[str, ...]:
@@ -197,8 +202,9 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
         "proxy_headers": o.proxy_headers,
         "forwarded_allow_ips": o.forwarded_allow_ips,
         "timeout_keep_alive": 5 if o.timeout_keep_alive is None else int(o.timeout_keep_alive),
+        # uvicorn's default waits for connections without a bound; gunicorn's does not.
         "timeout_graceful_shutdown": (
-            None if o.graceful_timeout is None else int(o.graceful_timeout)
+            GRACEFUL_TIMEOUT if o.graceful_timeout is None else int(o.graceful_timeout)
         ),
         "limit_concurrency": o.limit_concurrency,
         "limit_max_requests": o.max_requests,
@@ -219,6 +225,12 @@ def _run_uvicorn(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
         kwargs["reset_contextvars"] = RESET_CONTEXTVARS
     if o.timeout is not None and "timeout_worker_healthcheck" in parameters:
         kwargs["timeout_worker_healthcheck"] = max(1, int(o.timeout))
+    from .draining import PROTOCOLS
+    from .logs import uvicorn_log_config
+
+    # uvicorn's own protocols, but a worker that retires answers what it accepted.
+    kwargs["http"] = PROTOCOLS[o.http]
+    kwargs["log_config"] = uvicorn_log_config(o.log_level)
     config = uvicorn.Config(factory, **kwargs)
     server = uvicorn.Server(config)
     try:
@@ -291,7 +303,9 @@ def _run_granian(factory: str, o: ServerOptions, sockets: list[socket.socket]) -
     from granian.constants import Interfaces
     from granian.log import LogLevels
 
-    kill_timeout = None if o.graceful_timeout is None else max(1, int(o.graceful_timeout))
+    kill_timeout = (
+        GRACEFUL_TIMEOUT if o.graceful_timeout is None else max(1, int(o.graceful_timeout))
+    )
     Granian(
         factory,
         factory=True,
@@ -433,6 +447,7 @@ def run_arbiter(factory: str, o: ServerOptions, fds: list[int]) -> None:
         "max_requests_jitter": o.max_requests_jitter,
         "worker_connections": o.limit_concurrency,
         "backlog": o.backlog,
+        "access_log_format": o.access_log_format,
     }
     settings.update({name: value for name, value in optional.items() if value is not None})
     module, _, attribute = factory.partition(":")

@@ -11,7 +11,8 @@ tested on. What this module adds, each because gunicorn's meaning would be lost 
   ``max_header_count`` (an ASGI app or a ``Bridge`` passes through unchanged);
 - ``--limit-request-line`` and ``--limit-request-field_size`` are checked as gunicorn
   does, with its 414 and 431 answers (uvicorn has no such limits);
-- the access log is gunicorn's, in its ``--access-logformat``;
+- the access log is gunicorn's, in its ``--access-logformat``, and bridge's own log
+  lines (application tracebacks included) go to gunicorn's error log at its ``--log-level``;
 - SIGINT and SIGQUIT run the ``worker_int`` hook, and a worker stopped by a signal
   returns normally, so gunicorn's ``worker_exit`` hook runs too;
 - ``wsgi.multiprocess`` is true when gunicorn runs more than one worker.
@@ -20,12 +21,15 @@ tested on. What this module adds, each because gunicorn's meaning would be lost 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from types import FrameType
@@ -35,15 +39,13 @@ from uvicorn.server import Server as UvicornServer
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..metrics.whole_server import DIRECTORY_VARIABLE as METRICS_VARIABLE
 from ..observe.hygiene import RESET_CONTEXTVARS
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
+from .draining import PROTOCOLS
 from .gunicorn_limits import GunicornLimits
 from .importer import wrap_app
-
-# Seconds a retiring worker keeps reading connections it has just accepted (see
-# _Server.shutdown); a request already sent arrives within milliseconds on loopback.
-ACCEPTED_GRACE = 0.1
 
 # gunicorn's own default for --threads; see ``threads_given``.
 GUNICORN_DEFAULT_THREADS = 1
@@ -64,7 +66,16 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         # Each response is logged by AccessLog below, in gunicorn's format; uvicorn's own
         # access logger (which uvicorn-worker points at gunicorn's handlers) stays quiet.
         config.access_log = False
+        # A retiring worker answers the connections it accepted (bridge/serve/draining.py).
+        config.http = PROTOCOLS[self.CONFIG_KWARGS["http"]]
         logging.getLogger("uvicorn.access").handlers = []
+        # bridge's own lines (application tracebacks, refusals, 408s) go where gunicorn
+        # users look: gunicorn's error log, in its format, at its --log-level, as
+        # uvicorn-worker does for uvicorn's.
+        ours = logging.getLogger("bridge")
+        ours.handlers = self.log.error_log.handlers
+        ours.setLevel(self.log.error_log.level)
+        ours.propagate = False
         config.timeout_graceful_shutdown = max(1, int(cfg.graceful_timeout))
         # Each request from an empty context (bridge.observe.hygiene says why).
         if hasattr(config, "reset_contextvars"):
@@ -91,6 +102,11 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         # PEP 3333: wsgi.multiprocess is true when "an equivalent application object may
         # be simultaneously invoked by another process".
         os.environ[MULTIPROCESS_VARIABLE] = "1" if cfg.workers > 1 else "0"
+        # Several workers, or one that is recycled, count as one server: as bridge serve
+        # does, the arbiter makes the shared metrics directory before any worker starts.
+        if (cfg.workers > 1 or cfg.max_requests) and not os.environ.get(METRICS_VARIABLE):
+            directory = os.environ[METRICS_VARIABLE] = tempfile.mkdtemp(prefix="bridge-metrics-")
+            atexit.register(_remove_if_owner, directory, os.getpid())
         if cfg.threads < 1:
             log.warning(
                 "--threads %s must be 1 or more; bridge uses its default of %s threads.",
@@ -153,7 +169,11 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None)
         self._serving = True
-        await server.serve(sockets=self.sockets)
+        # The sockets themselves, not gunicorn's wrappers: uvloop closes the descriptor of
+        # an object that is not a socket.socket, and the wrapper's own close then logs
+        # "Error while closing socket [Errno 9]" at every shutdown.
+        listeners = [getattr(sock, "sock", sock) for sock in self.sockets]
+        await server.serve(sockets=listeners)
         if not server.started:
             from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 
@@ -173,15 +193,6 @@ class _Server(UvicornServer):
         super().__init__(config)
         self.worker = worker
 
-    async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        # Stop accepting first, then let connections accepted a moment ago read their
-        # request: uvicorn would close them unread, and their clients would see a reset
-        # on SIGHUP or --max-requests, where gunicorn's own workers answer them.
-        for server in self.servers:
-            server.close()
-        await asyncio.sleep(ACCEPTED_GRACE)
-        await super().shutdown(sockets)
-
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = not self.should_exit
         if sig in (signal.SIGINT, signal.SIGQUIT) and first:
@@ -192,6 +203,16 @@ class _Server(UvicornServer):
         # runs, so the app's on_shutdown hooks can close what they opened.
         if sig in (signal.SIGINT, signal.SIGQUIT):
             self.config.timeout_graceful_shutdown = 0
+
+
+def _remove_if_owner(directory: str, owner: int) -> None:
+    """At exit, remove the metrics directory, in the arbiter only.
+
+    Workers are forked from the arbiter and inherit this exit handler; a worker that
+    removed the directory would take the live workers' files with it.
+    """
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def threads_given(value: int) -> bool:

@@ -11,6 +11,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from bridge import Bridge
+from bridge.serve.draining import PROTOCOLS
 from bridge.serve.gunicorn_limits import GunicornLimits
 from bridge.serve.worker import AccessLog, H11Worker, Worker, access_environ
 from tests.apps import cli_apps
@@ -83,8 +84,9 @@ def test_limits_and_timeouts_are_mapped() -> None:
     assert config.ws_max_size == 4096
     assert config.root_path == "/api"
     assert config.access_log is False  # bridge writes gunicorn's access lines instead
-    assert config.http == "auto"
-    assert make_worker(worker_class=H11Worker).config.http == "h11"
+    # uvicorn's protocols, retiring without dropping what they accepted (serve/draining.py).
+    assert config.http == PROTOCOLS["auto"]
+    assert make_worker(worker_class=H11Worker).config.http == PROTOCOLS["h11"]
 
 
 def test_a_bridge_passes_through_and_threads_are_warned_about() -> None:

@@ -536,3 +536,48 @@ def test_a_config_file_fills_what_the_command_line_left(tmp_path: Path) -> None:
 )
 def test_bind_addresses(text: str, address: str) -> None:
     assert cli.parse_bind(text) == address
+
+
+def test_several_workers_on_memory_with_an_sse_feed_are_warned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_BROADCAST_URL", "")
+    feed = build(Recipe("tests.apps.lifecycle_app:sse_only"))
+    warning = cli.broadcast_warning(feed, 2)
+    assert warning is not None
+    assert "(SSE /feed)" in warning
+    assert "--broadcast redis://HOST:6379/0" in warning
+    assert cli.broadcast_warning(feed, 1) is None
+    both = build(Recipe("tests.apps.lifecycle_app:bridged"))
+    assert "(websocket /ws)" in (cli.broadcast_warning(both, 2) or "")  # /events never subscribes
+
+
+def test_a_django_project_run_from_the_folder_above_says_where_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What django-admin startproject mysite makes: mysite/manage.py, mysite/mysite/wsgi.py.
+    package = tmp_path / "lc_mysite" / "lc_mysite"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "wsgi.py").write_text("application = None\n")
+    (tmp_path / "lc_mysite" / "manage.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["check", "lc_mysite.wsgi:application"]) == 2
+    assert capsys.readouterr().err == (
+        'bridge: error: Could not import module "lc_mysite.wsgi". It is in the folder '
+        "lc_mysite (a Django project, beside manage.py): run bridge from there, or pass "
+        "--app-dir lc_mysite (as gunicorn's --chdir).\n"
+    )
+
+
+def test_an_accesslog_file_in_a_config_is_refused_with_the_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text('accesslog = "/var/log/access.log"\n')
+    assert main(["serve", f"{APPS}:pid_app", "-c", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        'bridge: error: accesslog = "/var/log/access.log": bridge serve writes the access log '
+        'to stdout; use "-" and redirect it, or run bridge serve --server gunicorn -c FILE.\n'
+    )

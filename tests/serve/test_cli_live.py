@@ -559,7 +559,9 @@ def test_gunicorn_recycling_keeps_the_server_and_its_metrics_directory(tmp_path:
     boot and gunicorn halts the whole server.
     """
     args = (f"{APPS}:where_app", "--server", "gunicorn", "--workers", "2", "--max-requests", "20")
-    with serve(tmp_path, *args, ready_path="/") as s:
+    temporary = tmp_path / "tmp"  # where bridge serve makes the metrics directory
+    temporary.mkdir()
+    with serve(tmp_path, *args, ready_path="/", env={"TMPDIR": str(temporary)}) as s:
         pids: set[str] = set()
         statuses = []
         for _ in range(400):
@@ -570,3 +572,8 @@ def test_gunicorn_recycling_keeps_the_server_and_its_metrics_directory(tmp_path:
         assert len(pids) >= 10  # the workers really were replaced, several times over
         assert s.process.poll() is None
         assert "FileNotFoundError" not in s.output()
+        (directory,) = temporary.glob("bridge-metrics-*")
+        # The process that made it removes it, when it exits.
+        s.process.send_signal(signal.SIGTERM)
+        s.process.wait(40)
+        assert not directory.exists(), s.output()

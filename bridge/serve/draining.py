@@ -1,0 +1,96 @@
+"""uvicorn's HTTP protocols, retiring the way gunicorn's workers do: no accepted request is lost.
+
+When a uvicorn worker stops (``--max-requests``, SIGTERM, SIGHUP under a supervisor),
+uvicorn closes its listening sockets and then calls ``shutdown()`` on every connection,
+which closes those with no request in progress. A connection the kernel handed over a
+moment earlier, whose request has not arrived yet, counts as idle and is closed
+unanswered: its client sees a reset, though another worker shares the socket and would
+have answered. gunicorn's own workers serve what they accepted.
+
+So here a connection that has never sent a request is not closed by ``shutdown()``: it
+gets the keep-alive timeout (the time uvicorn gives any idle connection) to send one,
+which is answered with ``Connection: close``. A connection that finished a response and
+sits idle is closed at once, as before; one in the middle of a request finishes it, and
+a streamed response from a migrated view (an SSE feed) ends with its final chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..lifespan import draining
+from .logs import begin_request, one_traceback
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional; "auto" then means h11, as in uvicorn
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+# uvicorn's --http choices, as the import strings uvicorn.Config accepts for ``http``.
+PROTOCOLS = {
+    "h11": "bridge.serve.draining:DrainingH11Protocol",
+    "httptools": "bridge.serve.draining:DrainingHttpToolsProtocol",
+}
+PROTOCOLS["auto"] = PROTOCOLS["h11" if HttpToolsProtocol is None else "httptools"]
+
+# uvicorn imports these protocols in each worker process: one failure, one log entry there.
+one_traceback()
+
+
+def unread(connection: Any) -> bool:
+    """Whether ``connection`` has not yet sent a request: no request cycle has started,
+    and no response has ended (which would have armed the keep-alive timer)."""
+    return connection.cycle is None and connection.timeout_keep_alive_task is None
+
+
+def retire(connection: Any) -> bool:
+    """Give a connection accepted before the sockets closed its first request; True if so.
+
+    The first connection told also tells the app's streams to end (``lifespan.draining``).
+    """
+    draining().begin()
+    if not unread(connection) or connection.transport.is_closing():
+        return False
+    connection.retiring = True
+    connection.timeout_keep_alive_task = connection.loop.call_later(
+        connection.timeout_keep_alive, connection.timeout_keep_alive_handler
+    )
+    return True
+
+
+class DrainingH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol that answers the first request of a connection it just accepted."""
+
+    retiring = False
+
+    def shutdown(self) -> None:
+        if not retire(self):
+            super().shutdown()
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            begin_request()  # this data may start a request: its own log context
+        super().data_received(data)
+        if self.retiring and self.cycle is not None:
+            self.cycle.keep_alive = False  # one request, then close
+
+
+if HttpToolsProtocol is not None:
+
+    class DrainingHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol that answers the first request of a new connection."""
+
+        retiring = False
+
+        def shutdown(self) -> None:
+            if not retire(self):
+                super().shutdown()
+
+        def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                begin_request()  # this data may start a request: its own log context
+            super().data_received(data)
+            if self.retiring and self.cycle is not None:
+                self.cycle.keep_alive = False  # one request, then close
