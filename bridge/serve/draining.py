@@ -21,7 +21,7 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..lifespan import draining
-from .logs import begin_request, one_traceback
+from .logs import marked, one_traceback
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -65,13 +65,15 @@ class DrainingH11Protocol(H11Protocol):
 
     retiring = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = marked(self.app)  # each request task gets its own log note
+
     def shutdown(self) -> None:
         if not retire(self):
             super().shutdown()
 
     def data_received(self, data: bytes) -> None:
-        if self.cycle is None or self.cycle.response_complete:
-            begin_request()  # this data may start a request: its own log context
         super().data_received(data)
         if self.retiring and self.cycle is not None:
             self.cycle.keep_alive = False  # one request, then close
@@ -84,13 +86,15 @@ if HttpToolsProtocol is not None:
 
         retiring = False
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.app = marked(self.app)  # each request task gets its own log note
+
         def shutdown(self) -> None:
             if not retire(self):
                 super().shutdown()
 
         def data_received(self, data: bytes) -> None:
-            if self.cycle is None or self.cycle.response_complete:
-                begin_request()  # this data may start a request: its own log context
             super().data_received(data)
             if self.retiring and self.cycle is not None:
                 self.cycle.keep_alive = False  # one request, then close

@@ -8,10 +8,12 @@ A legacy response that fails after its headers went out is cut: bridge logs the
 traceback and returns without the final body message, so that the client sees the
 truncation. uvicorn then logs "ASGI callable returned without completing response."
 for the same request: a second line for one failure. A filter drops it when bridge
-has logged the failure for the same request: uvicorn's protocols (``serve/draining.py``)
-put a ``_Request`` in the context each request task starts from, which the worker
-thread's copy of the context shares, so the thread that logs the failure marks the
-very object uvicorn's task reads.
+has logged the failure for the same request: bridge's uvicorn protocols
+(``serve/draining.py``) serve the app through ``marked()``, which puts a ``_Request``
+in each request task's context as its first step (uvicorn may start that task from an
+empty context, ``observe/hygiene.py``). The worker thread's copy of the context shares
+the object, so the thread that logs the failure marks the very object uvicorn's task
+reads when the app returns.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import copy
 import logging
 from contextvars import ContextVar
 from typing import Any
+
+from .._types import ASGIApp, Receive, Scope, Send
 
 # uvicorn's line for an app that returned mid-response (uvicorn/protocols/http/*_impl.py).
 INCOMPLETE = "ASGI callable returned without completing response."
@@ -64,10 +68,26 @@ def one_traceback() -> None:
             logger.addFilter(_FILTER)
 
 
-def begin_request() -> None:
-    """A request may start on this connection: the next request task's context gets a
-    fresh ``_Request`` (uvicorn's protocols start that task right after)."""
-    _request.set(_Request())
+class _Marked:
+    """The served app, with each request task given its own ``_Request`` first."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _request.set(_Request())
+        await self.app(scope, receive, send)
+
+
+_marked: dict[int, tuple[ASGIApp, _Marked]] = {}
+
+
+def marked(app: ASGIApp) -> ASGIApp:
+    """``app`` behind its ``_Marked`` wrapper, made once per app (protocols ask per connection)."""
+    found = _marked.get(id(app))
+    if found is None or found[0] is not app:
+        found = _marked[id(app)] = (app, _Marked(app))
+    return found[1]
 
 
 def uvicorn_log_config(level: str) -> dict[str, Any]:

@@ -3,17 +3,20 @@ request's thread, silences uvicorn's echo of it in the request's task, and no ot
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
-import threading
+from typing import Any
 
 import pytest
 
-from bridge.serve.logs import INCOMPLETE, begin_request, one_traceback
+from bridge.serve.logs import INCOMPLETE, marked, one_traceback
 
 
-def request(cut: bool) -> None:
-    """One request as uvicorn runs it: a context of its own, bridge's thread, then uvicorn."""
+async def request(cut: bool) -> None:
+    """One request as uvicorn runs it with reset_contextvars: a task started from an empty
+    context runs the served app (its thread logs through a copy of the task's context),
+    then uvicorn logs its own line in the task."""
 
     def in_thread() -> None:
         if cut:
@@ -22,30 +25,37 @@ def request(cut: bool) -> None:
                 "the response was cut."
             )
 
-    def task() -> None:
-        context = contextvars.copy_context()  # what the thread pool hands the thread
-        thread = threading.Thread(target=context.run, args=(in_thread,))
-        thread.start()
-        thread.join()
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.to_thread(in_thread)  # a copy of the task's context, as the pool's
+
+    async def run_asgi() -> None:
+        await marked(app)({"type": "http"}, None, None)
         logging.getLogger("uvicorn.error").error(INCOMPLETE)
 
-    def connection() -> None:  # uvicorn's protocol, as data arrives
-        begin_request()
-        contextvars.copy_context().run(task)  # the request task starts from this context
-
-    contextvars.copy_context().run(connection)
+    await asyncio.get_running_loop().create_task(run_asgi(), context=contextvars.Context())
 
 
 def test_uvicorns_echo_of_a_cut_response_is_dropped_and_nothing_else(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     one_traceback()
+
+    async def main() -> None:
+        await request(cut=True)
+        await request(cut=False)  # an app that really returned mid-response: its line stays
+
     with caplog.at_level(logging.INFO):
-        request(cut=True)
-        request(cut=False)  # an app that really returned mid-response: uvicorn's line stays
+        asyncio.run(main())
     messages = [(r.name, r.getMessage()) for r in caplog.records]
     assert messages == [
         ("bridge", "Exception in WSGI application after the response started, GET /; "
                    "the response was cut."),
         ("uvicorn.error", INCOMPLETE),
     ]  # fmt: skip
+
+
+def test_the_wrapper_is_made_once_per_app() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    assert marked(app) is marked(app)
