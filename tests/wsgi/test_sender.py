@@ -4,14 +4,18 @@ sending to a list. Message level, in process."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from typing import Any
+from wsgiref.validate import validator
 
 import pytest
 
-from bridge import ClientDisconnected
+from bridge import Bridge, ClientDisconnected
+from bridge.wsgi.cycle import RequestCycle
 from bridge.wsgi.framing import Framing, State
 from bridge.wsgi.sender import Sender
+from tests.asgi import Client, http_scope
 
 
 class Recorder:
@@ -199,13 +203,6 @@ def test_a_finished_request_is_freed_without_the_garbage_collector(streamed: boo
     # ends, none of it may be left for the collector (a busy server would then hold
     # recent requests' buffers and locks until the next collection). DEBUG_SAVEALL
     # keeps what a collection finds unreachable, so it can be looked at.
-    import gc
-    from wsgiref.validate import validator
-
-    from bridge import Bridge
-    from bridge.wsgi.cycle import RequestCycle
-    from tests.asgi import Client, http_scope
-
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         start_response("200 OK", [("Content-Type", "text/plain")])
         if not streamed:
