@@ -209,11 +209,6 @@ class Sender:
             waiter.set_result(None)
         self._wake_drained()
 
-    @property
-    def cut(self) -> bool:
-        """Headers went out but the body will not complete."""
-        return self.framing.state is State.CUT
-
     # -- sending (loop) ------------------------------------------------------------------
 
     def kick(self) -> None:
@@ -262,14 +257,22 @@ class Sender:
             if not finished:
                 await self._pump()
 
-    def close(self) -> None:
-        """Stop the hold timer and the sending task."""
+    def close(self) -> bool:
+        """Stop the hold timer and the sending task; True if the response was cut (headers
+        went out, the body will not complete)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        task = self._task
+        # The task, once cancelled, keeps a traceback whose frame holds this sender, and
+        # the callbacks are the cycle's bound methods: let go of both, so reference
+        # counting frees the request when it ends rather than the garbage collector
+        # some time later (measured: 7,000 instructions a request). _sending stays
+        # True: no task starts after this.
+        task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
+        self._on_stream = self._on_gone = _nothing
+        return self.framing.state is State.CUT
 
     async def _pump(self) -> None:
         """Send what the framing machine queues until it is finished."""
@@ -345,6 +348,10 @@ class Sender:
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
+
+
+def _nothing() -> None:
+    """What a closed sender does where it would call back into its cycle."""
 
 
 def _as_bytes(data: object) -> bytes:
