@@ -29,7 +29,7 @@ from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
 from .wsgi.body import DEFAULT_REQUEST_BUFFER, RequestBody
 from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
-from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ, route_path
+from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, HeaderError, build_environ, route_path
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
 
@@ -361,10 +361,10 @@ class Bridge:
                 RequestBody(),
                 max_header_count=self.limits.max_header_count,
             )
-        except TooManyHeaders as exc:
+        except HeaderError as exc:
             logger.info("Refused a websocket handshake: %s", exc)
-            await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
-            return Outcome(431)
+            await refuse_handshake(scope, receive, send, exc.status, exc.text)
+            return Outcome(exc.status)
         socket = WebSocket(scope, receive, send, self.request_class(environ))
         socket.path_params = values
         socket.request.path_params = values

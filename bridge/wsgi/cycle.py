@@ -19,7 +19,7 @@ from .._types import Environ, Headers, Message, OptExcInfo, RawHeaders, Receive,
 from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected, ResponseError
 from ..threads.admission import Admission
 from .body import RequestBody
-from .environ import TooManyHeaders, build_environ
+from .environ import HeaderError, build_environ
 from .filewrapper import FileWrapper
 from .framing import CLOSE, DEFAULT_HOLD_TIME, Framing, State, plain_response
 from .headers import encode_headers, parse_status
@@ -147,35 +147,35 @@ class RequestCycle:
         if admission is not None and not self.admit(admission):
             await self.answer(503)
             return None
-        environ = self.environ()
-        if environ is None:
-            await self.answer(431)
+        try:
+            environ = self.environ()
+        except HeaderError as exc:
+            logger.info("Refused a request: %s", exc)
+            await self.answer(exc.status, exc.text)
             return None
         if not await self.receive_body(environ, whole):
             return None
         return environ
 
-    def environ(self) -> Environ | None:
-        """The WSGI environ for the scope, or None when it has too many headers (431)."""
-        try:
-            return build_environ(
-                self.scope,
-                None,
-                max_header_count=self.limits.max_header_count,
-                file_wrapper=FileWrapper,
-            )
-        except TooManyHeaders as exc:
-            logger.info("Refused a request: %s", exc)
-            return None
+    def environ(self) -> Environ:
+        """The WSGI environ for the scope; raises ``HeaderError`` (400, 431) for headers
+        bridge refuses."""
+        return build_environ(
+            self.scope,
+            None,
+            max_header_count=self.limits.max_header_count,
+            file_wrapper=FileWrapper,
+        )
 
-    async def answer(self, status: int) -> None:
-        """Answer a request bridge will not serve (408, 413, 431, 503, 500) and close it."""
+    async def answer(self, status: int, text: str | None = None) -> None:
+        """Answer a request bridge will not serve (400, 408, 413, 431, 503, 500) and close
+        it; ``text`` replaces the status's usual sentence."""
         extra: RawHeaders = [CLOSE]
         if status == 503:
             extra.append((b"retry-after", str(self.limits.retry_after).encode("ascii")))
         elif status == 500:
             extra = []
-        for message in plain_response(status, extra):
+        for message in plain_response(status, extra, text):
             await self._send(message)
 
     async def receive_body(self, environ: Environ, whole: bool) -> bool:

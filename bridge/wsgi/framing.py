@@ -87,6 +87,7 @@ TERMINAL = frozenset({State.DONE, State.CUT, State.FAILED, State.REFUSED, State.
 _OPEN = (State.IDLE, State.HOLDING, State.STREAMING)
 
 REFUSALS = {
+    400: "Bad Request\n",
     408: "Request Timeout: the request body stalled.\n",
     413: "Request Entity Too Large\n",
     431: "Request Header Fields Too Large\n",
@@ -95,9 +96,12 @@ REFUSALS = {
 }
 
 
-def plain_response(status: int, extra_headers: RawHeaders | None = None) -> list[Message]:
-    """The two ASGI messages of a short text/plain answer bridge gives itself."""
-    body = REFUSALS[status].encode("utf-8")
+def plain_response(
+    status: int, extra_headers: RawHeaders | None = None, text: str | None = None
+) -> list[Message]:
+    """The two ASGI messages of a short text/plain answer bridge gives itself; ``text``
+    replaces the status's usual sentence (saying which budget was full, say)."""
+    body = (REFUSALS[status] if text is None else text).encode("utf-8")
     headers: RawHeaders = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
