@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -90,8 +90,9 @@ class Bridge:
     * ``metrics_token=None``: a Bearer token the metrics path then asks of every client.
     * ``allowed_hosts=None``: the Host names bridge's own pages answer to (Django's
       ``ALLOWED_HOSTS``); ``None`` means loopback names only.
-    * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
-      believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
+    * ``trusted_proxies=()``: proxies whose forwarded address the pages' loopback rule
+      believes, each with the header it sets (``{"10.0.0.2": "x-real-ip"}``; a list of
+      addresses means ``X-Forwarded-For``). Who gets in: SECURITY.md, "bridge's own pages".
     * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
       request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
     * ``broadcast=None``: live events, as ``app.broadcast``: a ``bridge.Broadcast`` or its
@@ -126,7 +127,7 @@ class Bridge:
         dashboard_token: str | None = None,
         metrics_token: str | None = None,
         allowed_hosts: Sequence[str] | None = None,
-        trusted_proxies: Sequence[str] = (),
+        trusted_proxies: Sequence[str] | Mapping[str, str] = (),
         max_shadows: int = DEFAULT_MAX_SHADOWS,
         broadcast: str | Broadcast | None = None,
     ) -> None:

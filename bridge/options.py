@@ -112,6 +112,18 @@ class Names:
 
 
 @dataclass(frozen=True)
+class Proxies:
+    """A mapping of proxy address to the header it sets, or a list of addresses."""
+
+    def check(self, name: str, value: object) -> None:
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return
+        Names("addresses", '{"10.0.0.2": "x-real-ip"} or ["127.0.0.1"]').check(name, value)
+
+
+@dataclass(frozen=True)
 class Subclass:
     """A class that is (or derives from) the one ``base()`` returns."""
 
@@ -165,7 +177,7 @@ RULES: dict[str, Any] = {
     "dashboard_token": Text('"a-long-random-string"'),
     "metrics_token": Text('"a-long-random-string"'),
     "allowed_hosts": Names("names", '["example.com"]', optional=True),
-    "trusted_proxies": Names("addresses", '["127.0.0.1"]'),
+    "trusted_proxies": Proxies(),
 }
 
 
