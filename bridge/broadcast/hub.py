@@ -48,7 +48,9 @@ DEFAULT_BACKLOG = 1000
 # Events kept per channel for replay (XADD MAXLEN ~). At 1 event/s that is a quarter
 # of an hour of reconnection; raise it for busier channels.
 DEFAULT_MAX_LEN = 1000
-# How long publish_sync waits for the loop before giving up.
+# How long publish_sync waits for the loop before giving up. A publish itself waits
+# for Redis at most its publish_deadline (redis.py), so this fires only for a loop
+# that is itself stuck.
 PUBLISH_SYNC_TIMEOUT = 10.0
 
 # The environment variable that gives the default URL (``bridge serve --broadcast``).
@@ -136,6 +138,12 @@ class Broadcast:
     * ``max_len=1000``: events kept per channel for replay (``Last-Event-ID`` and Redis
       reconnections). Raise it if clients stay away longer than this many events.
     * ``prefix="bridge:"``: the start of each Redis key, to share a Redis database.
+    * ``publish_deadline=0.25``: seconds a publish waits for Redis; past it the event
+      waits in the outbox and the publish returns None, so a hung Redis never holds a
+      legacy request. Raise it only for a Redis that is slow but sure.
+    * ``outbox_size=8 MiB``: bytes of events held while Redis is away or hung (Redis's
+      own pub/sub client buffer limit); past it the oldest are dropped and counted in
+      ``dropped``. Raise it for longer outages of a busy app.
     """
 
     def __init__(
@@ -145,10 +153,25 @@ class Broadcast:
         backlog: int = DEFAULT_BACKLOG,
         max_len: int = DEFAULT_MAX_LEN,
         prefix: str = "bridge:",
+        publish_deadline: float | None = None,
+        outbox_size: int | None = None,
     ) -> None:
         if backlog < 1 or max_len < 1:
             raise ValueError(
                 f"Broadcast backlog and max_len must be at least 1, not {backlog} and {max_len}."
+            )
+        if publish_deadline is not None and not (
+            isinstance(publish_deadline, (int, float))
+            and 0 < publish_deadline < PUBLISH_SYNC_TIMEOUT
+        ):
+            raise ValueError(
+                f"Broadcast publish_deadline must be seconds above 0 and below publish_sync's "
+                f"{PUBLISH_SYNC_TIMEOUT:g}, not {publish_deadline!r}; 0.25 is the default."
+            )
+        if outbox_size is not None and not (isinstance(outbox_size, int) and outbox_size > 0):
+            raise ValueError(
+                f"Broadcast outbox_size must be a number of bytes above 0, not {outbox_size!r}; "
+                "8 * 1024 * 1024 is the default."
             )
         self.url = url
         self.backlog = backlog
@@ -166,7 +189,12 @@ class Broadcast:
                 raise RuntimeError(
                     f'Broadcast("{url}") needs redis-py: pip install "bridge[redis]".'
                 ) from None
-            self.backend = RedisBackend(url, max_len=max_len, prefix=prefix)
+            tuning: dict[str, Any] = {}
+            if publish_deadline is not None:
+                tuning["publish_deadline"] = publish_deadline
+            if outbox_size is not None:
+                tuning["outbox_size"] = outbox_size
+            self.backend = RedisBackend(url, max_len=max_len, prefix=prefix, **tuning)
         else:
             raise ValueError(
                 f'Broadcast URL "{url}" must start with memory:// or redis:// (also rediss://, '
@@ -187,6 +215,11 @@ class Broadcast:
         if isinstance(value, Broadcast):
             return value
         return cls(value or os.environ.get(BROADCAST_VARIABLE) or "memory://")
+
+    @property
+    def dropped(self) -> int:
+        """Published events lost in this process because Redis stayed away past the outbox."""
+        return int(getattr(self.backend, "dropped", 0))
 
     @property
     def subscribers(self) -> int:
