@@ -14,9 +14,17 @@ subscribers of each channel; the backend, chosen by URL, decides which events ex
 Every event has an id, increasing within its channel (Redis's ``<ms>-<seq>``; the
 memory backend makes them the same way). A subscriber that gives ``last_id`` (an SSE
 client's ``Last-Event-ID``) first gets the kept events after it, then the live ones,
-without a duplicate. The Redis reader remembers the last id it read of each channel,
-so after a Redis restart or a network cut it resumes where it stopped: within the
-``max_len`` bound nothing is lost.
+without a duplicate. The replay reads at most the subscriber's ``backlog``, the newest
+events after ``last_id`` (``XREVRANGE ... COUNT``), since the subscriber's queue would
+drop any older ones at once; subscribers that replay the same channel from the same id
+at once share one read and the same ``Event`` objects. An id past the newest the
+process has seen (a far-future one) is taken as "now": no replay, and every event from
+then on, rather than silence until the clock reaches it. An id that is not one
+(``event_key``) raises ``ValueError`` with a sentence before anything opens.
+
+The Redis reader remembers the last id it read of each channel, so after a Redis
+restart or a network cut it resumes where it stopped: within the ``max_len`` bound
+nothing is lost.
 
 Each subscriber has a bounded queue (``backlog`` events). One that stops reading
 loses its *oldest* events (``Subscription.dropped`` counts them), so publishing never
@@ -204,6 +212,8 @@ class Broadcast:
         self._watching: dict[str, asyncio.Future[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
+        # Replays under way, by (channel, last id): the ones that ask the same share it.
+        self._replays: dict[tuple[str, str], asyncio.Future[list[Event]]] = {}
 
     def __repr__(self) -> str:
         return f"Broadcast({self.url!r})"
@@ -299,8 +309,7 @@ class Broadcast:
         self, channel: str, *, last_id: str | None = None
     ) -> AsyncIterator[Subscription]:
         """The events of ``channel`` published from now on (after ``last_id`` if given)."""
-        if last_id is not None:
-            event_key(last_id)  # a bad id is the caller's to handle, before anything opens
+        floor = None if last_id is None else event_key(last_id)  # a bad id raises here
         await self.start()
         sub = Subscription(channel, self.backlog)
         subs = self._channels.get(channel)
@@ -309,14 +318,19 @@ class Broadcast:
             # Every subscriber that arrives while the backend starts reading the
             # channel waits for it, so none returns before its events are being read.
             self._watching[channel] = asyncio.ensure_future(self.backend.watch(channel))
-        if last_id is not None:
-            sub._held = []
-            sub._floor = event_key(last_id)
+        if floor is not None:
+            sub._held = []  # live events wait here until the replay is in
         subs.add(sub)
         try:
             await asyncio.shield(self._watching[channel])
-            if last_id is not None:
-                sub._replay(await self.backend.history(channel, last_id))
+            if last_id is not None and floor is not None:
+                newest = self.backend.position(channel)
+                if newest is not None and floor > event_key(newest):
+                    sub._floor = event_key(newest)  # from the future: "now", no replay
+                    sub._replay([])
+                else:
+                    sub._floor = floor
+                    sub._replay(await self._history(channel, last_id))
             yield sub
         finally:
             subs.discard(sub)
@@ -324,6 +338,16 @@ class Broadcast:
                 del self._channels[channel]
                 self._watching.pop(channel, None)
                 self.backend.unwatch(channel)
+
+    async def _history(self, channel: str, last_id: str) -> list[Event]:
+        """The replay after ``last_id``, one read for every subscriber asking at once."""
+        key = (channel, last_id)
+        replay = self._replays.get(key)
+        if replay is None:
+            replay = asyncio.ensure_future(self.backend.history(channel, last_id, self.backlog))
+            self._replays[key] = replay
+            replay.add_done_callback(lambda _: self._replays.pop(key, None))
+        return await asyncio.shield(replay)
 
     def deliver(self, event: Event) -> None:
         """Hand ``event`` to every local subscriber of its channel (the backend calls this)."""

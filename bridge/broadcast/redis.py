@@ -230,10 +230,14 @@ class RedisBackend:
 
     # -- replay -------------------------------------------------------------------------
 
-    async def history(self, channel: str, after: str) -> list[Event]:
+    async def history(self, channel: str, after: str, count: int) -> list[Event]:
         try:
-            # "(" makes the start exclusive (Redis 6.2+).
-            entries = await self._client.xrange(self._key(channel), min=f"({after}")
+            # The newest ``count`` entries after ``after``, read newest first: a
+            # subscriber keeps only its last ``backlog`` events anyway, so reading more
+            # would be work thrown away. "(" makes the bound exclusive (Redis 6.2+).
+            entries = await self._client.xrevrange(
+                self._key(channel), max="+", min=f"({after}", count=count
+            )
         except UNREACHABLE as exc:
             logger.warning(
                 'Replaying channel "%s" after id %s failed (%s); the subscriber gets live '
@@ -243,7 +247,10 @@ class RedisBackend:
                 exc,
             )
             return []
-        return [Event.make(i, channel, f[FIELD]) for i, f in entries]
+        return [Event.make(i, channel, f[FIELD]) for i, f in reversed(entries)]
+
+    def position(self, channel: str) -> str | None:
+        return self._positions.get(channel)
 
     # -- subscribing --------------------------------------------------------------------
 
