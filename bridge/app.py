@@ -22,13 +22,13 @@ from .requests import Request
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute
 from .shadow.config import Shadow
 from .shadow.runner import DEFAULT_MAX_SHADOWS, Shadows
-from .threads.admission import Admission
+from .threads.admission import DEFAULT_MAX_UPLOAD_MEMORY, DEFAULT_MAX_UPLOADS, Admission, Intake
 from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
 from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
 from .wsgi.body import DEFAULT_REQUEST_BUFFER, RequestBody
-from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
+from .wsgi.cycle import DEFAULT_BODY_DEADLINE, DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
 from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, HeaderError, build_environ, route_path
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
@@ -75,6 +75,14 @@ class Bridge:
       whole, so slow downloads do not hold threads.
     * ``body_timeout=60``: seconds a request body may stall between two chunks before
       the request fails with 408 (nginx's ``client_body_timeout``). ``None``: no limit.
+    * ``body_deadline=300``: seconds the whole body may take to arrive, however steadily
+      it trickles (Node.js's ``requestTimeout``); 408 past it. Raise it for large uploads
+      over slow links. ``None``: no limit.
+    * ``max_uploads=1000``: request bodies that may be arriving at once, each costing a
+      coroutine and no thread until its buffered part is in (gunicorn's
+      ``--worker-connections``); the next gets 503.
+    * ``max_upload_memory=256 MiB``: bytes those bodies may buffer between them, each
+      reserving what it declares up to ``request_buffer_size``; the next gets 503.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
     * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan; one
       that takes an argument gets the lifespan state, a dict that views read as
@@ -117,6 +125,9 @@ class Bridge:
         request_buffer_size: int = DEFAULT_REQUEST_BUFFER,
         response_buffer_size: int = DEFAULT_RESPONSE_BUFFER,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        body_deadline: float | None = DEFAULT_BODY_DEADLINE,
+        max_uploads: int = DEFAULT_MAX_UPLOADS,
+        max_upload_memory: int = DEFAULT_MAX_UPLOAD_MEMORY,
         retry_after: int = DEFAULT_RETRY_AFTER,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
@@ -144,6 +155,9 @@ class Bridge:
             request_buffer_size=request_buffer_size,
             response_buffer_size=response_buffer_size,
             body_timeout=body_timeout,
+            body_deadline=body_deadline,
+            max_uploads=max_uploads,
+            max_upload_memory=max_upload_memory,
             retry_after=retry_after,
             on_startup=on_startup,
             on_shutdown=on_shutdown,
@@ -161,8 +175,11 @@ class Bridge:
         self.pool = ThreadPool(max_threads, max_pending)
         if adaptive_threads:
             self.pool.gate = adaptive_gate(max_threads)
-        # Requests holding or waiting for a thread, counted from their arrival.
-        self.admission = Admission(max_threads + max_pending)
+        # Requests holding or waiting for a thread, counted once their buffered body is
+        # in; before that, bodies arriving count against the intake.
+        self.admission = Admission(
+            max_threads + max_pending, Intake(max_uploads, max_upload_memory)
+        )
         self.limits = Limits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
@@ -170,6 +187,7 @@ class Bridge:
             response_buffer_size=response_buffer_size,
             retry_after=retry_after,
             body_timeout=body_timeout,
+            body_deadline=body_deadline,
         )
         # The lifespan state: the server's, once lifespan has started (see _lifespan).
         self.state: dict[str, Any] = {}

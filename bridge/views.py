@@ -109,11 +109,11 @@ async def serve_view(
 ) -> Outcome:
     """Answer one request with a migrated (not middleware-wrapped) view.
 
-    A sync view needs a thread, so it takes an admission slot before its body is
-    read, as a legacy request does; an async view runs on the loop and takes none.
+    Its body arrives under the intake budget, as a legacy request's does; then a sync
+    view takes a thread slot, and an async view, which runs on the loop, takes none.
     """
     try:
-        environ = await cycle.open(None if route.is_async else admission, whole=True)
+        environ = await cycle.open(admission, whole=True, thread=not route.is_async)
         if environ is None:
             return cycle.close()
         request = request_class(environ)
