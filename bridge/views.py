@@ -151,7 +151,7 @@ async def send_response(
         # A synchronous iterator may block: iterate it in a thread, as WSGI, with a
         # slot of its own.
         if not cycle.admit(admission):
-            await cycle.answer(503)
+            await cycle.answer(503, admission.refusal())
             return cycle.close()
         return await run_wsgi(cycle, pool, response, environ)
     try:
