@@ -31,6 +31,7 @@ import logging
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
@@ -64,6 +65,20 @@ ENTRY_OVERHEAD = 128
 FIELD = "d"
 # What an unreachable or restarting Redis raises.
 UNREACHABLE = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+@dataclass(eq=False)
+class Pending:
+    """One event in the outbox, known by identity (two may be equal)."""
+
+    channel: str
+    payload: str
+    sending: asyncio.Task[str] | None = None  # its own XADD, past the publish deadline
+
+
+def _retrieved(task: asyncio.Task[str]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _cost(channel: str, payload: str) -> int:
@@ -104,10 +119,10 @@ class RedisBackend:
         self._reading_version = -1  # the version the reader's current XREAD covers
         self._reader_id: int | None = None  # the reader connection's CLIENT ID
         self._changed = asyncio.Event()
-        # Events waiting for Redis, oldest first; the head's XADD may be in flight.
-        self._outbox: deque[tuple[str, str]] = deque()
+        # Events waiting for Redis, oldest first; those whose own XADD outlived its
+        # deadline carry it, since it may still land.
+        self._outbox: deque[Pending] = deque()
         self._outbox_bytes = 0
-        self._in_flight: asyncio.Task[str] | None = None  # the head's XADD, past its deadline
         self._down_since: float | None = None
         self._stopping = False
         self.dropped = 0  # outbox events lost because Redis stayed away too long
@@ -141,12 +156,13 @@ class RedisBackend:
         if self._reader_id is not None and self._client is not None:
             with contextlib.suppress(*UNREACHABLE):
                 await self._client.client_unblock(self._reader_id)
-        tasks = [t for t in (self._reader, self._flusher, self._in_flight) if t is not None]
+        sending = [p.sending for p in self._outbox if p.sending is not None]
+        tasks = [t for t in (self._reader, self._flusher, *sending) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=BLOCK_MS / 1000 + 1)
-        self._reader = self._flusher = self._in_flight = None
+        self._reader = self._flusher = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -159,6 +175,9 @@ class RedisBackend:
             # Not wait_for: the XADD must outlive the deadline, not be cancelled by it.
             await asyncio.wait({send}, timeout=self.publish_deadline)
             if not send.done():
+                # Its outcome is the flusher's to act on; if the flusher never gets to
+                # it (dropped from a full outbox), it is read here and not logged as lost.
+                send.add_done_callback(_retrieved)
                 self._went_down(
                     TimeoutError(f"no answer within publish_deadline={self.publish_deadline} s"),
                     "publishing",
@@ -178,13 +197,10 @@ class RedisBackend:
         )
         return event_id
 
-    def _queue(
-        self, channel: str, payload: str, in_flight: asyncio.Task[str] | None = None
-    ) -> None:
-        """Put an event at the end of the outbox, dropping the oldest past ``outbox_size``."""
-        if in_flight is not None:
-            self._in_flight = in_flight  # the outbox was empty: this is its head
-        self._outbox.append((channel, payload))  # a new tuple: the flusher knows it by identity
+    def _queue(self, channel: str, payload: str, sending: asyncio.Task[str] | None = None) -> None:
+        """Put an event at the end of the outbox, dropping the oldest past ``outbox_size``;
+        ``sending`` is its own XADD, still on its way (publishes at once may each have one)."""
+        self._outbox.append(Pending(channel, payload, sending))
         self._outbox_bytes += _cost(channel, payload)
         while self._outbox_bytes > self.outbox_size and len(self._outbox) > 1:
             self._drop_oldest()
@@ -192,9 +208,8 @@ class RedisBackend:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     def _drop_oldest(self) -> None:
-        channel, payload = self._outbox.popleft()
-        self._outbox_bytes -= _cost(channel, payload)
-        self._in_flight = None  # its XADD may still land: the drop counts it as lost
+        dropped = self._outbox.popleft()  # an XADD on its way may still land: counted as lost
+        self._outbox_bytes -= _cost(dropped.channel, dropped.payload)
         if not self.dropped:
             logger.warning(
                 "The live-event outbox is full (outbox_size=%d bytes) while Redis at %s is "
@@ -210,13 +225,12 @@ class RedisBackend:
         attempt = 0
         while self._outbox and not self._stopping:
             entry = self._outbox[0]
-            channel, payload = entry
-            in_flight, self._in_flight = self._in_flight, None
+            sending, entry.sending = entry.sending, None
             try:
-                if in_flight is not None:
-                    await in_flight  # the publish that ran out of time: its own answer
+                if sending is not None:
+                    await sending  # the publish that ran out of time: its own answer
                 else:
-                    await self._xadd(channel, payload)
+                    await self._xadd(entry.channel, entry.payload)
             except UNREACHABLE as exc:
                 self._went_down(exc, "publishing")
                 await asyncio.sleep(_backoff(attempt))
@@ -224,7 +238,7 @@ class RedisBackend:
                 continue
             if self._outbox and self._outbox[0] is entry:  # not dropped meanwhile
                 self._outbox.popleft()
-                self._outbox_bytes -= _cost(channel, payload)
+                self._outbox_bytes -= _cost(entry.channel, entry.payload)
             attempt = 0
         self._came_back()
 

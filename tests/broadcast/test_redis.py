@@ -139,7 +139,7 @@ def test_large_events_fill_the_outbox_by_their_bytes(redis: RedisServer) -> None
             for _ in range(10_000):
                 assert await publisher.publish("items", big) is None
             backend = publisher.backend
-            held = sum(len(c) + len(p) for c, p in backend._outbox)  # type: ignore[attr-defined]
+            held = sum(len(p.channel) + len(p.payload) for p in backend._outbox)  # type: ignore[attr-defined]
             assert held <= 1024 * 1024
             assert publisher.dropped == 10_000 - len(backend._outbox)  # type: ignore[attr-defined]
             assert publisher.dropped > 9_000
