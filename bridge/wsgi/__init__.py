@@ -1,10 +1,11 @@
 """One WSGI request: the environ, the request body, the WSGI call in a thread, the framing.
 
-- ``environ.py``: the scope as a PEP 3333 environ (and the request path every layer matches).
+- ``environ.py``: the scope as a PEP 3333 environ, and the request path every layer matches.
 - ``headers.py``: response status and headers checked and encoded.
 - ``body.py``: ``RequestBody``, the bounded, spooled ``wsgi.input``.
 - ``framing.py``: ``Framing``, the response as a state machine with no I/O.
-- ``cycle.py``: ``RequestCycle``, one object per request that owns its I/O.
+- ``cycle.py``: ``RequestCycle``, one object per request: admission, environ, body, outcome.
+- ``sender.py``: ``Sender``, the response side: the framing machine, its lock, the sender.
 - ``gateway.py``: the WSGI application run in a worker thread for a cycle.
 - ``filewrapper.py``: ``wsgi.file_wrapper`` and ``http.response.pathsend``.
 - ``multiprocess.py``: PEP 3333's ``wsgi.multiprocess`` flag, from the worker count.
@@ -12,13 +13,19 @@
 Theory of operation
 -------------------
 
-Shape. ``Bridge.__call__`` (``app.py``) dispatches; every HTTP request it serves
-itself, legacy or migrated, is one ``RequestCycle`` (``cycle.py``), as uvicorn has
-one ``RequestResponseCycle`` per request. The cycle owns the scope, ``receive``,
-``send``, the limits, the request's admission slot and its ``Outcome``; ``gateway.py``
-runs a WSGI application for it in a thread, and ``views.py`` runs a view for it.
+Shape. ``Bridge.__call__`` (``app.py``) dispatches, from the request's path derived
+once (``locate`` in ``environ.py``: the route form and ``SCRIPT_NAME``/``PATH_INFO``)
+and handed on to the pages, the routes, the metrics and the environ. Every HTTP
+request it serves itself, legacy or migrated, is one ``RequestCycle`` (``cycle.py``),
+as uvicorn has one ``RequestResponseCycle`` per request. The cycle owns the scope,
+``receive``, the limits, the request's admission slot, its body and its ``Outcome``;
+``gateway.py`` runs a WSGI application for it in a thread, and ``views.py`` runs a
+view for it.
 The response is framed by one state machine with no I/O (``Framing``, ``framing.py``),
-which the cycle feeds and drains.
+held in the cycle's ``Sender`` (``sender.py``) with the one lock that guards it, every
+flag that lock guards, the wake-ups and the task that calls ``send``: the only state
+both the thread and the loop touch, changed only through the sender's methods
+(uvicorn's ``FlowControl`` is the precedent).
 
 Admission. Slots are taken for what holds a thread. A body still arriving holds a
 share of the ``Intake`` (``threads/admission.py``): a connection of ``max_uploads``
@@ -31,8 +38,9 @@ sentence naming it, so 2,000 slow uploads cost coroutines, never the slots a GET
 needs.
 
 Who owns which buffer. The event loop owns the connection: only the cycle calls
-``receive`` and ``send``. A worker thread owns the WSGI call: only the thread calls
-the application, iterates its body and calls ``close()``. They meet in two buffers:
+``receive`` and only its sender calls ``send``. A worker thread owns the WSGI call:
+only the thread calls the application, iterates its body and calls ``close()``. They
+meet in two buffers:
 
 * ``RequestBody`` (``body.py``): written by the cycle, read by the thread. Up to
   ``request_buffer_size`` is received on the loop *before* a thread is taken (nginx
@@ -46,8 +54,8 @@ the application, iterates its body and calls ``close()``. They meet in two buffe
   spooled the same way, and read it lazily.
 
 * ``Framing`` (``framing.py``): fed by the thread (``start_response``, ``write``,
-  each chunk, the end or the error), drained by the loop. The thread changes it
-  under the cycle's lock, held for a state change only. A list body, or one that
+  each chunk, the end or the error), drained by the loop. Both change it through
+  the ``Sender`` only, under its lock, held for a state change only. A list body, or one that
   reaches its Content-Length, is held in the machine and costs one handoff: the
   loop sends it when ``pool.run`` returns. A generator's first held chunk wakes the
   loop once (``call_soon_threadsafe``) to arm the hold deadline; once the body

@@ -1,28 +1,27 @@
-"""One HTTP request from arrival to outcome: admission, the body, the response, disconnects.
+"""One HTTP request from arrival to outcome: admission, the environ, the body, disconnects.
 
-``RequestCycle`` is the only reader of ``receive()`` and the only caller of ``send()``
-for its request. The theory of operation (who owns which buffer, who may block, the
-framing rule, disconnects and deadlines) is in ``bridge.wsgi.gateway``.
+``RequestCycle`` is the only reader of ``receive()``; its ``Sender`` (``sender.py``) is
+the only caller of ``send()``. The theory of operation (who owns which buffer, who may
+block, the framing rule, disconnects and deadlines) is in this folder's ``__init__.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._types import Environ, Headers, Message, OptExcInfo, RawHeaders, Receive, Scope, Send, Write
-from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected, ResponseError
+from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
+from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from ..threads.admission import Admission, Intake
 from .body import RequestBody
-from .environ import HeaderError, build_environ
+from .environ import HeaderError, RequestPath, build_environ
 from .filewrapper import FileWrapper
-from .framing import CLOSE, DEFAULT_HOLD_TIME, Framing, State, plain_response
-from .headers import encode_headers, parse_status
+from .framing import DEFAULT_HOLD_TIME, Framing, State, closing_headers, plain_response
+from .sender import Sender
 
 logger = logging.getLogger("bridge")
 
@@ -42,8 +41,9 @@ _timeout: Any = getattr(asyncio, "timeout", None)
 
 
 @dataclass(frozen=True)
-class Limits:
-    """The per-request limits of a ``Bridge``; see ``Bridge`` for each default's reason."""
+class CycleLimits:
+    """The per-request limits a ``RequestCycle`` keeps, from ``Bridge``'s options (checked
+    there, by ``bridge.options``); see ``Bridge`` for each default's reason."""
 
     max_body_size: int | None
     max_header_count: int
@@ -53,22 +53,6 @@ class Limits:
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     hold_time: float = DEFAULT_HOLD_TIME
     body_deadline: float | None = DEFAULT_BODY_DEADLINE
-
-    def __post_init__(self) -> None:
-        for name, default in (
-            ("body_timeout", "nginx's client_body_timeout of 60"),
-            ("body_deadline", "Node.js's requestTimeout of 300"),
-        ):
-            timeout = getattr(self, name)
-            if timeout is not None and (
-                isinstance(timeout, bool)
-                or not isinstance(timeout, (int, float))
-                or not timeout > 0
-            ):
-                raise ValueError(
-                    f"{name} must be a number of seconds above 0 (or None for no limit), "
-                    f"not {timeout!r}; {default} is the default."
-                )
 
 
 @dataclass
@@ -92,10 +76,10 @@ def content_length_of(environ: Environ) -> int | None:
 
 
 class RequestCycle:
-    """One HTTP request: its scope, ``receive``, ``send``, limits, body and response.
+    """One HTTP request: its scope, ``receive``, path, limits, admission, body and outcome.
 
-    The application's side (``start_response``, ``write``, ``push``, ``app_done``) may
-    be called from a worker thread; everything else runs on the event loop.
+    The response goes through ``sender`` (a ``Sender``), which the application's
+    thread feeds; everything else here runs on the event loop.
     """
 
     def __init__(
@@ -103,35 +87,26 @@ class RequestCycle:
         scope: Scope,
         receive: Receive,
         send: Send,
-        limits: Limits,
+        limits: CycleLimits,
+        path: RequestPath | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scope = scope
         self.receive = receive
-        self.send = send
         self.limits = limits
-        self.clock = clock
+        self.path = path  # the dispatch's ``locate(scope)``, when it has one
         self.loop = asyncio.get_running_loop()
         self.outcome = Outcome()
         self.body: RequestBody | None = None
-        self.framing = Framing(
+        framing = Framing(
             head=scope["method"] == "HEAD",
             http10=scope.get("http_version") == "1.0",
             buffer_size=limits.response_buffer_size,
             hold_time=limits.hold_time,
         )
-        # The framing machine is touched by the application's thread and the loop:
-        # only under this lock, held for a state change and never across I/O.
-        self._lock = threading.Lock()
-        self._space: threading.Condition | None = None  # the thread waits for the sender
-        self._drained: asyncio.Future[None] | None = None  # an async producer waits
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits
-        self._wake_pending = False  # a call_soon_threadsafe to the loop is on its way
-        self._armed = False  # the hold deadline's timer is set
-        self._timer: asyncio.TimerHandle | None = None
-        self._sending = False  # a sender (task or inline) owns send()
-        self._sender: asyncio.Task[None] | None = None
+        self.sender = Sender(framing, send, self.loop, clock, self._listen, self._client_gone)
         self._listener: asyncio.Task[None] | None = None
+        self._closed = False  # close() has run: no listener starts after it
         self._producer: asyncio.Task[None] | None = None
         self._admission: Admission | None = None
         # The whole-body deadline on the loop's clock, set by the first body wait; and
@@ -186,18 +161,15 @@ class RequestCycle:
             None,
             max_header_count=self.limits.max_header_count,
             file_wrapper=FileWrapper,
+            path=self.path,
         )
 
     async def answer(self, status: int, text: str | None = None) -> None:
         """Answer a request bridge will not serve (400, 408, 413, 431, 503, 500) and close
         it; ``text`` replaces the status's usual sentence."""
-        extra: RawHeaders = [CLOSE]
-        if status == 503:
-            extra.append((b"retry-after", str(self.limits.retry_after).encode("ascii")))
-        elif status == 500:
-            extra = []
-        for message in plain_response(status, extra, text):
-            await self._send(message)
+        headers = closing_headers(status, self.limits.retry_after)
+        for message in plain_response(status, headers, text):
+            await self.sender.send(message)
 
     async def receive_body(
         self, environ: Environ, whole: bool, intake: Intake | None = None
@@ -344,7 +316,7 @@ class RequestCycle:
 
     def _listen(self) -> None:
         """Start the listener (once): the rest of the body, then the disconnect."""
-        if self._listener is None:
+        if self._listener is None and not self._closed:
             self._listener = self.loop.create_task(self._run_listener())
 
     async def _run_listener(self) -> None:
@@ -382,115 +354,29 @@ class RequestCycle:
     def _body_failed(self, status: int, error: BodyError) -> None:
         """The request body failed while the application runs: 413 or 408 reaches the
         client if no response has started, whatever the application does about it."""
-        with self._lock:
-            refused = self.framing.refuse(status)
+        refused = self.sender.body_failed(status)
         # After the refusal, so an application that fails on the read finds it decided.
         assert self.body is not None
         self.body.fail(error)
         if refused:
-            self._kick()
+            self.sender.kick()
 
     def _client_gone(self) -> None:
         """The client disconnected (or the server cancelled): stop everything within a chunk."""
         self.outcome.client_gone = True
-        with self._lock:
-            if not self.framing.finished or self.framing.pending:
-                self.framing.client_gone()
-            waiter, self._waiter = self._waiter, None
-            if self._space is not None:
-                self._space.notify_all()
+        self.sender.client_gone()
         if self.body is not None:
             self.body.fail(ClientDisconnected("The client disconnected before the body was sent."))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        self._wake_drained()
         producer = self._producer
         if producer is not None and not producer.done():
             producer.cancel()
 
-    # -- the response: the application's side (a thread, or the loop) ------------------
-
-    def start_response(
-        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
-    ) -> Write:
-        """PEP 3333 ``start_response``; the headers go out when the framing rule says."""
-        replace = exc_info is not None and exc_info[0] is not None
-        try:
-            with self._lock:
-                if replace and self.framing.headers_sent:
-                    # PEP 3333: "if exc_info is provided, and the HTTP headers have
-                    # already been sent, start_response must raise an error, and
-                    # should re-raise using the exc_info tuple."
-                    assert exc_info is not None and exc_info[1] is not None
-                    raise exc_info[1].with_traceback(exc_info[2])
-                code = parse_status(status)
-                raw, length = encode_headers(headers)
-                self.framing.start(code, raw, length, replace)
-        finally:
-            exc_info = None
-        return self.write
-
-    def start(self, status: int, headers: RawHeaders, content_length: int | None) -> None:
-        """Start a response whose headers are already checked (a view's)."""
-        with self._lock:
-            self.framing.start(status, headers, content_length)
-
-    def write(self, data: bytes) -> None:
-        """PEP 3333 ``write()``: a body chunk outside the iterable."""
-        if self.framing.state is State.IDLE:
-            raise ResponseError("write() was called before start_response().")
-        self.push(data)
-
-    def push(self, data: object, whole: bool = False) -> bool:
-        """One body chunk, from the application's thread; True once no more is wanted.
-
-        ``whole``: the chunk is part of a body already in memory (a list), which is
-        held to the end without waking the loop. Blocks while more than
-        ``response_buffer_size`` waits for the client.
-        """
-        if type(data) is not bytes:
-            data = _as_bytes(data)
-        if not data:
-            return False
-        wake = throttle = False
-        framing = self.framing
-        with self._lock:
-            done = framing.body(data, 0.0 if whole else self.clock(), whole)
-            if not whole and not self._wake_pending:
-                if framing.pending:
-                    wake = self._waiter is not None or not self._sending
-                else:
-                    wake = framing.deadline is not None and not self._armed
-                self._wake_pending = wake
-            throttle = framing.backlog > framing.buffer_size and framing.state is State.STREAMING
-        if wake:
-            self.loop.call_soon_threadsafe(self._on_thread_event)
-        if throttle:
-            self._wait_for_space()
-        return done
-
-    def send_path(self, path: str, size: int) -> bool:
-        """Let the server send a whole file by path (``http.response.pathsend``)."""
-        with self._lock:
-            return self.framing.send_path(path, size)
+    # -- the outcome ----------------------------------------------------------------------
 
     def app_done(self, error: BaseException | None, what: str = "WSGI application") -> None:
         """The application has finished (``close()`` included), or raised ``error``;
         ``what`` names it in the log."""
-        framing = self.framing
-        with self._lock:
-            if error is None:
-                error = framing.end()
-            else:
-                framing.error()
-            state = framing.state
-            overflowed = framing.overflowed
-        if overflowed:
-            logger.warning(
-                "The application produced more than its Content-Length of %d bytes; "
-                "the excess was not sent.",
-                framing.content_length,
-            )
+        error, state = self.sender.end(error)
         if error is None:
             return
         method, path = self.scope["method"], self.scope.get("path", "")
@@ -511,140 +397,28 @@ class RequestCycle:
         else:
             logger.error("Exception in %s %s %s", what, method, path, exc_info=error)
 
-    # -- the response: the loop's side --------------------------------------------------
-
-    def _on_thread_event(self) -> None:
-        """On the loop, woken by the thread: arm the hold deadline, start or wake the sender."""
-        with self._lock:
-            self._wake_pending = False
-            pending = self.framing.pending
-            deadline = self.framing.deadline
-            if deadline is not None and not self._armed:
-                self._armed = True
-            else:
-                deadline = None
-        if deadline is not None:
-            self._timer = self.loop.call_later(max(deadline - self.clock(), 0.0), self._on_deadline)
-        if pending:
-            self._kick()
-
-    def _on_deadline(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._armed = False
-            self.framing.tick(self.clock())
-            pending = self.framing.pending
-            rearm = self.framing.deadline
-            if rearm is not None:
-                self._armed = True
-        if rearm is not None:  # the clock ran early: wait the rest
-            self._timer = self.loop.call_later(max(rearm - self.clock(), 0.0), self._on_deadline)
-        if pending:
-            self._kick()
-
-    def _kick(self) -> None:
-        """Make sure a sender is sending what the framing machine has queued."""
-        if not self._sending:
-            self._sending = True
-            self._sender = self.loop.create_task(self._pump())
-            self._listen()  # the response streams: watch for the client leaving
-            return
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _pump(self) -> None:
-        """Send what the framing machine queues until it is finished."""
-        framing = self.framing
-        lock = self._lock
-        while True:
-            with lock:
-                messages = framing.take()
-                if not messages:
-                    if framing.finished:
-                        return
-                    waiter = self._waiter = self.loop.create_future()
-            if not messages:
-                await waiter
-                continue
-            sent = 0
-            for message in messages:
-                sent += await self._send(message)
-            with lock:
-                framing.sent(sent)
-                space = framing.backlog <= framing.buffer_size // 2
-                if space and self._space is not None:
-                    self._space.notify_all()
-            if space:
-                self._wake_drained()
-
-    async def _send(self, message: Message) -> int:
-        """Send one message, record it in the outcome; return the body bytes in it."""
-        kind = message["type"]
-        size = 0
-        if kind == "http.response.body":
-            size = len(message.get("body", b""))
-        elif kind == "http.response.start":
-            self.outcome.status = message["status"]
-        try:
-            await self.send(message)
-        except OSError:
-            # uvicorn, hypercorn, daphne and granian return silently from send() once
-            # the client is gone (and say so with http.disconnect); a server that
-            # raises instead is treated the same way.
-            self._client_gone()
-            return size
-        self.outcome.sent += size
-        return size
-
-    def _wait_for_space(self) -> None:
-        """In the thread: wait until the client has taken half of the backlog."""
-        framing = self.framing
-        with self._lock:
-            if self._space is None:
-                self._space = threading.Condition(self._lock)
-            while framing.backlog > framing.buffer_size // 2 and framing.state is State.STREAMING:
-                self._space.wait()
-            if framing.state is State.GONE:
-                raise ClientDisconnected("The client disconnected during the response.")
-
-    def _wake_drained(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
     async def finish(self) -> Outcome:
         """After the application: send the rest of the response, stop the helpers."""
-        if self._sender is not None:
-            self._kick()
-            await self._sender
-        elif not self._sending:
-            self._sending = True
-            with self._lock:
-                messages = self.framing.take()
-                finished = self.framing.finished
-            for message in messages:  # the whole response, in one go: the common case
-                await self._send(message)
-            if not finished:
-                await self._pump()
+        await self.sender.finish()
         return self.close()
 
     def close(self, thread_done: bool = True) -> Outcome:
-        """Stop the timer and the listener; free the body's file unless a thread may read it."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        listener = self._listener
+        """Stop the sender and the listener; free the body's file unless a thread may read it."""
+        sender = self.sender
+        cut = sender.close()
+        # Cancelled, the listener keeps a traceback whose frame holds this cycle: let go
+        # of it, so the request is freed when it ends, not by the garbage collector.
+        self._closed = True
+        listener, self._listener = self._listener, None
         if listener is not None and not listener.done():
             listener.cancel()
-        sender = self._sender
-        if sender is not None and not sender.done():
-            sender.cancel()
         if thread_done and self.body is not None:
             self.body.close()
-        self.outcome.cut = self.framing.state is State.CUT
-        return self.outcome
+        outcome = self.outcome
+        outcome.status = sender.status
+        outcome.sent = sender.sent
+        outcome.cut = cut
+        return outcome
 
     def cancelled(self) -> None:
         """The server cancelled the request: stop the thread at its next chunk or read."""
@@ -657,13 +431,7 @@ class RequestCycle:
         self, status: int, headers: RawHeaders, content_length: int | None, chunks: list[bytes]
     ) -> Outcome:
         """Send a response whose body is in memory: one start, one body."""
-        with self._lock:
-            framing = self.framing
-            framing.start(status, headers, content_length)
-            for chunk in chunks:
-                if framing.body(chunk, 0.0, whole=True):
-                    break
-            error = framing.end()
+        error = self.sender.whole(status, headers, content_length, chunks)
         if error is not None:
             logger.error("The view's response is broken: %s", error)
         return await self.finish()
@@ -676,7 +444,7 @@ class RequestCycle:
         body: AsyncIterable[Any],
     ) -> Outcome:
         """Send an async iterable body under the same framing rule, on the loop."""
-        self.start(status, headers, content_length)
+        self.sender.start(status, headers, content_length)
         self._listen()
         producer = self._producer = self.loop.create_task(self._produce(body))
         try:
@@ -690,14 +458,13 @@ class RequestCycle:
 
     async def _produce(self, body: AsyncIterable[Any]) -> None:
         error: BaseException | None = None
+        sender = self.sender
         try:
             async for chunk in body:
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-                if self._push_on_loop(data):
+                if sender.push_on_loop(data):
                     break
-                if self.framing.backlog > self.framing.buffer_size:
-                    drained = self._drained = self.loop.create_future()
-                    await drained
+                await sender.drained()
         except asyncio.CancelledError:
             error = ClientDisconnected("The client disconnected during the response.")
         except Exception as exc:
@@ -710,30 +477,3 @@ class RequestCycle:
                 except Exception as exc:  # pragma: no cover (a broken aclose)
                     error = error or exc
         self.app_done(error, "a view's response body")
-
-    def _push_on_loop(self, data: object) -> bool:
-        if type(data) is not bytes:
-            data = _as_bytes(data)
-        framing = self.framing
-        with self._lock:
-            done = framing.body(data, self.clock())
-            pending = framing.pending
-            deadline = framing.deadline if not self._armed else None
-            if deadline is not None:
-                self._armed = True
-        if deadline is not None:
-            self._timer = self.loop.call_later(max(deadline - self.clock(), 0.0), self._on_deadline)
-        if pending:
-            self._kick()
-        if framing.state is State.GONE:
-            raise ClientDisconnected("The client disconnected during the response.")
-        return done
-
-
-def _as_bytes(data: object) -> bytes:
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(
-        f"The application produced {type(data).__name__} as body data ({data!r:.40}); "
-        "a response body must be bytes, so encode it first."
-    )

@@ -3,17 +3,17 @@
 Everything that decides how a response is framed lives in this file, in the manner
 of h11's ``_state.py``: the machine is fed what the application did (``start``,
 ``body``, ``end``, ``error``), what the client did (``client_gone``), what the request
-body did (``refuse``: 413 or 408), and what the clock says (``tick``); it answers with
+body did (``body_failed``: 413 or 408), and what the clock says (``tick``); it answers with
 the ASGI messages to send, in order, from ``take()``. It has no threads, no lock and
 no clock of its own, so every transition is tested at message level
-(tests/wsgi/test_framing.py). ``bridge.wsgi.cycle`` owns one per request and guards it.
+(tests/wsgi/test_framing.py). ``bridge.wsgi.sender`` owns one per request and guards it.
 
 States (``State``), and the event that leaves each one::
 
     IDLE ──start──▶ HOLDING ──body past the buffer, or tick past the deadline──▶ STREAMING
       │               │  ╲──end──▶ DONE (headers with a Content-Length, then the body)    │
       │               │   ╲─error / short body──▶ FAILED (a clean 500)                    │
-      │               ╰── refuse ──▶ REFUSED (the 413 or 408 the request earned)          │
+      │               ╰── body_failed ──▶ REFUSED (the 413 or 408 the request earned)     │
       ╰─ end / error ──▶ FAILED                     STREAMING ──end──▶ DONE              │
                                                    STREAMING ──error / short body──▶ CUT ◀╯
     any state ──client_gone──▶ GONE (nothing more is sent)
@@ -117,6 +117,17 @@ def plain_response(
 # Refusals close the connection: otherwise the server reads and discards whatever
 # body the client goes on sending, and a chunked upload has no end it must reach.
 CLOSE = (b"connection", b"close")
+
+
+def closing_headers(status: int, retry_after: int = 1) -> RawHeaders:
+    """The headers of an answer bridge gives in the application's place: a refusal closes
+    the connection, and a 503 says when to retry (RFC 9110 10.2.3); a 500 keeps it open,
+    since its request was read whole."""
+    if status == 500:
+        return []
+    if status == 503:
+        return [CLOSE, (b"retry-after", str(retry_after).encode("ascii"))]
+    return [CLOSE]
 
 
 class Framing:
@@ -302,13 +313,13 @@ class Framing:
 
     # -- what the request, the client and the clock do --------------------------------
 
-    def refuse(self, status: int) -> bool:
+    def body_failed(self, status: int) -> bool:
         """The request body failed (413 too large, 408 stalled): answer that instead, if
-        no response has started; True if the refusal is now in the outbox."""
+        no response has started; True if that answer is now in the outbox."""
         if self.state is not State.IDLE and self.state is not State.HOLDING:
             return False
         self._drop()
-        self._outbox = plain_response(status, [CLOSE])
+        self._outbox = plain_response(status, closing_headers(status))
         self.status = status
         self.state = State.REFUSED
         return True

@@ -10,14 +10,13 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from .._types import Environ, RawHeaders, Send, WSGIApp
+from .._types import Environ, WSGIApp
 from ..threads.admission import Admission
 from ..threads.pool import ThreadPool
 from .cycle import Outcome, RequestCycle
 from .filewrapper import FileWrapper
-from .framing import CLOSE, plain_response
 
-__all__ = ["call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
+__all__ = ["call_app", "iterate", "run_wsgi", "serve_wsgi"]
 
 
 def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: Any) -> None:
@@ -31,7 +30,7 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
     error: BaseException | None = None
     cycle.reading()  # a body left unread while the request waited: receive the rest now
     try:
-        iterable: Iterable[bytes] = app(environ, cycle.start_response)
+        iterable: Iterable[bytes] = app(environ, cycle.sender.start_response)
         try:
             iterate(cycle, iterable, extensions)
         finally:
@@ -45,14 +44,17 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
 
 def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> None:
     """Drive the application's iterable in the thread, stopping when no more is wanted."""
-    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
-        found = iterable.pathsend_target(cycle.framing.status, cycle.framing.content_length)
-        if found is not None and cycle.send_path(*found):
-            return
+    sender = cycle.sender
+    if (
+        type(iterable) is FileWrapper
+        and "http.response.pathsend" in extensions
+        and sender.send_path(iterable)
+    ):
+        return
     # A list or tuple is already whole in memory: holding it costs nothing and
     # turns the response into a single handoff however many items it has.
     whole = type(iterable) in (list, tuple)
-    push = cycle.push
+    push = sender.push
     for chunk in iterable:
         if push(chunk, whole):
             return
@@ -70,7 +72,8 @@ async def run_wsgi(
         cycle.cancelled()
         raise
     cycle.release()  # the thread is free: the slot may go to the next request
-    return await cycle.finish()
+    await cycle.sender.finish()  # what RequestCycle.finish does, a frame fewer per request
+    return cycle.close()
 
 
 async def serve_wsgi(
@@ -94,13 +97,3 @@ async def serve_wsgi(
         return await run_wsgi(cycle, pool, app, environ)
     finally:
         cycle.release()
-
-
-async def refuse(send: Send, status: int, retry_after: int = 1) -> None:
-    """Answer with bridge's own refusal (413, 431, 503) and close the connection, for
-    code that serves outside a request cycle (the limits of mounted apps)."""
-    extra: RawHeaders = [CLOSE]
-    if status == 503:
-        extra.append((b"retry-after", str(retry_after).encode("ascii")))
-    for message in plain_response(status, extra):
-        await send(message)
