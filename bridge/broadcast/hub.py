@@ -278,8 +278,9 @@ class Broadcast:
     async def publish(self, channel: str, data: Any) -> str | None:
         """Send ``data`` (anything ``json.dumps`` takes) to every subscriber of ``channel``.
 
-        Returns the event's id, or None if Redis is away and the event waits in the
-        process's outbox, to be sent in order when it is back.
+        Returns the event's id, or None if Redis is away (or has not answered within
+        ``publish_deadline``) and the event waits in the process's outbox, to be sent in
+        order when it answers again.
         """
         payload = json.dumps(data, separators=(",", ":"))
         await self.start()
