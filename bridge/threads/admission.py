@@ -41,6 +41,8 @@ class Intake:
                 f"Service Unavailable: max_uploads={self.max_uploads} request bodies are "
                 "arriving at once; retry shortly.\n"
             )
+        # The first body always gets in, so a request_buffer_size above the budget
+        # still serves uploads one at a time instead of none.
         if self.reserved + size > self.max_upload_memory and self.uploads:
             return (
                 f"Service Unavailable: the request bodies arriving hold "
