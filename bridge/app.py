@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
@@ -22,12 +22,18 @@ from .requests import Request
 from .routing import Middleware, Mount, Route, Router, View, WebSocketRoute
 from .shadow.config import Shadow
 from .shadow.runner import DEFAULT_MAX_SHADOWS, Replayed, Shadows
-from .threads.admission import Admission
+from .threads.admission import DEFAULT_MAX_UPLOAD_MEMORY, DEFAULT_MAX_UPLOADS, Admission, Intake
 from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
 from .views import as_wsgi, no_websocket, serve_view, serve_websocket
 from .wsgi.body import DEFAULT_REQUEST_BUFFER
-from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, CycleLimits, Outcome, RequestCycle
+from .wsgi.cycle import (
+    DEFAULT_BODY_DEADLINE,
+    DEFAULT_BODY_TIMEOUT,
+    CycleLimits,
+    Outcome,
+    RequestCycle,
+)
 from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, RequestPath, locate
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
@@ -64,6 +70,14 @@ class Bridge:
       whole, so slow downloads do not hold threads.
     * ``body_timeout=60``: seconds a request body may stall between two chunks before
       the request fails with 408 (nginx's ``client_body_timeout``). ``None``: no limit.
+    * ``body_deadline=300``: seconds the whole body may take to arrive, however steadily
+      it trickles (Node.js's ``requestTimeout``); 408 past it. Raise it for large uploads
+      over slow links. ``None``: no limit.
+    * ``max_uploads=1000``: request bodies that may be arriving at once, each costing a
+      coroutine and no thread until its buffered part is in (gunicorn's
+      ``--worker-connections``); the next gets 503.
+    * ``max_upload_memory=256 MiB``: bytes those bodies may buffer between them, each
+      reserving what it declares up to ``request_buffer_size``; the next gets 503.
     * ``retry_after=1``: seconds in the ``Retry-After`` of a 503.
     * ``on_startup``, ``on_shutdown``: callables (sync or async) run on ASGI lifespan; one
       that takes an argument gets the lifespan state, a dict that views read as
@@ -79,8 +93,9 @@ class Bridge:
     * ``metrics_token=None``: a Bearer token the metrics path then asks of every client.
     * ``allowed_hosts=None``: the Host names bridge's own pages answer to (Django's
       ``ALLOWED_HOSTS``); ``None`` means loopback names only.
-    * ``trusted_proxies=()``: proxies whose ``X-Forwarded-For`` the pages' loopback rule
-      believes. Who gets in under each setting: SECURITY.md, "bridge's own pages".
+    * ``trusted_proxies=()``: proxies whose forwarded address the pages' loopback rule
+      believes, each with the header it sets (``{"10.0.0.2": "x-real-ip"}``; a list of
+      addresses means ``X-Forwarded-For``). Who gets in: SECURITY.md, "bridge's own pages".
     * ``max_shadows=4``: shadow runs (``route(..., shadow=True)``) at once; beyond it a
       request is answered by the legacy app alone, counted as skipped. See bridge.shadow.
     * ``broadcast=None``: live events, as ``app.broadcast``: a ``bridge.Broadcast`` or its
@@ -105,6 +120,9 @@ class Bridge:
         request_buffer_size: int = DEFAULT_REQUEST_BUFFER,
         response_buffer_size: int = DEFAULT_RESPONSE_BUFFER,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        body_deadline: float | None = DEFAULT_BODY_DEADLINE,
+        max_uploads: int = DEFAULT_MAX_UPLOADS,
+        max_upload_memory: int = DEFAULT_MAX_UPLOAD_MEMORY,
         retry_after: int = DEFAULT_RETRY_AFTER,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
@@ -115,7 +133,7 @@ class Bridge:
         dashboard_token: str | None = None,
         metrics_token: str | None = None,
         allowed_hosts: Sequence[str] | None = None,
-        trusted_proxies: Sequence[str] = (),
+        trusted_proxies: Sequence[str] | Mapping[str, str] = (),
         max_shadows: int = DEFAULT_MAX_SHADOWS,
         broadcast: str | Broadcast | None = None,
     ) -> None:
@@ -132,6 +150,9 @@ class Bridge:
             request_buffer_size=request_buffer_size,
             response_buffer_size=response_buffer_size,
             body_timeout=body_timeout,
+            body_deadline=body_deadline,
+            max_uploads=max_uploads,
+            max_upload_memory=max_upload_memory,
             retry_after=retry_after,
             on_startup=on_startup,
             on_shutdown=on_shutdown,
@@ -149,8 +170,11 @@ class Bridge:
         self.pool = ThreadPool(max_threads, max_pending)
         if adaptive_threads:
             self.pool.gate = adaptive_gate(max_threads)
-        # Requests holding or waiting for a thread, counted from their arrival.
-        self.admission = Admission(max_threads + max_pending)
+        # Requests holding or waiting for a thread, counted once their buffered body is
+        # in; before that, bodies arriving count against the intake.
+        self.admission = Admission(
+            max_threads + max_pending, Intake(max_uploads, max_upload_memory)
+        )
         self.limits = CycleLimits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
@@ -158,6 +182,7 @@ class Bridge:
             response_buffer_size=response_buffer_size,
             retry_after=retry_after,
             body_timeout=body_timeout,
+            body_deadline=body_deadline,
         )
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)

@@ -112,6 +112,18 @@ class Names:
 
 
 @dataclass(frozen=True)
+class Proxies:
+    """A mapping of proxy address to the header it sets, or a list of addresses."""
+
+    def check(self, name: str, value: object) -> None:
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return
+        Names("addresses", '{"10.0.0.2": "x-real-ip"} or ["127.0.0.1"]').check(name, value)
+
+
+@dataclass(frozen=True)
 class Subclass:
     """A class that is (or derives from) the one ``base()`` returns."""
 
@@ -155,6 +167,9 @@ RULES: dict[str, Any] = {
     "response_buffer_size": Whole(0, "1024 * 1024"),
     "retry_after": Whole(0, "1"),
     "body_timeout": Seconds("60"),
+    "body_deadline": Seconds("300"),
+    "max_uploads": Whole(1, "1000"),
+    "max_upload_memory": Whole(0, "256 * 1024 * 1024"),
     "max_shadows": Whole(0, "4"),
     "on_startup": Hooks(),
     "on_shutdown": Hooks(),
@@ -165,7 +180,7 @@ RULES: dict[str, Any] = {
     "dashboard_token": Text('"a-long-random-string"'),
     "metrics_token": Text('"a-long-random-string"'),
     "allowed_hosts": Names("names", '["example.com"]', optional=True),
-    "trusted_proxies": Names("addresses", '["127.0.0.1"]'),
+    "trusted_proxies": Proxies(),
 }
 
 

@@ -33,7 +33,7 @@ from .threads.pool import ThreadPool
 from .websockets import WebSocket, WebSocketDisconnect, reject_handshake
 from .wsgi.body import RequestBody
 from .wsgi.cycle import CycleLimits, Outcome, RequestCycle
-from .wsgi.environ import RequestPath, TooManyHeaders, build_environ
+from .wsgi.environ import HeaderError, RequestPath, build_environ
 from .wsgi.gateway import run_wsgi
 from .wsgi.headers import encode_headers
 
@@ -115,11 +115,11 @@ async def serve_view(
 ) -> Outcome:
     """Answer one request with a migrated (not middleware-wrapped) view.
 
-    A sync view needs a thread, so it takes an admission slot before its body is
-    read, as a legacy request does; an async view runs on the loop and takes none.
+    Its body arrives under the intake budget, as a legacy request's does; then a sync
+    view takes a thread slot, and an async view, which runs on the loop, takes none.
     """
     try:
-        environ = await cycle.open(None if route.is_async else admission, whole=True)
+        environ = await cycle.open(admission, whole=True, thread=not route.is_async)
         if environ is None:
             return cycle.close()
         request = request_class(environ)
@@ -164,7 +164,7 @@ async def send_response(
         # A synchronous iterator may block: iterate it in a thread, as WSGI, with a
         # slot of its own.
         if not cycle.admit(admission):
-            await cycle.answer(503)
+            await cycle.answer(503, admission.refusal())
             return cycle.close()
         return await run_wsgi(cycle, pool, response, environ, context)
     try:
@@ -192,8 +192,8 @@ async def serve_websocket(
     limits: CycleLimits,
     request_class: type[Request],
 ) -> Outcome:
-    """Run a websocket view; the outcome's status is 101 (switched protocols), or 431 or
-    500 if the handshake was refused or the view raised."""
+    """Run a websocket view; the outcome's status is 101 (switched protocols), 400 or 431
+    if the handshake was refused, or 500 if the view raised."""
     try:
         environ = build_environ(
             {**scope, "method": "GET"},
@@ -201,10 +201,10 @@ async def serve_websocket(
             max_header_count=limits.max_header_count,
             path=path,
         )
-    except TooManyHeaders as exc:
+    except HeaderError as exc:
         logger.info("Refused a websocket handshake: %s", exc)
-        await reject_handshake(scope, receive, send, 431)
-        return Outcome(431)
+        await reject_handshake(scope, receive, send, exc.status, exc.text)
+        return Outcome(exc.status)
     socket = WebSocket(scope, receive, send, request_class(environ))
     socket.path_params = values
     socket.request.path_params = values

@@ -149,7 +149,12 @@ def create_application(
     async def item_events(request: Request) -> Response:
         # A reconnecting EventSource sends the id of the last event it got: replay
         # what it missed (within the broadcast's max_len), then go live.
-        last_id = _valid_event_id(request.headers.get("Last-Event-ID"))
+        last_id = request.headers.get("Last-Event-ID") or None
+        try:
+            if last_id is not None:
+                event_key(last_id)
+        except ValueError as exc:  # not an id bridge made: say so, never a 500
+            return Response(f"{exc}\n", status=400, mimetype="text/plain")
 
         async def stream() -> AsyncIterator[str]:
             async with bridge.broadcast.subscribe(CHANNEL, last_id=last_id) as events:
@@ -195,17 +200,6 @@ async def _forward(events: Subscription, ws: WebSocket) -> None:
     async for event in events:
         await ws.send_text(event.text)  # the JSON the publisher encoded, once for all
     await ws.close(1001)  # "going away": the server is stopping (RFC 6455 7.4.1)
-
-
-def _valid_event_id(value: str | None) -> str | None:
-    """``value`` if it is an event id bridge made; a client's garbage is ignored."""
-    if not value:
-        return None
-    try:
-        event_key(value)
-    except ValueError:
-        return None
-    return value
 
 
 LIVE_SCRIPT = """

@@ -1059,6 +1059,22 @@ def migrated(sample: SampleApp) -> Iterator[Any]:
     application.app.pool.shutdown()
 
 
+@pytest.mark.parametrize("bad", ["1_000-0", "1" * 21 + "-0", "tomorrow"])
+def test_a_bad_last_event_id_gets_400_with_the_sentence_never_a_500(
+    migrated: Any, bad: str
+) -> None:
+    """Values Redis refuses as stream ids (one int() accepts, one past 64 bits) are the
+    client's mistake, said as such, before the event stream opens."""
+    from tests.asgi import Client as ASGIClient
+    from tests.asgi import http_scope
+
+    client = ASGIClient()
+    scope = http_scope("/events/items", headers=[(b"last-event-id", bad.encode())])
+    asyncio.run(client.run(migrated, scope))
+    assert client.status == 400
+    assert f'Event id "{bad}" must be in format'.encode() in client.body
+
+
 async def async_login(http: httpx.AsyncClient, username: str = "admin") -> str:
     """Log in through the legacy form; returns the session cookie's value."""
     page = await http.get("/login")

@@ -14,9 +14,17 @@ subscribers of each channel; the backend, chosen by URL, decides which events ex
 Every event has an id, increasing within its channel (Redis's ``<ms>-<seq>``; the
 memory backend makes them the same way). A subscriber that gives ``last_id`` (an SSE
 client's ``Last-Event-ID``) first gets the kept events after it, then the live ones,
-without a duplicate. The Redis reader remembers the last id it read of each channel,
-so after a Redis restart or a network cut it resumes where it stopped: within the
-``max_len`` bound nothing is lost.
+without a duplicate. The replay reads at most the subscriber's ``backlog``, the newest
+events after ``last_id`` (``XREVRANGE ... COUNT``), since the subscriber's queue would
+drop any older ones at once; subscribers that replay the same channel from the same id
+at once share one read and the same ``Event`` objects. An id past the newest the
+process has seen (a far-future one) is taken as "now": no replay, and every event from
+then on, rather than silence until the clock reaches it. An id that is not one
+(``event_key``) raises ``ValueError`` with a sentence before anything opens.
+
+The Redis reader remembers the last id it read of each channel, so after a Redis
+restart or a network cut it resumes where it stopped: within the ``max_len`` bound
+nothing is lost.
 
 Each subscriber has a bounded queue (``backlog`` events). One that stops reading
 loses its *oldest* events (``Subscription.dropped`` counts them), so publishing never
@@ -48,7 +56,9 @@ DEFAULT_BACKLOG = 1000
 # Events kept per channel for replay (XADD MAXLEN ~). At 1 event/s that is a quarter
 # of an hour of reconnection; raise it for busier channels.
 DEFAULT_MAX_LEN = 1000
-# How long publish_sync waits for the loop before giving up.
+# How long publish_sync waits for the loop before giving up. A publish itself waits
+# for Redis at most its publish_deadline (redis.py), so this fires only for a loop
+# that is itself stuck.
 PUBLISH_SYNC_TIMEOUT = 10.0
 
 # The environment variable that gives the default URL (``bridge serve --broadcast``).
@@ -136,6 +146,12 @@ class Broadcast:
     * ``max_len=1000``: events kept per channel for replay (``Last-Event-ID`` and Redis
       reconnections). Raise it if clients stay away longer than this many events.
     * ``prefix="bridge:"``: the start of each Redis key, to share a Redis database.
+    * ``publish_deadline=0.25``: seconds a publish waits for Redis; past it the event
+      waits in the outbox and the publish returns None, so a hung Redis never holds a
+      legacy request. Raise it only for a Redis that is slow but sure.
+    * ``outbox_size=8 MiB``: bytes of events held while Redis is away or hung (Redis's
+      own pub/sub client buffer limit); past it the oldest are dropped and counted in
+      ``dropped``. Raise it for longer outages of a busy app.
     """
 
     def __init__(
@@ -145,10 +161,25 @@ class Broadcast:
         backlog: int = DEFAULT_BACKLOG,
         max_len: int = DEFAULT_MAX_LEN,
         prefix: str = "bridge:",
+        publish_deadline: float | None = None,
+        outbox_size: int | None = None,
     ) -> None:
         if backlog < 1 or max_len < 1:
             raise ValueError(
                 f"Broadcast backlog and max_len must be at least 1, not {backlog} and {max_len}."
+            )
+        if publish_deadline is not None and not (
+            isinstance(publish_deadline, (int, float))
+            and 0 < publish_deadline < PUBLISH_SYNC_TIMEOUT
+        ):
+            raise ValueError(
+                f"Broadcast publish_deadline must be seconds above 0 and below publish_sync's "
+                f"{PUBLISH_SYNC_TIMEOUT:g}, not {publish_deadline!r}; 0.25 is the default."
+            )
+        if outbox_size is not None and not (isinstance(outbox_size, int) and outbox_size > 0):
+            raise ValueError(
+                f"Broadcast outbox_size must be a number of bytes above 0, not {outbox_size!r}; "
+                "8 * 1024 * 1024 is the default."
             )
         self.url = url
         self.backlog = backlog
@@ -166,7 +197,12 @@ class Broadcast:
                 raise RuntimeError(
                     f'Broadcast("{url}") needs redis-py: pip install "bridge[redis]".'
                 ) from None
-            self.backend = RedisBackend(url, max_len=max_len, prefix=prefix)
+            tuning: dict[str, Any] = {}
+            if publish_deadline is not None:
+                tuning["publish_deadline"] = publish_deadline
+            if outbox_size is not None:
+                tuning["outbox_size"] = outbox_size
+            self.backend = RedisBackend(url, max_len=max_len, prefix=prefix, **tuning)
         else:
             raise ValueError(
                 f'Broadcast URL "{url}" must start with memory:// or redis:// (also rediss://, '
@@ -176,6 +212,8 @@ class Broadcast:
         self._watching: dict[str, asyncio.Future[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
+        # Replays under way, by (channel, last id): the ones that ask the same share it.
+        self._replays: dict[tuple[str, str], asyncio.Future[list[Event]]] = {}
 
     def __repr__(self) -> str:
         return f"Broadcast({self.url!r})"
@@ -187,6 +225,11 @@ class Broadcast:
         if isinstance(value, Broadcast):
             return value
         return cls(value or os.environ.get(BROADCAST_VARIABLE) or "memory://")
+
+    @property
+    def dropped(self) -> int:
+        """Published events lost in this process because Redis stayed away past the outbox."""
+        return int(getattr(self.backend, "dropped", 0))
 
     @property
     def subscribers(self) -> int:
@@ -235,8 +278,9 @@ class Broadcast:
     async def publish(self, channel: str, data: Any) -> str | None:
         """Send ``data`` (anything ``json.dumps`` takes) to every subscriber of ``channel``.
 
-        Returns the event's id, or None if Redis is away and the event waits in the
-        process's outbox, to be sent in order when it is back.
+        Returns the event's id, or None if Redis is away (or has not answered within
+        ``publish_deadline``) and the event waits in the process's outbox, to be sent in
+        order when it answers again.
         """
         payload = json.dumps(data, separators=(",", ":"))
         await self.start()
@@ -266,8 +310,7 @@ class Broadcast:
         self, channel: str, *, last_id: str | None = None
     ) -> AsyncIterator[Subscription]:
         """The events of ``channel`` published from now on (after ``last_id`` if given)."""
-        if last_id is not None:
-            event_key(last_id)  # a bad id is the caller's to handle, before anything opens
+        floor = None if last_id is None else event_key(last_id)  # a bad id raises here
         await self.start()
         sub = Subscription(channel, self.backlog)
         subs = self._channels.get(channel)
@@ -276,14 +319,19 @@ class Broadcast:
             # Every subscriber that arrives while the backend starts reading the
             # channel waits for it, so none returns before its events are being read.
             self._watching[channel] = asyncio.ensure_future(self.backend.watch(channel))
-        if last_id is not None:
-            sub._held = []
-            sub._floor = event_key(last_id)
+        if floor is not None:
+            sub._held = []  # live events wait here until the replay is in
         subs.add(sub)
         try:
             await asyncio.shield(self._watching[channel])
-            if last_id is not None:
-                sub._replay(await self.backend.history(channel, last_id))
+            if last_id is not None and floor is not None:
+                newest = self.backend.position(channel)
+                if newest is not None and floor > event_key(newest):
+                    sub._floor = event_key(newest)  # from the future: "now", no replay
+                    sub._replay([])
+                else:
+                    sub._floor = floor
+                    sub._replay(await self._history(channel, last_id))
             yield sub
         finally:
             subs.discard(sub)
@@ -291,6 +339,16 @@ class Broadcast:
                 del self._channels[channel]
                 self._watching.pop(channel, None)
                 self.backend.unwatch(channel)
+
+    async def _history(self, channel: str, last_id: str) -> list[Event]:
+        """The replay after ``last_id``, one read for every subscriber asking at once."""
+        key = (channel, last_id)
+        replay = self._replays.get(key)
+        if replay is None:
+            replay = asyncio.ensure_future(self.backend.history(channel, last_id, self.backlog))
+            self._replays[key] = replay
+            replay.add_done_callback(lambda _: self._replays.pop(key, None))
+        return await asyncio.shield(replay)
 
     def deliver(self, event: Event) -> None:
         """Hand ``event`` to every local subscriber of its channel (the backend calls this)."""

@@ -32,9 +32,19 @@ class MemoryBackend:
             self._hub.deliver(event)
         return event.id
 
-    async def history(self, channel: str, after: str) -> list[Event]:
+    async def history(self, channel: str, after: str, count: int) -> list[Event]:
         floor = event_key(after)
-        return [e for e in self._kept.get(channel, ()) if e.key > floor]
+        kept = self._kept.get(channel, ())
+        newest: list[Event] = []
+        for event in reversed(kept):  # the newest ``count``, walked from the end
+            if event.key <= floor or len(newest) == count:
+                break
+            newest.append(event)
+        newest.reverse()
+        return newest
+
+    def position(self, channel: str) -> str | None:
+        return self._ids.last
 
     async def watch(self, channel: str) -> None:
         return None

@@ -10,9 +10,17 @@ from its block with ``CLIENT UNBLOCK`` to add it, so its first event is not late
 When Redis goes away the reader logs one warning, retries with exponential backoff
 (0.1 s doubling to 5 s, with jitter, as redis-py's own ``ExponentialBackoff``), and
 on reconnecting reads on from the ids it remembers: whatever was added meanwhile
-arrives, in order. Publishes that fail meanwhile wait in a bounded outbox, in order,
-and are sent when Redis answers again; so a legacy request that creates an item
-while Redis is down still answers, and its event is not lost.
+arrives, in order. Publishes that fail meanwhile wait in an outbox bounded in bytes,
+in order, and are sent when Redis answers again; so a legacy request that creates an
+item while Redis is down still answers, and its event is not lost.
+
+A Redis that hangs (stopped, swapping, a network that drops packets) does not refuse:
+it just never answers. A publish therefore waits at most ``publish_deadline`` for its
+``XADD``; past it, the ``XADD`` goes on in the background at the head of the outbox and
+the publish returns None at once, as for a Redis that is down, so a legacy request
+that publishes answers in its usual time. An ``XADD`` that gave up on a hung Redis may
+still have been read by it, so an event published across a hang is delivered at least
+once (it may arrive twice), never lost while it fits in the outbox.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import logging
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
@@ -42,13 +51,39 @@ READ_COUNT = 1000
 # Backoff between reconnection attempts (seconds), as redis-py's ExponentialBackoff.
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
-# Events a process holds while Redis is away, oldest dropped past it: about a
-# minute's worth for a busy app, a few MiB at most.
-OUTBOX_LIMIT = 10_000
+# Seconds a publish waits for Redis before its event goes to the outbox: far below
+# publish_sync's 10 s and a request's usual budget, and far above a healthy XADD
+# (well under a millisecond on a LAN); redis-py's own default is to wait forever.
+DEFAULT_PUBLISH_DEADLINE = 0.25
+# Bytes of events a process holds while Redis is away, oldest dropped past it: Redis's
+# own soft limit for a pub/sub client's output buffer (client-output-buffer-limit
+# pubsub 8mb); at 1 KiB an event, a minute of a busy app.
+DEFAULT_OUTBOX_SIZE = 8 * 1024 * 1024
+# What one outbox entry costs beyond its channel and payload (the tuple and strings).
+ENTRY_OVERHEAD = 128
 
 FIELD = "d"
 # What an unreachable or restarting Redis raises.
 UNREACHABLE = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+@dataclass(eq=False)
+class Pending:
+    """One event in the outbox, known by identity (two may be equal)."""
+
+    channel: str
+    payload: str
+    sending: asyncio.Task[str] | None = None  # its own XADD, past the publish deadline
+
+
+def _retrieved(task: asyncio.Task[str]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _cost(channel: str, payload: str) -> int:
+    """What one outbox entry holds in memory, near enough (ASCII JSON: a byte a char)."""
+    return len(channel) + len(payload) + ENTRY_OVERHEAD
 
 
 def _backoff(attempt: int) -> float:
@@ -59,12 +94,22 @@ def _backoff(attempt: int) -> float:
 class RedisBackend:
     """Streams in Redis for the events, one reader per process for the subscribers."""
 
-    def __init__(self, url: str, *, max_len: int, prefix: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_len: int,
+        prefix: str,
+        publish_deadline: float = DEFAULT_PUBLISH_DEADLINE,
+        outbox_size: int = DEFAULT_OUTBOX_SIZE,
+    ) -> None:
         if url.startswith("valkey"):
             url = "redis" + url[len("valkey") :]
         self.url = url
         self.max_len = max_len
         self.prefix = prefix
+        self.publish_deadline = publish_deadline
+        self.outbox_size = outbox_size
         self._hub: Hub | None = None
         self._client: Any = None  # redis.asyncio.Redis, for XADD, XRANGE, CLIENT UNBLOCK
         self._reader: asyncio.Task[None] | None = None
@@ -74,7 +119,10 @@ class RedisBackend:
         self._reading_version = -1  # the version the reader's current XREAD covers
         self._reader_id: int | None = None  # the reader connection's CLIENT ID
         self._changed = asyncio.Event()
-        self._outbox: deque[tuple[str, str]] = deque()
+        # Events waiting for Redis, oldest first; those whose own XADD outlived its
+        # deadline carry it, since it may still land.
+        self._outbox: deque[Pending] = deque()
+        self._outbox_bytes = 0
         self._down_since: float | None = None
         self._stopping = False
         self.dropped = 0  # outbox events lost because Redis stayed away too long
@@ -108,7 +156,8 @@ class RedisBackend:
         if self._reader_id is not None and self._client is not None:
             with contextlib.suppress(*UNREACHABLE):
                 await self._client.client_unblock(self._reader_id)
-        tasks = [t for t in (self._reader, self._flusher) if t is not None]
+        sending = [p.sending for p in self._outbox if p.sending is not None]
+        tasks = [t for t in (self._reader, self._flusher, *sending) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -122,45 +171,87 @@ class RedisBackend:
 
     async def publish(self, channel: str, payload: str) -> str | None:
         if not self._outbox:
-            try:
-                event_id: str = await self._client.xadd(
-                    self._key(channel), {FIELD: payload}, maxlen=self.max_len, approximate=True
+            send = asyncio.get_running_loop().create_task(self._xadd(channel, payload))
+            # Not wait_for: the XADD must outlive the deadline, not be cancelled by it.
+            await asyncio.wait({send}, timeout=self.publish_deadline)
+            if not send.done():
+                # Its outcome is the flusher's to act on; if the flusher never gets to
+                # it (dropped from a full outbox), it is read here and not logged as lost.
+                send.add_done_callback(_retrieved)
+                self._went_down(
+                    TimeoutError(f"no answer within publish_deadline={self.publish_deadline} s"),
+                    "publishing",
                 )
-                return event_id
+                self._queue(channel, payload, send)
+                return None
+            try:
+                return send.result()
             except UNREACHABLE as exc:
                 self._went_down(exc, "publishing")
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            self._outbox.popleft()
-            self.dropped += 1
-        self._outbox.append((channel, payload))
+        self._queue(channel, payload)
+        return None
+
+    async def _xadd(self, channel: str, payload: str) -> str:
+        event_id: str = await self._client.xadd(
+            self._key(channel), {FIELD: payload}, maxlen=self.max_len, approximate=True
+        )
+        return event_id
+
+    def _queue(self, channel: str, payload: str, sending: asyncio.Task[str] | None = None) -> None:
+        """Put an event at the end of the outbox, dropping the oldest past ``outbox_size``;
+        ``sending`` is its own XADD, still on its way (publishes at once may each have one)."""
+        self._outbox.append(Pending(channel, payload, sending))
+        self._outbox_bytes += _cost(channel, payload)
+        while self._outbox_bytes > self.outbox_size and len(self._outbox) > 1:
+            self._drop_oldest()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return None
+
+    def _drop_oldest(self) -> None:
+        dropped = self._outbox.popleft()  # an XADD on its way may still land: counted as lost
+        self._outbox_bytes -= _cost(dropped.channel, dropped.payload)
+        if not self.dropped:
+            logger.warning(
+                "The live-event outbox is full (outbox_size=%d bytes) while Redis at %s is "
+                "away: the oldest events are dropped and counted. Raise outbox_size to "
+                "hold longer outages.",
+                self.outbox_size,
+                self.url,
+            )
+        self.dropped += 1
 
     async def _flush(self) -> None:
         """Send the outbox in order once Redis answers again."""
         attempt = 0
         while self._outbox and not self._stopping:
-            channel, payload = self._outbox[0]
+            entry = self._outbox[0]
+            sending, entry.sending = entry.sending, None
             try:
-                await self._client.xadd(
-                    self._key(channel), {FIELD: payload}, maxlen=self.max_len, approximate=True
-                )
+                if sending is not None:
+                    await sending  # the publish that ran out of time: its own answer
+                else:
+                    await self._xadd(entry.channel, entry.payload)
             except UNREACHABLE as exc:
                 self._went_down(exc, "publishing")
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
                 continue
-            self._outbox.popleft()
+            if self._outbox and self._outbox[0] is entry:  # not dropped meanwhile
+                self._outbox.popleft()
+                self._outbox_bytes -= _cost(entry.channel, entry.payload)
             attempt = 0
         self._came_back()
 
     # -- replay -------------------------------------------------------------------------
 
-    async def history(self, channel: str, after: str) -> list[Event]:
+    async def history(self, channel: str, after: str, count: int) -> list[Event]:
         try:
-            # "(" makes the start exclusive (Redis 6.2+).
-            entries = await self._client.xrange(self._key(channel), min=f"({after}")
+            # The newest ``count`` entries after ``after``, read newest first: a
+            # subscriber keeps only its last ``backlog`` events anyway, so reading more
+            # would be work thrown away. "(" makes the bound exclusive (Redis 6.2+).
+            entries = await self._client.xrevrange(
+                self._key(channel), max="+", min=f"({after}", count=count
+            )
         except UNREACHABLE as exc:
             logger.warning(
                 'Replaying channel "%s" after id %s failed (%s); the subscriber gets live '
@@ -170,7 +261,10 @@ class RedisBackend:
                 exc,
             )
             return []
-        return [Event.make(i, channel, f[FIELD]) for i, f in entries]
+        return [Event.make(i, channel, f[FIELD]) for i, f in reversed(entries)]
+
+    def position(self, channel: str) -> str | None:
+        return self._positions.get(channel)
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -255,11 +349,11 @@ class RedisBackend:
             self._down_since = time.monotonic()
             logger.warning(
                 "Redis at %s is unreachable while %s live events (%s); retrying with "
-                "backoff. Publishes wait in an outbox of %d events meanwhile.",
+                "backoff. Publishes wait in an outbox of %d bytes meanwhile.",
                 self.url,
                 doing,
                 exc,
-                OUTBOX_LIMIT,
+                self.outbox_size,
             )
 
     def _came_back(self) -> None:

@@ -16,12 +16,16 @@ One policy for both, checked in this order:
    socket's peer as the server reports it. A request that carries a forwarded-address
    header (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``) was relayed, so it is never
    loopback: a server run with ``--forwarded-allow-ips '*'`` has already replaced the
-   peer with an address the client chose. With ``trusted_proxies`` named, a relayed
-   request must come from one of them, and the chain of forwarded addresses is walked
-   from the right, past the trusted proxies: the first address that is not one of them
-   is the client. A chain of nothing but trusted proxies names no client, so it is
-   refused. This needs the server to report the real peer: under ``--forwarded-allow-ips
-   '*'`` it reports an address the client chose, and only the default rule is sound.
+   peer with an address the client chose. With ``trusted_proxies`` named, each proxy
+   is paired with the one header it sets (gunicorn's ``--forwarded-allow-ips`` names
+   whom to believe, uvicorn's ``--proxy-headers`` what to read): a request from a
+   trusted proxy is judged by that header alone, and any other forwarded header in it
+   is the client's and ignored. Its addresses are walked from the right, past the
+   trusted proxies: the first address that is not one of them is the client. A proxy
+   that names no client (its header missing, or nothing but trusted proxies in it) is
+   refused. This needs the server to report the real peer: under
+   ``--forwarded-allow-ips '*'`` it reports an address the client chose, and only the
+   default rule is sound.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, quote, urlencode
@@ -45,6 +50,10 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "::1")
 # Headers a proxy adds to say whom it relays for (RFC 7239; the de facto X- forms).
 FORWARDED_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+# The header a proxy named in a plain list of trusted_proxies sets: the one uvicorn's
+# --proxy-headers and gunicorn's --forwarded-allow-ips read by default.
+DEFAULT_PROXY_HEADER = "x-forwarded-for"
+_HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 COOKIE_NAME = "bridge_dashboard"
 CSRF_HEADER = b"x-bridge-csrf"
 # How long the dashboard cookie is honoured: a working day, after which the page asks
@@ -76,8 +85,9 @@ class AccessPolicy:
     * ``allowed_hosts=None``: the Host names the pages answer to, as Django's
       ``ALLOWED_HOSTS`` (``".example.com"`` also matches subdomains, ``"*"`` any);
       ``None`` means the loopback names.
-    * ``trusted_proxies=()``: addresses or networks of proxies whose forwarded-address
-      headers are believed for the loopback rule.
+    * ``trusted_proxies=()``: the proxies whose forwarded address the loopback rule
+      believes, each with the header it sets: ``{"10.0.0.2": "x-real-ip"}``, or a
+      list of addresses or networks that set ``X-Forwarded-For``.
     """
 
     def __init__(
@@ -86,7 +96,7 @@ class AccessPolicy:
         dashboard_token: str | None = None,
         metrics_token: str | None = None,
         allowed_hosts: Sequence[str] | None = None,
-        trusted_proxies: Sequence[str] = (),
+        trusted_proxies: Sequence[str] | Mapping[str, str] = (),
     ) -> None:
         for option, token in (
             ("dashboard_token", dashboard_token),
@@ -103,7 +113,11 @@ class AccessPolicy:
             )
         hosts = DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts
         self.allowed_hosts = tuple(_normal_host(host) for host in hosts)
-        self.trusted_proxies = tuple(_network(proxy) for proxy in trusted_proxies)
+        self.trusted_proxies = _proxies(trusted_proxies)
+        # Every header that marks a request as relayed: the usual three and any other
+        # a trusted proxy is said to set.
+        names = {header.encode("latin-1") for _, header in self.trusted_proxies}
+        self.relay_headers = FORWARDED_HEADERS + tuple(sorted(names - set(FORWARDED_HEADERS)))
 
     # -- verdicts -----------------------------------------------------------------------
 
@@ -210,23 +224,28 @@ class AccessPolicy:
         if not client:
             return False  # a unix socket, or a server that does not say
         peer = _address(str(client[0]))
-        chain = _forwarded_chain(scope)
-        if chain is None:
+        header = self._header_of(peer) if peer is not None else None
+        if header is None:  # not relayed by a proxy the operator named
+            if any(_headers(scope, name) for name in self.relay_headers):
+                return False  # relayed all the same, by someone nobody vouched for
             return peer is not None and _is_loopback(peer)
-        if not self.trusted_proxies:
-            return False  # relayed, and nobody said whose relay to believe
-        if peer is None or not self._trusted(peer):
-            return False  # relayed by someone the operator did not name
+        # A trusted proxy: only the header it sets is read; a forwarded header of any
+        # other name came from the client, who may write what it likes there.
+        chain = _forwarded_chain(scope, header.encode("latin-1"))
         # Walk back from the peer through the proxies the operator trusts.
         for hop in reversed(chain):
             if hop is None:
                 return False  # an address that cannot be read: not provably local
-            if not self._trusted(hop):
+            if self._header_of(hop) is None:
                 return _is_loopback(hop)
-        return False  # every hop is a trusted proxy: no client address left to believe
+        return False  # no header, or nothing but trusted proxies: no client to believe
 
-    def _trusted(self, address: Address) -> bool:
-        return any(address in network for network in self.trusted_proxies)
+    def _header_of(self, address: Address) -> str | None:
+        """The header the trusted proxy at ``address`` sets; None if it is not one."""
+        for network, header in self.trusted_proxies:
+            if address in network:
+                return header
+        return None
 
     def _loopback(self, scope: Scope, option: str) -> Verdict:
         if self.client_is_local(scope):
@@ -235,7 +254,8 @@ class AccessPolicy:
             False,
             f"Forbidden: without {option}, bridge's own pages answer loopback clients only, "
             f"and a request relayed by a proxy (X-Forwarded-For, Forwarded) is not one; "
-            f"set {option} to open them to others, or trusted_proxies to believe your proxy.",
+            f"set {option} to open them to others, or trusted_proxies to believe your proxy "
+            f'and the header it sets, such as trusted_proxies={{"10.0.0.2": "x-real-ip"}}.',
         )
 
 
@@ -376,6 +396,25 @@ def _host_matches(host: str, pattern: str) -> bool:
     return host == pattern
 
 
+def _proxies(proxies: Sequence[str] | Mapping[str, str]) -> tuple[tuple[Network, str], ...]:
+    """Each trusted proxy's network and the (lowercased) header it sets."""
+    if isinstance(proxies, Mapping):
+        pairs = [(proxy, _header_name(proxy, header)) for proxy, header in proxies.items()]
+    else:
+        pairs = [(proxy, DEFAULT_PROXY_HEADER) for proxy in proxies]
+    return tuple((_network(proxy), header) for proxy, header in pairs)
+
+
+def _header_name(proxy: str, header: object) -> str:
+    name = header.strip().lower() if isinstance(header, str) else ""
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError(
+            f'trusted_proxies gives proxy "{proxy}" the header {header!r}, which is not a '
+            f'header name; name the one it sets, such as {{"{proxy}": "x-real-ip"}}.'
+        )
+    return name
+
+
 def _network(proxy: str) -> Network:
     if proxy.strip() == "*":
         raise ValueError(
@@ -409,23 +448,15 @@ def _is_loopback(address: Address) -> bool:
     return bool(address.is_loopback)
 
 
-def _forwarded_chain(scope: Scope) -> list[Address | None] | None:
-    """The addresses a relayed request names, oldest first; None if it names none."""
-    seen = False
+def _forwarded_chain(scope: Scope, header: bytes) -> list[Address | None]:
+    """The addresses ``header`` names, oldest first (empty if the request has none)."""
     chain: list[Address | None] = []
-    for name in FORWARDED_HEADERS:
-        values = _headers(scope, name)
-        if not values:
-            continue
-        seen = True
-        if chain:
-            continue  # the first header present gives the chain; the others only mark a relay
-        for value in values:
-            for element in value.split(","):
-                if name == b"forwarded":
-                    pairs = (pair.partition("=") for pair in element.split(";"))
-                    found = [v for k, _, v in pairs if k.strip().lower() == "for"]
-                    chain.extend(_address(v) for v in found)
-                else:
-                    chain.append(_address(element))
-    return chain if seen else None
+    for value in _headers(scope, header):
+        for element in value.split(","):
+            if header == b"forwarded":
+                pairs = (pair.partition("=") for pair in element.split(";"))
+                found = [v for k, _, v in pairs if k.strip().lower() == "for"]
+                chain.extend(_address(v) for v in found)
+            else:
+                chain.append(_address(element))
+    return chain

@@ -49,7 +49,7 @@ records) and, before asgiref 3.13 added ``ThreadSensitiveContext(executor=...)``
 its map of contexts to executors. pyproject pins the range tested at both ends.
 
 Admission (``bridge.threads.admission``, owned by the ``Bridge``): at most ``max_threads +
-max_pending`` requests may hold or wait for a thread, counted from their arrival;
+max_pending`` requests may hold or wait for a thread, counted once their buffered body is in;
 the next gets ``503`` with ``Retry-After`` at once instead of queueing without bound.
 """
 

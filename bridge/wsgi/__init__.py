@@ -27,11 +27,15 @@ flag that lock guards, the wake-ups and the task that calls ``send``: the only s
 both the thread and the loop touch, changed only through the sender's methods
 (uvicorn's ``FlowControl`` is the precedent).
 
-Admission. A request that needs a thread (legacy, a sync view, a route inside the
-legacy middleware) takes its slot in ``Admission`` (``threads/admission.py``) when it
-arrives, before a byte of its body is read, and gives it back when its thread is
-done. At most ``max_threads + max_pending`` hold one; the next gets 503 with
-``Retry-After`` at once, however late its body arrives.
+Admission. Slots are taken for what holds a thread. A body still arriving holds a
+share of the ``Intake`` (``threads/admission.py``): a connection of ``max_uploads``
+and the bytes it declares, up to ``request_buffer_size``, of ``max_upload_memory``.
+Once its buffered part is in (all of it for a view), a request that needs a thread
+(legacy, a sync view, a route inside the legacy middleware) takes its slot in
+``Admission`` and gives it back when its thread is done. At most ``max_threads +
+max_pending`` hold one. Either budget, full, answers 503 with ``Retry-After`` and a
+sentence naming it, so 2,000 slow uploads cost coroutines, never the slots a GET
+needs.
 
 Who owns which buffer. The event loop owns the connection: only the cycle calls
 ``receive`` and only its sender calls ``send``. A worker thread owns the WSGI call:
@@ -41,11 +45,13 @@ meet in two buffers:
 * ``RequestBody`` (``body.py``): written by the cycle, read by the thread. Up to
   ``request_buffer_size`` is received on the loop *before* a thread is taken (nginx
   does the same for gunicorn), so a slow uploader costs a coroutine, not a thread.
-  The rest is received by the cycle's listener while the application reads; past
-  ``request_buffer_size`` the body spools to an anonymous temporary file, so the
-  listener never waits for the reader and memory stays bounded. Async and sync
-  views get the whole body received first (the contract), spooled the same way, and
-  read it lazily.
+  The rest is received by the cycle's listener once the request's thread starts
+  (``RequestCycle.reading``): a request queued for a thread reads nothing more, so the
+  server's flow control holds the client back rather than bridge spooling bodies
+  nobody reads yet. Past ``request_buffer_size`` the body spools to an anonymous
+  temporary file, so the listener never waits for the reader and memory stays
+  bounded. Async and sync views get the whole body received first (the contract),
+  spooled the same way, and read it lazily.
 
 * ``Framing`` (``framing.py``): fed by the thread (``start_response``, ``write``,
   each chunk, the end or the error), drained by the loop. Both change it through
@@ -82,11 +88,13 @@ iteration stops within one chunk and ``close()`` runs in the thread. A request t
 server cancels is treated the same way.
 
 Deadlines. ``body_timeout`` (60 s, nginx's ``client_body_timeout``) bounds each wait
-for the next body chunk: past it, before the application runs, the client gets
-408; while it runs, its read raises ``BodyTimeout`` and the client gets 408 if no
-response has started. ``hold_time`` bounds how long a response is held. A body past
-``max_body_size`` gets 413 the same way, whatever the application does with the
-``BodyTooLarge`` its read raises: the refusal is decided before the read fails.
+for the next body chunk, and ``body_deadline`` (300 s, Node.js's ``requestTimeout``)
+the whole body, less the time it waited unread for a thread: past either, before
+the application runs, the client gets 408 saying which; while it runs, its read
+raises ``BodyTimeout`` and the client gets 408 if no response has started.
+``hold_time`` bounds how long a response is held. A body past ``max_body_size`` gets
+413 the same way, whatever the application does with the ``BodyTooLarge`` its read
+raises: the refusal is decided before the read fails.
 
 Errors. Until the headers go out, an exception (or a body shorter than its
 Content-Length) becomes a clean 500 with no detail, and ``start_response(...,
@@ -95,7 +103,9 @@ final ``http.response.body`` follows, so the server cuts the connection and the
 client sees a truncated response (raising instead would do the same, but daphne
 4.2 then loses its application checker for the rest of the process).
 
-Defaults and their precedent: ``request_buffer_size`` 1 MiB (nginx buffers request
+Defaults and their precedent: ``max_uploads`` 1000 (gunicorn's --worker-connections),
+``max_upload_memory`` 256 MiB (256 bodies at ``request_buffer_size``),
+``request_buffer_size`` 1 MiB (nginx buffers request
 bodies before the upstream sees them; its client_body_buffer_size spools past it),
 ``response_buffer_size`` 1 MiB (nginx's proxy_buffers hold a response so the upstream
 is free), ``body_timeout`` 60 s (nginx), ``hold_time`` 0.1 s (the limit below which a

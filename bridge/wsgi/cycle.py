@@ -16,9 +16,9 @@ from typing import Any
 
 from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
 from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
-from ..threads.admission import Admission
+from ..threads.admission import Admission, Intake
 from .body import RequestBody
-from .environ import RequestPath, TooManyHeaders, build_environ
+from .environ import HeaderError, RequestPath, build_environ
 from .filewrapper import FileWrapper
 from .framing import DEFAULT_HOLD_TIME, Framing, State, closing_headers, plain_response
 from .sender import Sender
@@ -29,6 +29,11 @@ logger = logging.getLogger("bridge")
 # 408: nginx's client_body_timeout (60 s). A client that trickles a byte a minute
 # still holds only a coroutine below request_buffer_size; past it, a thread.
 DEFAULT_BODY_TIMEOUT = 60.0
+# Seconds the whole body may take to arrive, however steadily it trickles: Node.js's
+# server.requestTimeout (300 s, "the timeout for receiving the entire request from the
+# client"). body_timeout alone lets a byte every 59 s hold a connection for ever.
+# Time a body waits, unread, for a thread (flow control) does not count.
+DEFAULT_BODY_DEADLINE = 300.0
 
 # asyncio.timeout (3.11) times out an await in the current task; before 3.11 only
 # wait_for, which runs the awaitable in a task of its own.
@@ -47,6 +52,7 @@ class CycleLimits:
     retry_after: int
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     hold_time: float = DEFAULT_HOLD_TIME
+    body_deadline: float | None = DEFAULT_BODY_DEADLINE
 
 
 @dataclass
@@ -103,6 +109,10 @@ class RequestCycle:
         self._closed = False  # close() has run: no listener starts after it
         self._producer: asyncio.Task[None] | None = None
         self._admission: Admission | None = None
+        # The whole-body deadline on the loop's clock, set by the first body wait; and
+        # when reading stopped for a thread (that wait does not count against it).
+        self._deadline: float | None = None
+        self._paused: float | None = None
 
     # -- admission (loop) -----------------------------------------------------------------
 
@@ -121,44 +131,53 @@ class RequestCycle:
 
     # -- the request: environ, body, refusals (loop) -----------------------------------
 
-    async def open(self, admission: Admission | None, whole: bool) -> Environ | None:
-        """Admit the request (given an ``admission``: it needs a thread), build its
-        environ and receive its body (all of it if ``whole``). None when the request was
-        answered instead (503, 431, 413, 408) or the client left first."""
-        if admission is not None and not self.admit(admission):
-            await self.answer(503)
+    async def open(
+        self, admission: Admission | None, whole: bool, thread: bool = True
+    ) -> Environ | None:
+        """Build the environ, receive the body up to ``request_buffer_size`` (all of it if
+        ``whole``) under the ``admission``'s intake budget, then, if ``thread``, take a
+        thread slot. None when the request was answered instead (400, 431, 413, 408,
+        503) or the client left first."""
+        try:
+            environ = self.environ()
+        except HeaderError as exc:
+            logger.info("Refused a request: %s", exc)
+            await self.answer(exc.status, exc.text)
             return None
-        environ = self.environ()
-        if environ is None:
-            await self.answer(431)
+        intake = admission.intake if admission is not None else None
+        if not await self.receive_body(environ, whole, intake):
             return None
-        if not await self.receive_body(environ, whole):
+        # Only now, with its buffered part in, does the request wait for a thread.
+        if admission is not None and thread and not self.admit(admission):
+            await self.answer(503, admission.refusal())
             return None
         return environ
 
-    def environ(self) -> Environ | None:
-        """The WSGI environ for the scope, or None when it has too many headers (431)."""
-        try:
-            return build_environ(
-                self.scope,
-                None,
-                max_header_count=self.limits.max_header_count,
-                file_wrapper=FileWrapper,
-                path=self.path,
-            )
-        except TooManyHeaders as exc:
-            logger.info("Refused a request: %s", exc)
-            return None
+    def environ(self) -> Environ:
+        """The WSGI environ for the scope; raises ``HeaderError`` (400, 431) for headers
+        bridge refuses."""
+        return build_environ(
+            self.scope,
+            None,
+            max_header_count=self.limits.max_header_count,
+            file_wrapper=FileWrapper,
+            path=self.path,
+        )
 
-    async def answer(self, status: int) -> None:
-        """Answer a request bridge will not serve (408, 413, 431, 503, 500) and close it."""
-        for message in plain_response(status, closing_headers(status, self.limits.retry_after)):
+    async def answer(self, status: int, text: str | None = None) -> None:
+        """Answer a request bridge will not serve (400, 408, 413, 431, 503, 500) and close
+        it; ``text`` replaces the status's usual sentence."""
+        headers = closing_headers(status, self.limits.retry_after)
+        for message in plain_response(status, headers, text):
             await self.sender.send(message)
 
-    async def receive_body(self, environ: Environ, whole: bool) -> bool:
+    async def receive_body(
+        self, environ: Environ, whole: bool, intake: Intake | None = None
+    ) -> bool:
         """Receive the body up to ``request_buffer_size`` (all of it if ``whole``) into
-        ``environ["wsgi.input"]``. False when the request is already answered (413, 408)
-        or the client left; the rest of a partial body arrives through the listener.
+        ``environ["wsgi.input"]``, holding a share of ``intake`` while it arrives. False
+        when the request is already answered (413, 408, 503) or the client left; the rest
+        of a partial body arrives through the listener once a thread reads it.
         """
         limits = self.limits
         max_size = limits.max_body_size
@@ -166,8 +185,15 @@ class RequestCycle:
         if max_size is not None and declared is not None and declared > max_size:
             await self.answer(413)  # refused before a byte of the body is read
             return False
+        # A body that is declared takes its share of the intake before the first wait
+        # for it; an HTTP/2 request that declares nothing, only once it has more to come.
+        share = 0
+        if intake is not None and (declared or "HTTP_TRANSFER_ENCODING" in environ):
+            share = min(declared or limits.request_buffer_size, limits.request_buffer_size)
+            if not await self._enter(intake, share):
+                return False
         try:
-            if declared or "HTTP_TRANSFER_ENCODING" in environ:
+            if share or "HTTP_TRANSFER_ENCODING" in environ:
                 message = await self._receive(True)
             elif self.scope.get("http_version", "1.1") < "2":
                 # An HTTP/1 request that declares no body has its (empty) body message
@@ -186,39 +212,107 @@ class RequestCycle:
                 body = self.body = RequestBody(chunk, buffer_size=limits.request_buffer_size)
                 environ["wsgi.input"] = body
                 return True
+            if intake is not None and not share:
+                if not await self._enter(intake, limits.request_buffer_size):
+                    return False
+                share = limits.request_buffer_size
             body = self.body = RequestBody(complete=False, buffer_size=limits.request_buffer_size)
             environ["wsgi.input"] = body
-            while True:
-                if max_size is not None and body.size + len(chunk) > max_size:
-                    await self.answer(413)
-                    return False
-                body.feed(chunk)
-                if not message.get("more_body", False):
-                    body.finish()
-                    return True
-                if not whole and body.size >= limits.request_buffer_size:
-                    self._listen()  # the rest streams in while the application reads
-                    return True
-                if body.spooled:
-                    await asyncio.sleep(0)  # a disk write per step, never a long stall
-                message = await self._receive(True)
-                if message["type"] != "http.request":
-                    self._client_gone()
-                    return False
-                chunk = message.get("body", b"")
+            return await self._receive_rest(body, message, whole)
         except asyncio.TimeoutError:
-            logger.info("A request body stalled for more than %s s: 408.", limits.body_timeout)
-            await self.answer(408)
+            await self._timed_out()
             return False
+        finally:
+            if share and intake is not None:
+                intake.leave(share)
+
+    async def _enter(self, intake: Intake, share: int) -> bool:
+        """Take ``share`` of the intake; answer 503, naming the full budget, if it is full."""
+        full = intake.enter(share)
+        if full is None:
+            return True
+        logger.info("Refused a request: %s", full.strip())
+        await self.answer(503, full)
+        return False
+
+    async def _receive_rest(self, body: RequestBody, message: Message, whole: bool) -> bool:
+        """Go on receiving a body that has more to come, from ``message``: up to
+        ``request_buffer_size``, all of it if ``whole``. Raises ``asyncio.TimeoutError``
+        when it stalls or its deadline passes."""
+        limits = self.limits
+        max_size = limits.max_body_size
+        chunk: bytes = message.get("body", b"")
+        while True:
+            if max_size is not None and body.size + len(chunk) > max_size:
+                await self.answer(413)
+                return False
+            body.feed(chunk)
+            if not message.get("more_body", False):
+                body.finish()
+                return True
+            if not whole and body.size >= limits.request_buffer_size:
+                # The rest is read once a thread runs the application (``reading``): a
+                # request queued for a thread reads nothing more, so the server's flow
+                # control holds the client back instead of bridge spooling it.
+                self._paused = self.loop.time()
+                return True
+            if body.spooled:
+                await asyncio.sleep(0)  # a disk write per step, never a long stall
+            message = await self._receive(True)
+            if message["type"] != "http.request":
+                self._client_gone()
+                return False
+            chunk = message.get("body", b"")
+
+    async def _timed_out(self) -> None:
+        """The body stalled, or took longer than ``body_deadline``, before the application
+        ran: 408, saying which."""
+        text = self._timeout_text()
+        logger.info("Refused a request: %s", text.strip())
+        await self.answer(408, text)
+
+    def _timeout_text(self) -> str:
+        limits = self.limits
+        if self._deadline is not None and self.loop.time() >= self._deadline:
+            return (
+                f"Request Timeout: the request body took longer than "
+                f"body_deadline={limits.body_deadline} s to arrive.\n"
+            )
+        return (
+            f"Request Timeout: the request body stalled for more than "
+            f"body_timeout={limits.body_timeout} s.\n"
+        )
 
     async def _receive(self, timed: bool) -> Message:
-        timeout = self.limits.body_timeout
+        limits = self.limits
+        timeout = limits.body_timeout
+        if timed and limits.body_deadline is not None:
+            now = self.loop.time()
+            if self._deadline is None:
+                self._deadline = now + limits.body_deadline
+            left = self._deadline - now
+            if left <= 0:
+                raise asyncio.TimeoutError
+            timeout = left if timeout is None else min(timeout, left)
         if not timed or timeout is None:
             return await self.receive()
         if _timeout is not None:
             async with _timeout(timeout):
                 return await self.receive()
         return await asyncio.wait_for(self.receive(), timeout)  # pragma: no cover (3.10)
+
+    def reading(self) -> None:
+        """From the application's thread as it starts: receive the rest of a body that
+        was left unread while the request waited for a thread."""
+        body = self.body
+        if body is not None and not body.complete and self._listener is None:
+            self.loop.call_soon_threadsafe(self._resume)
+
+    def _resume(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and self._deadline is not None:
+            self._deadline += self.loop.time() - paused  # the wait was ours, not the client's
+        self._listen()
 
     def _listen(self) -> None:
         """Start the listener (once): the rest of the body, then the disconnect."""
@@ -244,10 +338,13 @@ class RequestCycle:
                 elif body.spooled:
                     await asyncio.sleep(0)
         except asyncio.TimeoutError:
-            timeout = self.limits.body_timeout
-            assert timeout is not None
-            logger.info("A request body stalled for more than %s s: 408.", timeout)
-            self._body_failed(408, BodyTimeout(timeout))
+            text = self._timeout_text()
+            logger.info("Refused a request: %s", text.strip())
+            limits = self.limits
+            expired = "body_deadline" in text
+            seconds = limits.body_deadline if expired else limits.body_timeout
+            assert seconds is not None
+            self._body_failed(408, BodyTimeout(seconds))
         # Once the body is in (or refused), nothing but a disconnect is of interest;
         # whatever else a server sends is dropped (without holding the loop).
         while (await self.receive())["type"] != "http.disconnect":

@@ -20,6 +20,17 @@ DEFAULT_MAX_HEADER_COUNT = 100
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
+class HeaderError(ValueError):
+    """The request's header fields are refused; ``status`` is the answer (400 or 431)."""
+
+    status = 400
+
+    @property
+    def text(self) -> str:
+        """The body of the answer: what was wrong, and what to send instead."""
+        return f"Bad Request: {self}\n"
+
+
 class RequestPath(NamedTuple):
     """One request's path, derived once per request by ``locate`` and handed on."""
 
@@ -31,8 +42,19 @@ class RequestPath(NamedTuple):
 _new_path = tuple.__new__
 
 
-class TooManyHeaders(ValueError):
+class TooManyHeaders(HeaderError):
     """The request carries more header fields than ``max_header_count`` allows."""
+
+    status = 431
+
+    @property
+    def text(self) -> str:
+        return "Request Header Fields Too Large\n"
+
+
+class ConflictingHeaders(HeaderError):
+    """The request's framing or target is ambiguous (RFC 9112 3.2 and 6.3): answer 400
+    and close the connection, as gunicorn does, rather than guess which value counts."""
 
 
 class ErrorStream:
@@ -188,6 +210,9 @@ def build_environ(
         raise TooManyHeaders(
             f"The request has {len(headers)} header fields; the limit is {max_header_count}."
         )
+    # Repeated fields are collected and joined once at the end: joining as they come
+    # copies the whole value for each repeat, quadratic in the header's size.
+    repeated: dict[str, list[str]] = {}
     for raw_name, raw_value in headers:
         # ASGI header names are lowercased bytes. A name with "_" would become the
         # same key as its dashed twin ("x_forwarded_for" spoofing "X-Forwarded-For"),
@@ -203,20 +228,24 @@ def build_environ(
         else:
             key = "HTTP_" + name.upper().replace("-", "_")
         if key in environ:
-            # RFC 9110 5.3: repeated fields combine into a comma-separated list;
-            # "," is what gunicorn and wsgiref give the app. The Cookie header is the
-            # exception and combines with "; " (RFC 6265 5.4), so no cookie swallows
-            # the next one.
-            separator = "; " if key == "HTTP_COOKIE" else ","
-            environ[key] = environ[key] + separator + value
+            parts = repeated.get(key)
+            if parts is None:
+                parts = repeated[key] = [environ[key]]
+            parts.append(value)
         else:
             environ[key] = value
-
-    if "HTTP_TRANSFER_ENCODING" in environ:
-        # RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and an
-        # intermediary must remove the latter; an app that trusted it would take
-        # part of the body for all of it (gunicorn refuses such requests).
-        environ.pop("CONTENT_LENGTH", None)
+    for key, parts in repeated.items():
+        environ[key] = _combine(key, parts)
+    if "CONTENT_LENGTH" in environ:
+        environ["CONTENT_LENGTH"] = _content_length(environ["CONTENT_LENGTH"])
+        if "HTTP_TRANSFER_ENCODING" in environ:
+            # RFC 9112 6.1: a request with both "ought to be handled as an error", and
+            # the server MUST close the connection after it: the two framings are how
+            # requests are smuggled past a proxy that reads the other one.
+            raise ConflictingHeaders(
+                "The request has both Content-Length and Transfer-Encoding "
+                f"({environ['HTTP_TRANSFER_ENCODING']!r}); send one of them."
+            )
     host = environ.get("HTTP_HOST")
     if host:
         name, port = _split_host(host, scheme)
@@ -230,6 +259,37 @@ def build_environ(
     environ["SERVER_NAME"] = name
     environ["SERVER_PORT"] = port
     return environ
+
+
+def _combine(key: str, parts: list[str]) -> str:
+    """One environ value for a field sent more than once."""
+    if key == "HTTP_HOST":
+        # RFC 9112 3.2: a server MUST answer 400 to a request with more than one
+        # Host; joined, "good.example,evil.example" reaches the app as its host.
+        raise ConflictingHeaders(
+            f"The request has {len(parts)} Host header fields ({', '.join(map(repr, parts))}); "
+            "send exactly one."
+        )
+    if key == "CONTENT_LENGTH":
+        return ",".join(parts)  # checked by _content_length
+    # RFC 9110 5.3: repeated fields combine into a comma-separated list; "," is what
+    # gunicorn and wsgiref give the app. Cookie is the exception and combines with
+    # "; " (RFC 6265 5.4), so no cookie swallows the next one.
+    return ("; " if key == "HTTP_COOKIE" else ",").join(parts)
+
+
+def _content_length(value: str) -> str:
+    """A Content-Length repeated with one value is that value (RFC 9110 8.6 allows
+    either); different values are refused, since each names another body."""
+    if "," not in value:
+        return value
+    values = {part.strip() for part in value.split(",")}
+    if len(values) != 1:
+        raise ConflictingHeaders(
+            f"The request has Content-Length values that differ ({value!r}); "
+            "send one Content-Length."
+        )
+    return values.pop()
 
 
 def _split_host(host: str, scheme: str) -> tuple[str, str]:

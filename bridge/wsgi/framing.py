@@ -87,6 +87,7 @@ TERMINAL = frozenset({State.DONE, State.CUT, State.FAILED, State.REFUSED, State.
 _OPEN = (State.IDLE, State.HOLDING, State.STREAMING)
 
 REFUSALS = {
+    400: "Bad Request\n",
     408: "Request Timeout: the request body stalled.\n",
     413: "Request Entity Too Large\n",
     431: "Request Header Fields Too Large\n",

@@ -29,6 +29,7 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
     application error during iteration or an early disconnect of the browser."
     """
     error: BaseException | None = None
+    cycle.reading()  # a body left unread while the request waited: receive the rest now
     try:
         iterable: Iterable[bytes] = app(environ, cycle.sender.start_response)
         try:

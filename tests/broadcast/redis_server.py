@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -55,6 +56,18 @@ class RedisServer:
         if process is not None and process.poll() is None:
             process.kill()  # a crash, not a clean shutdown
             process.wait(10)
+
+    @contextlib.contextmanager
+    def hung(self) -> Iterator[None]:
+        """Stop the server without closing a connection (SIGSTOP): it accepts and reads
+        nothing, answers nothing and refuses nothing, as a hung host does; SIGCONT after."""
+        process = self.process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGCONT)
 
     def flush(self) -> None:
         import socket

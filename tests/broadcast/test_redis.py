@@ -108,27 +108,42 @@ def test_a_redis_restart_loses_nothing_and_the_next_events_arrive(
     assert any("answers again" in m for m in messages), messages
 
 
-def test_the_outbox_is_bounded_while_redis_is_away(
-    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from bridge.broadcast import redis as _broadcast_redis
+def test_the_outbox_is_bounded_in_bytes_while_redis_is_away(redis: RedisServer) -> None:
+    from bridge.broadcast.redis import ENTRY_OVERHEAD
 
-    monkeypatch.setattr(_broadcast_redis, "OUTBOX_LIMIT", 5)
+    size = 5 * (len("items") + 1 + ENTRY_OVERHEAD)  # five one-digit events
 
     async def main() -> None:
         async with (
-            Broadcast(redis.url) as publisher,
+            Broadcast(redis.url, outbox_size=size) as publisher,
             Broadcast(redis.url) as subscriber,
             subscriber.subscribe("items") as sub,
         ):
             redis.stop()
             for n in range(8):
                 await publisher.publish("items", n)
-            backend = publisher.backend
-            assert isinstance(backend, _broadcast_redis.RedisBackend)
-            assert backend.dropped == 3
+            assert publisher.dropped == 3
             redis.start()
             assert [e.data for e in await take(sub, 5, timeout=20)] == [3, 4, 5, 6, 7]
+
+    asyncio.run(main())
+
+
+def test_large_events_fill_the_outbox_by_their_bytes(redis: RedisServer) -> None:
+    """10,000 x 10 KB while Redis is away holds at most outbox_size, not 97 MiB."""
+
+    async def main() -> None:
+        async with Broadcast(redis.url, outbox_size=1024 * 1024) as publisher:
+            redis.stop()
+            big = "x" * 10_000
+            for _ in range(10_000):
+                assert await publisher.publish("items", big) is None
+            backend = publisher.backend
+            held = sum(len(p.channel) + len(p.payload) for p in backend._outbox)  # type: ignore[attr-defined]
+            assert held <= 1024 * 1024
+            assert publisher.dropped == 10_000 - len(backend._outbox)  # type: ignore[attr-defined]
+            assert publisher.dropped > 9_000
+            redis.start()
 
     asyncio.run(main())
 

@@ -224,8 +224,8 @@ def test_trusted_proxies_are_believed_and_nobody_else(
     assert get(app, "/_bridge/data.json", client=(peer, 4000), headers=headers).status == status
 
 
-def test_trusted_proxies_read_the_forwarded_header_too() -> None:
-    app, _ = make(dashboard_path="/_bridge/", trusted_proxies=["10.0.0.2"])
+def test_a_proxy_named_with_forwarded_is_read_by_forwarded() -> None:
+    app, _ = make(dashboard_path="/_bridge/", trusted_proxies={"10.0.0.2": "Forwarded"})
     local = [(b"forwarded", b'for="[::1]:4711";proto=http')]
     assert get(app, "/_bridge/", client=("10.0.0.2", 1), headers=local).status == 200
     remote = [(b"forwarded", b"for=127.0.0.1, for=198.51.100.4")]
@@ -233,10 +233,55 @@ def test_trusted_proxies_read_the_forwarded_header_too() -> None:
 
 
 @pytest.mark.parametrize(
-    ("proxies", "message"),
-    [(["*"], "would believe any client"), (["proxy.internal"], "not an IP address")],
+    ("headers", "status"),
+    [
+        # The attack: the client writes X-Forwarded-For; the proxy sets X-Real-IP.
+        ([(b"x-forwarded-for", b"127.0.0.2"), (b"x-real-ip", b"203.0.113.7")], 403),
+        ([(b"x-forwarded-for", b"127.0.0.1")], 403),  # the proxy's own header is missing
+        ([(b"forwarded", b"for=127.0.0.1"), (b"x-real-ip", b"198.51.100.4")], 403),
+        ([(b"x-forwarded-for", b"203.0.113.7"), (b"x-real-ip", b"127.0.0.1")], 200),
+        ([], 403),  # a trusted proxy that names no client
+    ],
 )
-def test_bad_trusted_proxies_are_refused(proxies: list[str], message: str) -> None:
+def test_behind_an_x_real_ip_proxy_only_x_real_ip_counts(
+    headers: list[tuple[bytes, bytes]], status: int
+) -> None:
+    app, _ = make(
+        dashboard_path="/_bridge/",
+        metrics_path="/_bridge/metrics",
+        trusted_proxies={"10.0.0.2": "x-real-ip"},
+    )
+    for path in ("/_bridge/", "/_bridge/data.json", "/_bridge/metrics"):
+        assert get(app, path, client=("10.0.0.2", 1), headers=headers).status == status, path
+
+
+def test_a_plain_list_of_proxies_means_x_forwarded_for() -> None:
+    """The old form keeps working, and reads X-Forwarded-For only (uvicorn's default)."""
+    app, _ = make(dashboard_path="/_bridge/", trusted_proxies=["10.0.0.2"])
+    spoofed = [(b"x-real-ip", b"127.0.0.1"), (b"x-forwarded-for", b"198.51.100.4")]
+    assert get(app, "/_bridge/", client=("10.0.0.2", 1), headers=spoofed).status == 403
+    local = [(b"x-real-ip", b"198.51.100.4"), (b"x-forwarded-for", b"127.0.0.1")]
+    assert get(app, "/_bridge/", client=("10.0.0.2", 1), headers=local).status == 200
+
+
+def test_a_custom_proxy_header_marks_requests_from_others_as_relayed() -> None:
+    app, _ = make(dashboard_path="/_bridge/", trusted_proxies={"10.0.0.2": "cf-connecting-ip"})
+    relayed = [(b"cf-connecting-ip", b"127.0.0.1")]
+    assert get(app, "/_bridge/", client=("10.0.0.2", 1), headers=relayed).status == 200
+    # Loopback peer, but the header says a proxy relayed it: not provably local.
+    assert get(app, "/_bridge/", client=("127.0.0.1", 1), headers=relayed).status == 403
+
+
+@pytest.mark.parametrize(
+    ("proxies", "message"),
+    [
+        (["*"], "would believe any client"),
+        (["proxy.internal"], "not an IP address"),
+        ({"10.0.0.2": "x real ip"}, "header 'x real ip', which is not a header name"),
+        ({"10.0.0.2": ""}, 'such as {"10.0.0.2": "x-real-ip"}'),
+    ],
+)
+def test_bad_trusted_proxies_are_refused(proxies: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(dashboard_path="/_bridge/", trusted_proxies=proxies)
 

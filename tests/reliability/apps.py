@@ -305,3 +305,6 @@ shutdown = Bridge(application, max_threads=MAX_THREADS, request_buffer_size=64 *
 
 # Admission: two threads and four waiting places, so a burst of twenty overflows.
 overload = Bridge(application, max_threads=2, max_pending=4)
+
+# Trickled uploads: the default limits (max_uploads, the intake budget, among them).
+trickle = Bridge(application, max_threads=MAX_THREADS)

@@ -33,32 +33,138 @@ def echo_length(environ: Environ, start_response: Any) -> list[bytes]:
 # -- admission -----------------------------------------------------------------------
 
 
-def test_admission_is_reserved_before_the_body_is_read() -> None:
-    # 20 requests whose bodies arrive late: only max_threads + max_pending = 5 are
-    # admitted, the other 15 get 503 at once, before any body has arrived.
-    app = Bridge(validator(echo_length), max_threads=2, max_pending=3, metrics=False)
+class Late(Client):
+    """A client whose body messages wait until ``release`` is set (a slow uploader)."""
 
-    async def main() -> list[int]:
+    def __init__(self, release: asyncio.Event, chunks: Any = (b"",), **kw: Any) -> None:
+        super().__init__(chunks, **kw)
+        self.release = release
+        self.received = 0
+
+    async def receive(self) -> dict[str, Any]:
+        await self.release.wait()
+        self.received += 1
+        return await super().receive()
+
+
+def post(length: int) -> dict[str, Any]:
+    return http_scope(method="POST", headers=[(b"content-length", str(length).encode())])
+
+
+def test_bodies_still_arriving_hold_no_thread_slot_and_have_their_own_budget() -> None:
+    """20 uploads whose bodies arrive late: none holds a thread slot while it waits; 15
+    (max_uploads) hold the intake, the other 5 get 503 naming max_uploads at once, and
+    a GET beside them is served by a free thread."""
+    app = Bridge(validator(echo_length), max_threads=2, max_pending=100, max_uploads=15)
+
+    async def main() -> list[Client]:
         release = asyncio.Event()
-
-        class Late(Client):
-            async def receive(self) -> dict[str, Any]:
-                await release.wait()
-                return await super().receive()
-
-        clients = [Late([b"late"]) for _ in range(20)]
-        scope = http_scope(method="POST", headers=[(b"content-length", b"4")])
-        tasks = [asyncio.ensure_future(app(scope, c.receive, c.send)) for c in clients]
+        clients = [Late(release, [b"late"]) for _ in range(20)]
+        tasks = [asyncio.ensure_future(app(post(4), c.receive, c.send)) for c in clients]
         for _ in range(20):
             await asyncio.sleep(0.005)
-        refused_before_any_body = sum(1 for c in clients if c.sent and c.status == 503)
+        refused = [c for c in clients if c.sent]
+        assert len(refused) == 5
+        assert app.admission.admitted == 0 and app.admission.intake.uploads == 15
+        get = Client()
+        await get.run(app, http_scope())
+        assert get.status == 200
         release.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
-        assert refused_before_any_body == 15
-        return sorted(c.status for c in clients)
+        return clients
 
-    assert asyncio.run(main()) == [200] * 5 + [503] * 15
-    assert app.admission.admitted == 0
+    clients = asyncio.run(main())
+    refused = [c for c in clients if c.status == 503]
+    assert sorted(c.status for c in clients) == [200] * 15 + [503] * 5
+    for client in refused:
+        assert b"max_uploads=15 request bodies are arriving at once" in client.body
+        assert client.headers[b"retry-after"] == b"1"
+    assert app.admission.admitted == 0 and app.admission.intake.uploads == 0
+    assert app.admission.intake.reserved == 0
+    app.pool.shutdown()
+
+
+def test_the_bytes_bodies_may_buffer_while_arriving_are_bounded() -> None:
+    app = Bridge(validator(echo_length), max_upload_memory=10_000)
+
+    async def main() -> list[Client]:
+        release = asyncio.Event()
+        clients = [Late(release, [b"x" * 4000]) for _ in range(3)]
+        tasks = [asyncio.ensure_future(app(post(4000), c.receive, c.send)) for c in clients]
+        for _ in range(10):
+            await asyncio.sleep(0.005)
+        assert app.admission.intake.reserved == 8000
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        return clients
+
+    clients = asyncio.run(main())
+    assert [c.status for c in clients] == [200, 200, 503]
+    assert b"max_upload_memory=10000 bytes" in clients[2].body
+    app.pool.shutdown()
+
+
+def test_2100_trickling_uploads_leave_a_get_answered() -> None:
+    """The attack from issue 23: 2,100 connections each sending a 100 KB body a byte at a
+    time. With the defaults they cost coroutines and the intake, never a thread slot."""
+    app = Bridge(validator(echo_length))
+
+    async def main() -> tuple[list[Client], Client]:
+        release = asyncio.Event()
+        clients = [Late(release, [b"x"], complete=False) for _ in range(2100)]
+        tasks = [asyncio.ensure_future(app(post(100_000), c.receive, c.send)) for c in clients]
+        for _ in range(50):
+            await asyncio.sleep(0.005)
+        get = Client()
+        await get.run(app, http_scope())
+        assert app.admission.admitted == 0
+        assert app.admission.intake.reserved <= 1000 * 100_000
+        for client in clients:
+            client.disconnect()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        return clients, get
+
+    clients, get = asyncio.run(main())
+    assert (get.status, get.body) == (200, b"0")
+    refused = [c for c in clients if c.sent]
+    assert len(refused) == 1100  # past max_uploads=1000, each told which budget was full
+    assert all(b"max_uploads=1000" in c.body for c in refused)
+    assert app.admission.intake.uploads == 0
+    app.pool.shutdown()
+
+
+def test_a_request_queued_for_a_thread_stops_reading_its_body() -> None:
+    """Flow control: past request_buffer_size a queued upload reads nothing more (the
+    server holds the client back) instead of spooling to disk while it waits."""
+    gate = threading.Event()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/busy":
+            gate.wait(10)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"done"]
+        return echo_length(environ, start_response)
+
+    bridge = Bridge(validator(app), max_threads=1, request_buffer_size=64 * 1024)
+
+    async def main() -> tuple[Client, int]:
+        busy = Client()
+        holding = asyncio.ensure_future(busy.run(bridge, http_scope("/busy")))
+        await asyncio.sleep(0.05)
+        upload = Client([b"u" * (16 * 1024)] * 64)  # 1 MiB, every message ready at once
+        uploading = asyncio.ensure_future(upload.run(bridge, post(1024 * 1024)))
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        unread = upload.inbox.qsize()
+        gate.set()
+        await asyncio.gather(holding, uploading)
+        return upload, unread
+
+    upload, unread = asyncio.run(main())
+    assert unread == 64 - 4  # four 16 KiB messages fill the 64 KiB buffer; then it waits
+    assert (upload.status, upload.body) == (200, str(1024 * 1024).encode())
+    bridge.pool.shutdown()
 
 
 def test_a_refused_request_says_when_to_retry_and_closes() -> None:
@@ -200,6 +306,90 @@ def test_a_body_within_the_buffer_that_is_cut_off_never_reaches_the_application(
     headers = [(b"content-length", b"100")]
     asyncio.run(client.run(bridge, http_scope(method="POST", headers=headers)))
     assert called == [] and client.sent == [] and bridge.pool.threads == []
+
+
+class Trickle(Client):
+    """A client that sends ``size`` bytes of body ``every`` seconds, for ever."""
+
+    def __init__(self, size: int, every: float) -> None:
+        super().__init__()
+        self.size, self.every = size, every
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.sleep(self.every)
+        return {"type": "http.request", "body": b"t" * self.size, "more_body": True}
+
+
+def test_a_steady_trickle_gets_408_at_body_deadline_without_reaching_the_app() -> None:
+    """Each chunk comes well within body_timeout; the whole body never comes."""
+    called: list[str] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        called.append("app")
+        return echo_length(environ, start_response)
+
+    bridge = Bridge(validator(app), body_timeout=5, body_deadline=0.3)
+    client = Trickle(1, 0.02)
+    asyncio.run(client.run(bridge, post(100_000)))
+    assert client.status == 408 and client.headers[b"connection"] == b"close"
+    assert b"took longer than body_deadline=0.3 s" in client.body
+    assert called == [] and bridge.admission.intake.uploads == 0
+
+
+def test_a_trickle_past_the_buffer_gets_408_at_body_deadline_while_the_app_reads() -> None:
+    reads_failed: list[BaseException] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        try:
+            environ["wsgi.input"].read(200_000)
+        except BodyTimeout as exc:
+            reads_failed.append(exc)
+            raise
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"read"]
+
+    bridge = Bridge(validator(app), request_buffer_size=16, body_timeout=5, body_deadline=0.3)
+    client = Trickle(10, 0.02)
+    asyncio.run(client.run(bridge, post(100_000)))
+    assert client.status == 408
+    assert len(reads_failed) == 1 and "0.3" in str(reads_failed[0])
+    assert bridge.admission.admitted == 0
+    bridge.pool.shutdown()
+
+
+def test_time_queued_for_a_thread_does_not_count_against_body_deadline() -> None:
+    """A body left unread while its request waited for a thread is the server's delay."""
+    gate = threading.Event()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/busy":
+            gate.wait(10)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"done"]
+        return echo_length(environ, start_response)
+
+    bridge = Bridge(validator(app), max_threads=1, request_buffer_size=16, body_deadline=0.2)
+
+    async def main() -> Client:
+        busy = Client()
+        holding = asyncio.ensure_future(busy.run(bridge, http_scope("/busy")))
+        await asyncio.sleep(0.05)
+        upload = Client([b"x" * 16] * 4)
+        uploading = asyncio.ensure_future(upload.run(bridge, post(64)))
+        await asyncio.sleep(0.4)  # twice the deadline, queued behind /busy
+        gate.set()
+        await asyncio.gather(holding, uploading)
+        return upload
+
+    upload = asyncio.run(main())
+    assert (upload.status, upload.body) == (200, b"64")
+    bridge.pool.shutdown()
+
+
+@pytest.mark.parametrize("bad", [0, -1, "soon", True])
+def test_body_deadline_is_validated(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match=r"body_deadline must be"):
+        Bridge(echo_length, body_deadline=bad)
 
 
 @pytest.mark.parametrize("bad", [0, -1, "soon", True])

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from bridge.wsgi.environ import ERRORS, ErrorStream, TooManyHeaders, build_environ, request_path
+from bridge.wsgi.environ import (
+    ERRORS,
+    ConflictingHeaders,
+    ErrorStream,
+    TooManyHeaders,
+    build_environ,
+    request_path,
+)
 from tests.asgi import http_scope
 
 BODY = object()
@@ -173,14 +180,49 @@ def test_error_stream_writes_to_logging(caplog: pytest.LogCaptureFixture) -> Non
     assert [r.getMessage() for r in caplog.records] == ["something broke", "a", "b"]
 
 
-def test_content_length_beside_transfer_encoding_is_dropped() -> None:
+def test_content_length_beside_transfer_encoding_is_refused() -> None:
+    """RFC 9112 6.1: both framings at once is how requests are smuggled; 400, not a guess."""
     scope = http_scope(
         method="POST",
         headers=[(b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
     )
-    environ = build(scope)
-    assert "CONTENT_LENGTH" not in environ
-    assert environ["HTTP_TRANSFER_ENCODING"] == "chunked"
+    with pytest.raises(ConflictingHeaders, match="both Content-Length and Transfer-Encoding"):
+        build(scope)
+    assert ConflictingHeaders("x").status == 400
+
+
+def test_a_second_host_is_refused_whatever_its_value() -> None:
+    """RFC 9112 3.2: a server MUST answer 400 to more than one Host field."""
+    for second in (b"evil.example", b"good.example"):
+        scope = http_scope(headers=[(b"host", b"good.example"), (b"host", second)])
+        with pytest.raises(ConflictingHeaders, match=r"2 Host header fields.*send exactly one"):
+            build(scope)
+
+
+def test_content_lengths_that_differ_are_refused_and_equal_ones_collapse() -> None:
+    differ = http_scope(
+        method="POST", headers=[(b"content-length", b"3")] * 1 + [(b"content-length", b"30")]
+    )
+    with pytest.raises(ConflictingHeaders, match="Content-Length values that differ \\('3,30'\\)"):
+        build(differ)
+    listed = http_scope(method="POST", headers=[(b"content-length", b"3, 4")])
+    with pytest.raises(ConflictingHeaders, match="'3, 4'"):
+        build(listed)
+    same = http_scope(method="POST", headers=[(b"content-length", b"3")] * 2)
+    assert build(same)["CONTENT_LENGTH"] == "3"
+    assert (
+        build(http_scope(method="POST", headers=[(b"content-length", b"3, 3")]))["CONTENT_LENGTH"]
+        == "3"
+    )
+
+
+def test_one_header_repeated_joins_once_to_the_same_value() -> None:
+    """100 x 100 KB of one header: the same value, built with one join (not 99 copies)."""
+    value = b"v" * 100_000
+    scope = http_scope(headers=[(b"x-big", value)] * 100 + [(b"cookie", b"a=1")] * 3)
+    environ = build(scope, max_header_count=103)
+    assert environ["HTTP_X_BIG"] == ",".join([value.decode()] * 100)
+    assert environ["HTTP_COOKIE"] == "a=1; a=1; a=1"
 
 
 # -- the one rule for PATH_INFO: path is the authority, raw_path keeps bytes where it agrees
