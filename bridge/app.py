@@ -393,7 +393,7 @@ class Bridge:
                     return
             # self._legacy, inline: the hot path of a migration saves a coroutine frame.
             cycle = RequestCycle(scope, receive, send, self.limits, path)
-            serving = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
+            serving = serve_wsgi(cycle, self._seam, self.pool, self.admission)
             meter = self.metrics
             if meter is None:
                 await serving

@@ -73,6 +73,7 @@ def carry(environ: Environ, sentry_on: bool) -> None:
         if baggage:
             carrier["baggage"] = ",".join(filter(None, (carrier.get("baggage"), baggage)))
         _join_sentry_transaction()
+        _quiet_error_stream()
     for header, value in carrier.items():
         key = _HEADERS.get(header.lower())
         if key is not None:
@@ -93,3 +94,18 @@ def _join_sentry_transaction() -> None:
     applied = getattr(wsgi, "_wsgi_middleware_applied", None)
     if applied is not None:
         applied.set(True)
+
+
+def _quiet_error_stream() -> None:
+    """Keep the app's ``wsgi.errors`` lines (the ``bridge.wsgi`` logger) out of Sentry's
+    events: a framework writes its traceback there as text after its integration has
+    reported the exception itself, and the text would be a second event for one error.
+    They stay in the server's log."""
+    logging_integration = sys.modules.get("sentry_sdk.integrations.logging")
+    ignore = getattr(logging_integration, "ignore_logger", None)
+    if ignore is not None and not _QUIETED:
+        ignore("bridge.wsgi")
+        _QUIETED.append(True)
+
+
+_QUIETED: list[bool] = []  # ignore_logger once per process
