@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from ..threads.admission import Admission
 from .body import RequestBody
 from .environ import TooManyHeaders, build_environ
 from .filewrapper import FileWrapper
-from .framing import CLOSE, DEFAULT_HOLD_TIME, Framing, State, plain_response
+from .framing import CLOSE, Framing, State, plain_response
 from .headers import encode_headers, parse_status
 
 logger = logging.getLogger("bridge")
@@ -46,7 +45,6 @@ class Limits:
     response_buffer_size: int
     retry_after: int
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
-    hold_time: float = DEFAULT_HOLD_TIME
 
     def __post_init__(self) -> None:
         timeout = self.body_timeout
@@ -92,13 +90,11 @@ class RequestCycle:
         receive: Receive,
         send: Send,
         limits: Limits,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.send = send
         self.limits = limits
-        self.clock = clock
         self.loop = asyncio.get_running_loop()
         self.outcome = Outcome()
         self.body: RequestBody | None = None
@@ -106,7 +102,6 @@ class RequestCycle:
             head=scope["method"] == "HEAD",
             http10=scope.get("http_version") == "1.0",
             buffer_size=limits.response_buffer_size,
-            hold_time=limits.hold_time,
         )
         # The framing machine is touched by the application's thread and the loop:
         # only under this lock, held for a state change and never across I/O.
@@ -115,8 +110,6 @@ class RequestCycle:
         self._drained: asyncio.Future[None] | None = None  # an async producer waits
         self._waiter: asyncio.Future[None] | None = None  # the idle sender waits
         self._wake_pending = False  # a call_soon_threadsafe to the loop is on its way
-        self._armed = False  # the hold deadline's timer is set
-        self._timer: asyncio.TimerHandle | None = None
         self._sending = False  # a sender (task or inline) owns send()
         self._sender: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -343,8 +336,9 @@ class RequestCycle:
         """One body chunk, from the application's thread; True once no more is wanted.
 
         ``whole``: the chunk is part of a body already in memory (a list), which is
-        held to the end without waking the loop. Blocks while more than
-        ``response_buffer_size`` waits for the client.
+        held to the end without waking the loop. A streamed chunk wakes the loop only
+        when the sender is idle. Blocks while more than ``response_buffer_size`` waits
+        for the client.
         """
         if type(data) is not bytes:
             data = _as_bytes(data)
@@ -353,12 +347,9 @@ class RequestCycle:
         wake = throttle = False
         framing = self.framing
         with self._lock:
-            done = framing.body(data, 0.0 if whole else self.clock(), whole)
-            if not whole and not self._wake_pending:
-                if framing.pending:
-                    wake = self._waiter is not None or not self._sending
-                else:
-                    wake = framing.deadline is not None and not self._armed
+            done = framing.body(data, whole)
+            if not self._wake_pending and framing.pending:
+                wake = self._waiter is not None or not self._sending
                 self._wake_pending = wake
             throttle = framing.backlog > framing.buffer_size and framing.state is State.STREAMING
         if wake:
@@ -412,31 +403,10 @@ class RequestCycle:
     # -- the response: the loop's side --------------------------------------------------
 
     def _on_thread_event(self) -> None:
-        """On the loop, woken by the thread: arm the hold deadline, start or wake the sender."""
+        """On the loop, woken by the thread: start or wake the sender."""
         with self._lock:
             self._wake_pending = False
             pending = self.framing.pending
-            deadline = self.framing.deadline
-            if deadline is not None and not self._armed:
-                self._armed = True
-            else:
-                deadline = None
-        if deadline is not None:
-            self._timer = self.loop.call_later(max(deadline - self.clock(), 0.0), self._on_deadline)
-        if pending:
-            self._kick()
-
-    def _on_deadline(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._armed = False
-            self.framing.tick(self.clock())
-            pending = self.framing.pending
-            rearm = self.framing.deadline
-            if rearm is not None:
-                self._armed = True
-        if rearm is not None:  # the clock ran early: wait the rest
-            self._timer = self.loop.call_later(max(rearm - self.clock(), 0.0), self._on_deadline)
         if pending:
             self._kick()
 
@@ -529,10 +499,7 @@ class RequestCycle:
         return self.close()
 
     def close(self, thread_done: bool = True) -> Outcome:
-        """Stop the timer and the listener; free the body's file unless a thread may read it."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Stop the listener and the sender; free the body's file unless a thread may read it."""
         listener = self._listener
         if listener is not None and not listener.done():
             listener.cancel()
@@ -559,7 +526,7 @@ class RequestCycle:
             framing = self.framing
             framing.start(status, headers, content_length)
             for chunk in chunks:
-                if framing.body(chunk, 0.0, whole=True):
+                if framing.body(chunk, whole=True):
                     break
             error = framing.end()
         if error is not None:
@@ -614,13 +581,8 @@ class RequestCycle:
             data = _as_bytes(data)
         framing = self.framing
         with self._lock:
-            done = framing.body(data, self.clock())
+            done = framing.body(data)
             pending = framing.pending
-            deadline = framing.deadline if not self._armed else None
-            if deadline is not None:
-                self._armed = True
-        if deadline is not None:
-            self._timer = self.loop.call_later(max(deadline - self.clock(), 0.0), self._on_deadline)
         if pending:
             self._kick()
         if framing.state is State.GONE:

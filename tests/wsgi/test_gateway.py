@@ -81,14 +81,16 @@ def test_generator_with_content_length() -> None:
         yield b"cd"
 
     client = run(validator(app))
-    # Held until the last chunk completes the declared length: one start, one body.
+    # The first chunk does not reach the declared length: the body streams from it.
     assert client.sent == [
         {
             "type": "http.response.start",
             "status": 200,
             "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")],
         },
-        {"type": "http.response.body", "body": b"abcd"},
+        {"type": "http.response.body", "body": b"ab", "more_body": True},
+        {"type": "http.response.body", "body": b"cd", "more_body": True},
+        {"type": "http.response.body", "body": b"", "more_body": False},
     ]
 
 
@@ -104,30 +106,65 @@ def test_single_chunk_reaching_content_length_needs_no_streaming() -> None:
     ]
 
 
-def test_generator_without_length_is_sent_whole_when_it_ends_within_the_hold_time() -> None:
+def test_a_generator_without_a_length_streams_from_its_first_chunk() -> None:
     def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
-        for i in range(5):
+        yield b""  # an empty chunk decides nothing
+        for i in range(3):
             yield b"%d," % i
 
     client = run(validator(app))
-    # The framing rule, not thread timing: a body that ends before the hold time is
-    # held and sent whole, with the length it turned out to have.
+    # The framing rule, not thread timing: what the application returned is not whole
+    # in memory, so it streams, one message a chunk, with no length added.
     assert client.sent == [
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")],
+            "headers": [(b"content-type", b"text/plain")],
         },
-        {"type": "http.response.body", "body": b"0,1,2,3,4,"},
+        {"type": "http.response.body", "body": b"0,", "more_body": True},
+        {"type": "http.response.body", "body": b"1,", "more_body": True},
+        {"type": "http.response.body", "body": b"2,", "more_body": True},
+        {"type": "http.response.body", "body": b"", "more_body": False},
     ]
 
 
-def test_a_slow_generator_streams_after_the_hold_time_and_ends_cleanly() -> None:
+def test_an_error_before_the_first_chunk_of_a_generator_is_a_clean_500() -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b""
+        raise RuntimeError("before any byte")
+
+    client = run(app)
+    assert client.status == 500 and client.body == b"Internal Server Error\n" and client.finished
+
+
+def test_exc_info_in_a_generator_replaces_the_headers_until_its_first_chunk() -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("X-Stale", "1")])
+        try:
+            raise KeyError("lookup")
+        except KeyError:
+            start_response("404 Not Found", [("Content-Type", "text/plain")], sys.exc_info())
+        yield b"gone"
+
+    client = run(app)
+    assert client.sent == [
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [(b"content-type", b"text/plain")],
+        },
+        {"type": "http.response.body", "body": b"gone", "more_body": True},
+        {"type": "http.response.body", "body": b"", "more_body": False},
+    ]
+
+
+def test_a_slow_generator_streams_each_chunk_and_ends_cleanly() -> None:
     def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b"early,"
-        time.sleep(0.3)  # past the hold time: the headers and the first chunk go out
+        time.sleep(0.3)
         yield b"late"
 
     client = run(validator(app))
