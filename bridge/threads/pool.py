@@ -62,6 +62,7 @@ import inspect
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import SimpleQueue
@@ -97,7 +98,8 @@ class ThreadPool:
 
     Each call is one handoff each way: the loop puts a ``_Call`` on a queue, an idle
     worker runs it inside a copy of the caller's ``contextvars`` context, and hands
-    the result back with one ``call_soon_threadsafe``. Before running it, the worker
+    the result back through ``_Results``, which wakes the loop once per batch of
+    completed calls rather than once per call. Before running it, the worker
     records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
     ``async_to_sync`` in the legacy code runs coroutines on that loop. This does what
     ``sync_to_async(thread_sensitive=False, executor=...)`` does for a WSGI call,
@@ -123,6 +125,7 @@ class ThreadPool:
         self._queued = 0
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._results: _Results | None = None  # the way back to the loop of the last run()
         # Called on the loop after each call with the seconds it waited for a thread
         # (bridge.metrics sets it); None skips the two clock reads.
         self.on_wait: Callable[[float], None] | None = None
@@ -157,11 +160,12 @@ class ThreadPool:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        results = self._results_for(loop)
         on_wait = self.on_wait
         # A call that finds an idle worker waits only for the handoff: it is filed as
         # no wait, without clock reads in two threads. Only queued calls are timed.
         timing = None if on_wait is None or self._idle > self._queued else [time.perf_counter()]
-        call = _Call(loop, future, func, args, contextvars.copy_context(), timing)
+        call = _Call(results, future, func, args, contextvars.copy_context(), timing)
         self.in_flight += 1
         try:
             self._submit(call)
@@ -181,9 +185,16 @@ class ThreadPool:
     def borrow(self, func: Callable[[], object]) -> _Call:
         """Queue ``func()`` for a pool thread, with no result to wait for (a lane's loop);
         ``withdraw`` the returned call to give up its turn."""
-        call = _Call(asyncio.get_running_loop(), None, func, (), contextvars.Context(), None)
+        results = self._results_for(asyncio.get_running_loop())
+        call = _Call(results, None, func, (), contextvars.Context(), None)
         self._submit(call)
         return call
+
+    def _results_for(self, loop: asyncio.AbstractEventLoop) -> _Results:
+        results = self._results
+        if results is None or results.loop is not loop:
+            results = self._results = _Results(loop)
+        return results
 
     def withdraw(self, call: _Call) -> bool:
         """Cancel ``call`` if no thread has started it; True if it will never start."""
@@ -261,18 +272,18 @@ class ThreadPool:
 class _Call:
     """One call for a worker: what to run, where to resolve it, and its state."""
 
-    __slots__ = ("args", "context", "func", "future", "loop", "state", "tasks", "timing")
+    __slots__ = ("args", "context", "func", "future", "results", "state", "tasks", "timing")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        results: _Results,
         future: asyncio.Future[Any] | None,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         context: contextvars.Context,
         timing: list[float] | None,  # [submitted, started], perf_counter(), when timed
     ) -> None:
-        self.loop = loop
+        self.results = results
         self.future = future
         self.func = func
         self.args = args
@@ -288,17 +299,18 @@ class _Call:
         # What asgiref's SyncToAsync.thread_handler records, so async_to_sync in this
         # thread finds the server's loop instead of starting its own, and files the
         # task it starts there where a cancellation can reach it.
-        local.main_event_loop = loop = self.loop
+        results = self.results
+        local.main_event_loop = results.loop
         local.task_context = self.tasks
         future = self.future
         try:
             result = self.context.run(self.func, *self.args)
         except BaseException as exc:
             if future is not None:
-                _resolve(loop, _set_exception, future, exc)
+                results.put(_set_exception, future, exc)
         else:
             if future is not None:
-                _resolve(loop, _set_result, future, result)
+                results.put(_set_result, future, result)
         finally:
             local.task_context = None
             del self.func, self.args  # a lane's turn would otherwise hold the lane
@@ -423,15 +435,44 @@ class RequestContext(ThreadSensitiveContext):
             self.lane.shutdown(wait=False)
 
 
-def _resolve(
-    loop: asyncio.AbstractEventLoop,
-    setter: Callable[[asyncio.Future[Any], Any], None],
-    future: asyncio.Future[Any],
-    value: Any,
-) -> None:
-    # A closed loop has nobody waiting for this result; the worker lives on.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(setter, future, value)
+_Setter = Callable[["asyncio.Future[Any]", Any], None]
+
+
+class _Results:
+    """Completed calls on their way back to one event loop, woken once per batch.
+
+    The first result put while no wake-up is pending schedules one
+    (``call_soon_threadsafe``: a lock, a self-pipe write and a loop iteration); every
+    result put before the loop runs it rides along. The loop clears the flag before
+    it takes the results, so a result put meanwhile is either taken now or schedules
+    the next wake-up: none is left behind. ``deque.append`` and ``popleft`` are atomic,
+    so the worker's side takes no lock.
+    """
+
+    __slots__ = ("_items", "_scheduled", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[_Setter, asyncio.Future[Any], Any]] = deque()
+        self._scheduled = False
+
+    def put(self, setter: _Setter, future: asyncio.Future[Any], value: Any) -> None:
+        """In a worker: hand ``value`` to ``future`` through ``setter``, on the loop."""
+        self._items.append((setter, future, value))
+        if self._scheduled:
+            return
+        self._scheduled = True
+        # A closed loop has nobody waiting for this result; the worker lives on.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the loop: resolve every future whose result has arrived."""
+        self._scheduled = False
+        items = self._items
+        while items:
+            setter, future, value = items.popleft()
+            setter(future, value)
 
 
 def _set_result(future: asyncio.Future[Any], result: Any) -> None:
