@@ -62,6 +62,7 @@ import inspect
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -124,7 +125,7 @@ class ThreadPool:
         self._idle = 0
         self._queued = 0
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        _POOLS.add(self)
         self._results: _Results | None = None  # the way back to the loop of the last run()
         # Called on the loop after each call with the seconds it waited for a thread
         # (bridge.metrics sets it); None skips the two clock reads.
@@ -171,7 +172,7 @@ class ThreadPool:
             self._submit(call)
             return await future
         except asyncio.CancelledError:
-            if not self.withdraw(call):
+            if not self.withdraw(call) and call.tasks is not None:
                 call.tasks.cancel()
             raise
         finally:
@@ -203,11 +204,16 @@ class ThreadPool:
                 call.state = _CANCELLED
             return call.state == _CANCELLED
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's workers did not come along, so start afresh
+        (a new lock too, in case a parent's thread held it at the fork)."""
+        self._threads.clear()
+        self._idle = self._queued = 0
+        self._lock = threading.Lock()
+        self._queue = SimpleQueue()
+        self._results = None
+
     def _submit(self, call: _Call) -> None:
-        if self._pid != os.getpid():  # a forked worker process inherits no threads
-            self._threads.clear()
-            self._idle = self._queued = 0
-            self._pid = os.getpid()
         with self._lock:
             self._queued += 1
             start = self._queued > self._idle and len(self._threads) < self.max_threads
@@ -239,6 +245,7 @@ class ThreadPool:
                 started = call.state == _QUEUED and gate is None
                 if started:
                     call.state = _STARTED
+                    call.tasks = _Tasks()
             if gate is not None:
                 # bridge.threads.sizing: wait for a turn (timed as a wait for a thread), then
                 # claim, so a call withdrawn meanwhile still never starts.
@@ -247,6 +254,7 @@ class ThreadPool:
                     started = call.state == _QUEUED
                     if started:
                         call.state = _STARTED
+                        call.tasks = _Tasks()
             if started:
                 call.run(local)
             if gate is not None:
@@ -290,7 +298,9 @@ class _Call:
         self.context = context
         self.timing = timing
         self.state = _QUEUED
-        self.tasks = _Tasks()
+        # asgiref's task_context, made by the worker as it claims the call (under the
+        # pool's lock, so a cancellation that finds the call started finds it too).
+        self.tasks: _Tasks | None = None
 
     def run(self, local: threading.local) -> None:
         """Run in the worker thread that claimed this call."""
@@ -433,6 +443,21 @@ class RequestContext(ThreadSensitiveContext):
                 self.token = None
         finally:
             self.lane.shutdown(wait=False)
+
+
+# Every pool of this process, for the fork hook below.
+_POOLS: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in list(_POOLS):
+        pool._forked()
+
+
+# A forked child (gunicorn's workers after --preload, multiprocessing) inherits no
+# threads; checking os.getpid() on every call instead would be a system call a request.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 _Setter = Callable[["asyncio.Future[Any]", Any], None]

@@ -8,8 +8,10 @@ import contextvars
 import json
 import logging
 import math
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 from wsgiref.validate import validator
@@ -592,4 +594,25 @@ def test_a_cancelled_call_in_a_batch_does_not_disturb_the_others(
     assert isinstance(results[1], asyncio.CancelledError)
     assert isinstance(results[3], ValueError)
     assert not caplog.records  # no "Exception in callback" from the delivery
+    pool.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers() -> None:
+    # gunicorn --preload forks workers from a process whose pool may have run calls.
+    pool = ThreadPool(2, 0)
+    assert asyncio.run(pool.run(threading.current_thread)) in pool.threads
+    parents = pool.threads
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through its exit status)
+        try:
+            ran = asyncio.run(asyncio.wait_for(pool.run(threading.current_thread), 5))
+            fresh = pool.threads == [ran] and ran not in parents
+            os._exit(0 if fresh else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     pool.shutdown()
