@@ -4,7 +4,8 @@
 - ``headers.py``: response status and headers checked and encoded.
 - ``body.py``: ``RequestBody``, the bounded, spooled ``wsgi.input``.
 - ``framing.py``: ``Framing``, the response as a state machine with no I/O.
-- ``cycle.py``: ``RequestCycle``, one object per request that owns its I/O.
+- ``cycle.py``: ``RequestCycle``, one object per request: admission, environ, body, outcome.
+- ``sender.py``: ``Sender``, the response side: the framing machine, its lock, the sender.
 - ``gateway.py``: the WSGI application run in a worker thread for a cycle.
 - ``filewrapper.py``: ``wsgi.file_wrapper`` and ``http.response.pathsend``.
 - ``multiprocess.py``: PEP 3333's ``wsgi.multiprocess`` flag, from the worker count.
@@ -15,10 +16,13 @@ Theory of operation
 Shape. ``Bridge.__call__`` (``app.py``) dispatches; every HTTP request it serves
 itself, legacy or migrated, is one ``RequestCycle`` (``cycle.py``), as uvicorn has
 one ``RequestResponseCycle`` per request. The cycle owns the scope, ``receive``,
-``send``, the limits, the request's admission slot and its ``Outcome``; ``gateway.py``
+the limits, the request's admission slot, its body and its ``Outcome``; ``gateway.py``
 runs a WSGI application for it in a thread, and ``views.py`` runs a view for it.
 The response is framed by one state machine with no I/O (``Framing``, ``framing.py``),
-which the cycle feeds and drains.
+held in the cycle's ``Sender`` (``sender.py``) with the one lock that guards it, every
+flag that lock guards, the wake-ups and the task that calls ``send``: the only state
+both the thread and the loop touch, changed only through the sender's methods
+(uvicorn's ``FlowControl`` is the precedent).
 
 Admission. A request that needs a thread (legacy, a sync view, a route inside the
 legacy middleware) takes its slot in ``Admission`` (``threads/admission.py``) when it
@@ -27,8 +31,9 @@ done. At most ``max_threads + max_pending`` hold one; the next gets 503 with
 ``Retry-After`` at once, however late its body arrives.
 
 Who owns which buffer. The event loop owns the connection: only the cycle calls
-``receive`` and ``send``. A worker thread owns the WSGI call: only the thread calls
-the application, iterates its body and calls ``close()``. They meet in two buffers:
+``receive`` and only its sender calls ``send``. A worker thread owns the WSGI call:
+only the thread calls the application, iterates its body and calls ``close()``. They
+meet in two buffers:
 
 * ``RequestBody`` (``body.py``): written by the cycle, read by the thread. Up to
   ``request_buffer_size`` is received on the loop *before* a thread is taken (nginx
@@ -40,8 +45,8 @@ the application, iterates its body and calls ``close()``. They meet in two buffe
   read it lazily.
 
 * ``Framing`` (``framing.py``): fed by the thread (``start_response``, ``write``,
-  each chunk, the end or the error), drained by the loop. The thread changes it
-  under the cycle's lock, held for a state change only. A list body, or one that
+  each chunk, the end or the error), drained by the loop. Both change it through
+  the ``Sender`` only, under its lock, held for a state change only. A list body, or one that
   reaches its Content-Length, is held in the machine and costs one handoff: the
   loop sends it when ``pool.run`` returns. A streamed body's chunk wakes the loop
   (``call_soon_threadsafe``) only if the sender is idle; while it sends, the chunks
@@ -77,9 +82,9 @@ server cancels is treated the same way.
 Deadlines. ``body_timeout`` (60 s, nginx's ``client_body_timeout``) bounds each wait
 for the next body chunk: past it, before the application runs, the client gets
 408; while it runs, its read raises ``BodyTimeout`` and the client gets 408 if no
-response has started. A body past
-``max_body_size`` gets 413 the same way, whatever the application does with the
-``BodyTooLarge`` its read raises: the refusal is decided before the read fails.
+response has started. A body past ``max_body_size`` gets 413 the same way, whatever
+the application does with the ``BodyTooLarge`` its read raises: the refusal is
+decided before the read fails.
 
 Errors. Until the headers go out (with the first byte of a streamed body, or at the
 end of a whole one), an exception (or a body shorter than its Content-Length)

@@ -1,27 +1,26 @@
-"""One HTTP request from arrival to outcome: admission, the body, the response, disconnects.
+"""One HTTP request from arrival to outcome: admission, the environ, the body, disconnects.
 
-``RequestCycle`` is the only reader of ``receive()`` and the only caller of ``send()``
-for its request. The theory of operation (who owns which buffer, who may block, the
-framing rule, disconnects and deadlines) is in ``bridge.wsgi.gateway``.
+``RequestCycle`` is the only reader of ``receive()``; its ``Sender`` (``sender.py``) is
+the only caller of ``send()``. The theory of operation (who owns which buffer, who may
+block, the framing rule, disconnects and deadlines) is in this folder's ``__init__.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
-from .._types import Environ, Headers, Message, OptExcInfo, RawHeaders, Receive, Scope, Send, Write
-from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected, ResponseError
+from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
+from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from ..threads.admission import Admission
 from .body import RequestBody
 from .environ import TooManyHeaders, build_environ
 from .filewrapper import FileWrapper
 from .framing import CLOSE, Framing, State, plain_response
-from .headers import encode_headers, parse_status
+from .sender import Sender
 
 logger = logging.getLogger("bridge")
 
@@ -78,10 +77,10 @@ def content_length_of(environ: Environ) -> int | None:
 
 
 class RequestCycle:
-    """One HTTP request: its scope, ``receive``, ``send``, limits, body and response.
+    """One HTTP request: its scope, ``receive``, limits, admission, body and outcome.
 
-    The application's side (``start_response``, ``write``, ``push``, ``app_done``) may
-    be called from a worker thread; everything else runs on the event loop.
+    The response goes through ``sender`` (a ``Sender``), which the application's
+    thread feeds; everything else here runs on the event loop.
     """
 
     def __init__(
@@ -93,25 +92,16 @@ class RequestCycle:
     ) -> None:
         self.scope = scope
         self.receive = receive
-        self.send = send
         self.limits = limits
         self.loop = asyncio.get_running_loop()
         self.outcome = Outcome()
         self.body: RequestBody | None = None
-        self.framing = Framing(
+        framing = Framing(
             head=scope["method"] == "HEAD",
             http10=scope.get("http_version") == "1.0",
             buffer_size=limits.response_buffer_size,
         )
-        # The framing machine is touched by the application's thread and the loop:
-        # only under this lock, held for a state change and never across I/O.
-        self._lock = threading.Lock()
-        self._space: threading.Condition | None = None  # the thread waits for the sender
-        self._drained: asyncio.Future[None] | None = None  # an async producer waits
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits
-        self._wake_pending = False  # a call_soon_threadsafe to the loop is on its way
-        self._sending = False  # a sender (task or inline) owns send()
-        self._sender: asyncio.Task[None] | None = None
+        self.sender = Sender(framing, send, self.loop, self._listen, self._client_gone)
         self._listener: asyncio.Task[None] | None = None
         self._producer: asyncio.Task[None] | None = None
         self._admission: Admission | None = None
@@ -169,7 +159,7 @@ class RequestCycle:
         elif status == 500:
             extra = []
         for message in plain_response(status, extra):
-            await self._send(message)
+            await self.sender.send(message)
 
     async def receive_body(self, environ: Environ, whole: bool) -> bool:
         """Receive the body up to ``request_buffer_size`` (all of it if ``whole``) into
@@ -273,113 +263,29 @@ class RequestCycle:
     def _body_failed(self, status: int, error: BodyError) -> None:
         """The request body failed while the application runs: 413 or 408 reaches the
         client if no response has started, whatever the application does about it."""
-        with self._lock:
-            refused = self.framing.refuse(status)
+        refused = self.sender.refuse(status)
         # After the refusal, so an application that fails on the read finds it decided.
         assert self.body is not None
         self.body.fail(error)
         if refused:
-            self._kick()
+            self.sender.kick()
 
     def _client_gone(self) -> None:
         """The client disconnected (or the server cancelled): stop everything within a chunk."""
         self.outcome.client_gone = True
-        with self._lock:
-            if not self.framing.finished or self.framing.pending:
-                self.framing.client_gone()
-            waiter, self._waiter = self._waiter, None
-            if self._space is not None:
-                self._space.notify_all()
+        self.sender.client_gone()
         if self.body is not None:
             self.body.fail(ClientDisconnected("The client disconnected before the body was sent."))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        self._wake_drained()
         producer = self._producer
         if producer is not None and not producer.done():
             producer.cancel()
 
-    # -- the response: the application's side (a thread, or the loop) ------------------
-
-    def start_response(
-        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
-    ) -> Write:
-        """PEP 3333 ``start_response``; the headers go out when the framing rule says."""
-        replace = exc_info is not None and exc_info[0] is not None
-        try:
-            with self._lock:
-                if replace and self.framing.headers_sent:
-                    # PEP 3333: "if exc_info is provided, and the HTTP headers have
-                    # already been sent, start_response must raise an error, and
-                    # should re-raise using the exc_info tuple."
-                    assert exc_info is not None and exc_info[1] is not None
-                    raise exc_info[1].with_traceback(exc_info[2])
-                code = parse_status(status)
-                raw, length = encode_headers(headers)
-                self.framing.start(code, raw, length, replace)
-        finally:
-            exc_info = None
-        return self.write
-
-    def start(self, status: int, headers: RawHeaders, content_length: int | None) -> None:
-        """Start a response whose headers are already checked (a view's)."""
-        with self._lock:
-            self.framing.start(status, headers, content_length)
-
-    def write(self, data: bytes) -> None:
-        """PEP 3333 ``write()``: a body chunk outside the iterable."""
-        if self.framing.state is State.IDLE:
-            raise ResponseError("write() was called before start_response().")
-        self.push(data)
-
-    def push(self, data: object, whole: bool = False) -> bool:
-        """One body chunk, from the application's thread; True once no more is wanted.
-
-        ``whole``: the chunk is part of a body already in memory (a list), which is
-        held to the end without waking the loop. A streamed chunk wakes the loop only
-        when the sender is idle. Blocks while more than ``response_buffer_size`` waits
-        for the client.
-        """
-        if type(data) is not bytes:
-            data = _as_bytes(data)
-        if not data:
-            return False
-        wake = throttle = False
-        framing = self.framing
-        with self._lock:
-            done = framing.body(data, whole)
-            if not self._wake_pending and framing.pending:
-                wake = self._waiter is not None or not self._sending
-                self._wake_pending = wake
-            throttle = framing.backlog > framing.buffer_size and framing.state is State.STREAMING
-        if wake:
-            self.loop.call_soon_threadsafe(self._on_thread_event)
-        if throttle:
-            self._wait_for_space()
-        return done
-
-    def send_path(self, path: str, size: int) -> bool:
-        """Let the server send a whole file by path (``http.response.pathsend``)."""
-        with self._lock:
-            return self.framing.send_path(path, size)
+    # -- the outcome ----------------------------------------------------------------------
 
     def app_done(self, error: BaseException | None, what: str = "WSGI application") -> None:
         """The application has finished (``close()`` included), or raised ``error``;
         ``what`` names it in the log."""
-        framing = self.framing
-        with self._lock:
-            if error is None:
-                error = framing.end()
-            else:
-                framing.error()
-            state = framing.state
-            overflowed = framing.overflowed
-        if overflowed:
-            logger.warning(
-                "The application produced more than its Content-Length of %d bytes; "
-                "the excess was not sent.",
-                framing.content_length,
-            )
+        error, state = self.sender.end(error)
         if error is None:
             return
         method, path = self.scope["method"], self.scope.get("path", "")
@@ -400,116 +306,25 @@ class RequestCycle:
         else:
             logger.error("Exception in %s %s %s", what, method, path, exc_info=error)
 
-    # -- the response: the loop's side --------------------------------------------------
-
-    def _on_thread_event(self) -> None:
-        """On the loop, woken by the thread: start or wake the sender."""
-        with self._lock:
-            self._wake_pending = False
-            pending = self.framing.pending
-        if pending:
-            self._kick()
-
-    def _kick(self) -> None:
-        """Make sure a sender is sending what the framing machine has queued."""
-        if not self._sending:
-            self._sending = True
-            self._sender = self.loop.create_task(self._pump())
-            self._listen()  # the response streams: watch for the client leaving
-            return
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _pump(self) -> None:
-        """Send what the framing machine queues until it is finished."""
-        framing = self.framing
-        lock = self._lock
-        while True:
-            with lock:
-                messages = framing.take()
-                if not messages:
-                    if framing.finished:
-                        return
-                    waiter = self._waiter = self.loop.create_future()
-            if not messages:
-                await waiter
-                continue
-            sent = 0
-            for message in messages:
-                sent += await self._send(message)
-            with lock:
-                framing.sent(sent)
-                space = framing.backlog <= framing.buffer_size // 2
-                if space and self._space is not None:
-                    self._space.notify_all()
-            if space:
-                self._wake_drained()
-
-    async def _send(self, message: Message) -> int:
-        """Send one message, record it in the outcome; return the body bytes in it."""
-        kind = message["type"]
-        size = 0
-        if kind == "http.response.body":
-            size = len(message.get("body", b""))
-        elif kind == "http.response.start":
-            self.outcome.status = message["status"]
-        try:
-            await self.send(message)
-        except OSError:
-            # uvicorn, hypercorn, daphne and granian return silently from send() once
-            # the client is gone (and say so with http.disconnect); a server that
-            # raises instead is treated the same way.
-            self._client_gone()
-            return size
-        self.outcome.sent += size
-        return size
-
-    def _wait_for_space(self) -> None:
-        """In the thread: wait until the client has taken half of the backlog."""
-        framing = self.framing
-        with self._lock:
-            if self._space is None:
-                self._space = threading.Condition(self._lock)
-            while framing.backlog > framing.buffer_size // 2 and framing.state is State.STREAMING:
-                self._space.wait()
-            if framing.state is State.GONE:
-                raise ClientDisconnected("The client disconnected during the response.")
-
-    def _wake_drained(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
     async def finish(self) -> Outcome:
         """After the application: send the rest of the response, stop the helpers."""
-        if self._sender is not None:
-            self._kick()
-            await self._sender
-        elif not self._sending:
-            self._sending = True
-            with self._lock:
-                messages = self.framing.take()
-                finished = self.framing.finished
-            for message in messages:  # the whole response, in one go: the common case
-                await self._send(message)
-            if not finished:
-                await self._pump()
+        await self.sender.finish()
         return self.close()
 
     def close(self, thread_done: bool = True) -> Outcome:
-        """Stop the listener and the sender; free the body's file unless a thread may read it."""
+        """Stop the sender and the listener; free the body's file unless a thread may read it."""
+        sender = self.sender
+        sender.close()
         listener = self._listener
         if listener is not None and not listener.done():
             listener.cancel()
-        sender = self._sender
-        if sender is not None and not sender.done():
-            sender.cancel()
         if thread_done and self.body is not None:
             self.body.close()
-        self.outcome.cut = self.framing.state is State.CUT
-        return self.outcome
+        outcome = self.outcome
+        outcome.status = sender.status
+        outcome.sent = sender.sent
+        outcome.cut = sender.cut
+        return outcome
 
     def cancelled(self) -> None:
         """The server cancelled the request: stop the thread at its next chunk or read."""
@@ -522,13 +337,7 @@ class RequestCycle:
         self, status: int, headers: RawHeaders, content_length: int | None, chunks: list[bytes]
     ) -> Outcome:
         """Send a response whose body is in memory: one start, one body."""
-        with self._lock:
-            framing = self.framing
-            framing.start(status, headers, content_length)
-            for chunk in chunks:
-                if framing.body(chunk, whole=True):
-                    break
-            error = framing.end()
+        error = self.sender.whole(status, headers, content_length, chunks)
         if error is not None:
             logger.error("The view's response is broken: %s", error)
         return await self.finish()
@@ -541,7 +350,7 @@ class RequestCycle:
         body: AsyncIterable[Any],
     ) -> Outcome:
         """Send an async iterable body under the same framing rule, on the loop."""
-        self.start(status, headers, content_length)
+        self.sender.start(status, headers, content_length)
         self._listen()
         producer = self._producer = self.loop.create_task(self._produce(body))
         try:
@@ -555,14 +364,13 @@ class RequestCycle:
 
     async def _produce(self, body: AsyncIterable[Any]) -> None:
         error: BaseException | None = None
+        sender = self.sender
         try:
             async for chunk in body:
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-                if self._push_on_loop(data):
+                if sender.push_on_loop(data):
                     break
-                if self.framing.backlog > self.framing.buffer_size:
-                    drained = self._drained = self.loop.create_future()
-                    await drained
+                await sender.drained()
         except asyncio.CancelledError:
             error = ClientDisconnected("The client disconnected during the response.")
         except Exception as exc:
@@ -575,25 +383,3 @@ class RequestCycle:
                 except Exception as exc:  # pragma: no cover (a broken aclose)
                     error = error or exc
         self.app_done(error, "a view's response body")
-
-    def _push_on_loop(self, data: object) -> bool:
-        if type(data) is not bytes:
-            data = _as_bytes(data)
-        framing = self.framing
-        with self._lock:
-            done = framing.body(data)
-            pending = framing.pending
-        if pending:
-            self._kick()
-        if framing.state is State.GONE:
-            raise ClientDisconnected("The client disconnected during the response.")
-        return done
-
-
-def _as_bytes(data: object) -> bytes:
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(
-        f"The application produced {type(data).__name__} as body data ({data!r:.40}); "
-        "a response body must be bytes, so encode it first."
-    )

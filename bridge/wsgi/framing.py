@@ -6,7 +6,7 @@ of h11's ``_state.py``: the machine is fed what the application did (``start``,
 request body did (``refuse``: 413 or 408); it answers with the ASGI messages to send,
 in order, from ``take()``. It has no threads, no lock and no clock, so every
 transition is tested at message level (tests/wsgi/test_framing.py).
-``bridge.wsgi.cycle`` owns one per request and guards it.
+``bridge.wsgi.sender`` owns one per request and guards it.
 
 States (``State``), and the event that leaves each one::
 

@@ -30,7 +30,7 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
     """
     error: BaseException | None = None
     try:
-        iterable: Iterable[bytes] = app(environ, cycle.start_response)
+        iterable: Iterable[bytes] = app(environ, cycle.sender.start_response)
         try:
             iterate(cycle, iterable, extensions)
         finally:
@@ -44,14 +44,17 @@ def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: An
 
 def iterate(cycle: RequestCycle, iterable: Iterable[bytes], extensions: Any) -> None:
     """Drive the application's iterable in the thread, stopping when no more is wanted."""
-    if type(iterable) is FileWrapper and "http.response.pathsend" in extensions:
-        found = iterable.pathsend_target(cycle.framing.status, cycle.framing.content_length)
-        if found is not None and cycle.send_path(*found):
-            return
+    sender = cycle.sender
+    if (
+        type(iterable) is FileWrapper
+        and "http.response.pathsend" in extensions
+        and sender.send_path(iterable)
+    ):
+        return
     # A list or tuple is already whole in memory: holding it costs nothing and
     # turns the response into a single handoff however many items it has.
     whole = type(iterable) in (list, tuple)
-    push = cycle.push
+    push = sender.push
     for chunk in iterable:
         if push(chunk, whole):
             return
