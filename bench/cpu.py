@@ -9,8 +9,11 @@ reads the CPU the process spent (``process_time``, every thread) and the event l
 spent (``thread_time`` on the loop) per request. The contenders run interleaved, a
 round each in turn, and the median of the rounds is reported, so a busy moment
 falls on all of them alike. The harness alone (a pure-ASGI app) is the floor.
+"every layer unused" is the default with 20 async routes and a shadow route the
+requests never match, the dashboard and metrics pages, and a broadcast hub: what
+those layers cost a plain legacy request.
 
-    .venv/bin/python -m bench.cpu                  # bridge, metrics off, the floor
+    .venv/bin/python -m bench.cpu                  # bridge, its variants, the floor
     .venv/bin/python -m bench.cpu --rounds 20 --requests 20000
 """
 
@@ -46,11 +49,30 @@ REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 
 
 def contenders() -> dict[str, ASGI]:
+    """What each layer costs a legacy request that does not use it, beside the default."""
     from bridge import Bridge
 
+    threads = apps.threads()
+    every = Bridge(
+        apps.micro,
+        max_threads=threads,
+        dashboard_path="/_bridge/",
+        metrics_path="/_bridge/metrics",
+        broadcast="memory://",
+    )
+
+    async def view(request: Any, item_id: int) -> Any:
+        from werkzeug.wrappers import Response
+
+        return Response(f"item {item_id}")
+
+    for number in range(20):
+        every.route(f"/async/{number}/<int:item_id>", methods=["GET"])(view)
+    every.route("/shadowed/<int:item_id>", shadow=True, methods=["GET"])(view)
     return {
-        "bridge": Bridge(apps.micro, max_threads=apps.threads()),
-        "bridge, metrics=False": Bridge(apps.micro, max_threads=apps.threads(), metrics=False),
+        "bridge": Bridge(apps.micro, max_threads=threads),
+        "bridge, metrics=False": Bridge(apps.micro, max_threads=threads, metrics=False),
+        "bridge, every layer unused": every,
         "pure ASGI (the harness alone)": apps.asgi_micro,
     }
 

@@ -188,5 +188,10 @@ def test_cpu_per_request_in_process_prints_every_contender(
     assert cpu.main(["--rounds", "1", "--requests", "64", "--concurrency", "8"]) == 0
     table = capsys.readouterr().out.splitlines()
     names = [line.split("|")[1].strip() for line in table[3:]]
-    assert names == ["bridge", "bridge, metrics=False", "pure ASGI (the harness alone)"]
+    assert names == [
+        "bridge",
+        "bridge, metrics=False",
+        "bridge, every layer unused",
+        "pure ASGI (the harness alone)",
+    ]
     assert all(float(line.split("|")[2]) > 0 for line in table[3:])
