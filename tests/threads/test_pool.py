@@ -616,3 +616,31 @@ def test_a_forked_child_starts_its_own_workers() -> None:
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     pool.shutdown()
+
+
+def test_a_thousand_concurrent_requests_each_get_their_own_response() -> None:
+    # Results come back in batches: none may reach another request's future, and every
+    # body goes out chunk by chunk, in order, ended once.
+    def app(environ: Environ, start_response: Any) -> Any:
+        path = environ["PATH_INFO"].encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if int(path[1:]) % 3 == 0:
+            return iter([path, b"|", path])
+        return [path]
+
+    bridge = Bridge(validator(app), max_threads=8)
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(1000)]
+        await asyncio.gather(
+            *(c.run(bridge, http_scope(f"/{i}"), timeout=30) for i, c in enumerate(clients))
+        )
+        return clients
+
+    for i, client in enumerate(asyncio.run(main())):
+        path = f"/{i}".encode()
+        assert client.status == 200 and client.finished
+        assert client.body == (path + b"|" + path if i % 3 == 0 else path)
+        # The validator's iterator hides a list: both stream (start, chunks, end).
+        assert len(client.sent) == (5 if i % 3 == 0 else 3)
+    bridge.pool.shutdown()
