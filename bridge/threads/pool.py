@@ -153,13 +153,18 @@ class ThreadPool:
         """The worker threads started so far (they start on demand, up to max_threads)."""
         return list(self._threads)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(
+        self, func: Callable[..., T], *args: Any, loop: asyncio.AbstractEventLoop | None = None
+    ) -> T:
         """Run ``func(*args)`` in a pool thread, in a copy of this context; await its result.
 
         Cancelled before a thread took it, the call never starts; cancelled later, the
-        coroutines it started on the loop with ``async_to_sync`` are cancelled.
+        coroutines it started on the loop with ``async_to_sync`` are cancelled. ``loop``
+        is the running loop, when the caller has it at hand: on CPython 3.11
+        ``asyncio.get_running_loop()`` asks ``getpid()`` of the kernel every time.
         """
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         results = self._results_for(loop)
         on_wait = self.on_wait

@@ -66,7 +66,7 @@ async def run_wsgi(
     """Run ``app`` in a thread for an environ whose body has started; send its response."""
     extensions = cycle.scope.get("extensions") or {}
     try:
-        await pool.run(call_app, app, environ, cycle, extensions)
+        await pool.run(call_app, app, environ, cycle, extensions, loop=cycle.loop)
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
         cycle.cancelled()
