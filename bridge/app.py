@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
 from .broadcast.hub import Broadcast
-from .lifespan import MountedLifespan, unsupported_event_loop
+from .lifespan import Hook, Lifespan
 from .metrics.registry import Metrics
-from .mounts import within_limits
+from .mounts import guarded, mounted_scope, serve_mount
 from .options import check_options
 from .pages.access import AccessPolicy
 from .pages.dashboard import Endpoints
@@ -25,17 +21,14 @@ from .shadow.runner import DEFAULT_MAX_SHADOWS, Shadows
 from .threads.admission import Admission
 from .threads.pool import DEFAULT_MAX_PENDING, DEFAULT_MAX_THREADS, ThreadPool
 from .threads.sizing import adaptive_gate
-from .views import as_wsgi, serve_view
-from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
-from .wsgi.body import DEFAULT_REQUEST_BUFFER, RequestBody
-from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
-from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ, route_path
+from .views import as_wsgi, no_websocket, serve_view, serve_websocket
+from .wsgi.body import DEFAULT_REQUEST_BUFFER
+from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, CycleLimits, Outcome, RequestCycle
+from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, RequestPath, locate
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
 
 logger = logging.getLogger("bridge")
-
-Hook = Callable[[], Any]
 
 # The largest request body accepted by default. gunicorn sets no limit and nginx
 # 1 MiB (client_max_body_size); 1 GiB lets existing upload forms keep working
@@ -44,14 +37,6 @@ DEFAULT_MAX_BODY_SIZE = 1024 * 1024 * 1024
 
 # Seconds a client is told to wait after a 503 (RFC 9110 10.2.3).
 DEFAULT_RETRY_AFTER = 1
-
-# How long shutdown waits for requests still running in threads; gunicorn's
-# --graceful-timeout is 30 seconds.
-DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-
-# How long shutdown waits for the thread of a request the server has already
-# cancelled: the server's graceful timeout has run out, so only a moment more.
-CANCELLED_GRACE = 1.0
 
 
 class Bridge:
@@ -162,7 +147,7 @@ class Bridge:
             self.pool.gate = adaptive_gate(max_threads)
         # Requests holding or waiting for a thread, counted from their arrival.
         self.admission = Admission(max_threads + max_pending)
-        self.limits = Limits(
+        self.limits = CycleLimits(
             max_body_size=max_body_size,
             max_header_count=max_header_count,
             request_buffer_size=request_buffer_size,
@@ -170,8 +155,6 @@ class Bridge:
             retry_after=retry_after,
             body_timeout=body_timeout,
         )
-        # The lifespan state: the server's, once lifespan has started (see _lifespan).
-        self.state: dict[str, Any] = {}
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.request_class = request_class
@@ -183,6 +166,8 @@ class Bridge:
         meter = self.metrics
         self.shadows = Shadows(
             self.pool,
+            legacy=self._legacy,
+            view=self._serve_route,
             max_shadows=max_shadows,
             lag=None if meter is None else (lambda: meter.loop_lag),
         )
@@ -198,6 +183,21 @@ class Bridge:
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
         self.broadcast = Broadcast.configured(broadcast)
+        self.lifespan = Lifespan(
+            self.pool,
+            self.admission,
+            self.on_startup,
+            self.on_shutdown,
+            mounts=lambda: [(m.prefix, m.app) for m in self.router.mounts],
+            start=self._start_services,
+            stop_streams=self._stop_streams,
+            stop=self._stop_services,
+        )
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The lifespan state: the server's once lifespan has started, else bridge's own."""
+        return self.lifespan.state
 
     @property
     def max_threads(self) -> int:
@@ -214,6 +214,21 @@ class Bridge:
     @property
     def mounts(self) -> list[Mount]:
         return list(self.router.mounts)
+
+    # -- bridge's own services, started and stopped by the lifespan ------------------
+
+    async def _start_services(self) -> None:
+        if self.metrics is not None:
+            self.metrics.start()  # the loop-lag probe
+        await self.broadcast.start()  # never fails: Redis is retried in the background
+
+    async def _stop_streams(self) -> None:
+        await self.broadcast.stop()  # ends the live streams, so the drain is short
+
+    async def _stop_services(self) -> None:
+        await self.shadows.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     # -- registration ---------------------------------------------------------------
 
@@ -276,225 +291,106 @@ class Bridge:
     # -- dispatch -------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI scope. An HTTP request goes to the first row that claims it,
+        its path derived once (``locate``) and handed on:
+
+        =========================  ===================================  ================
+        the request                served by                            counted as
+        =========================  ===================================  ================
+        bridge's own page          ``pages.dashboard.Endpoints``        not counted
+        a shadowed route           the legacy app, then ``Shadows``     its legacy group
+        a route                    ``views.serve_view`` or the gateway  the route
+        under a mount              ``mounts.serve_mount``               the mount
+        anything else              ``wsgi.gateway.serve_wsgi``          its legacy group
+        =========================  ===================================  ================
+        """
         kind = scope["type"]
         if kind == "http":
-            if self._endpoints is not None and await self._endpoints.answer(scope, receive, send):
-                return  # bridge's own metrics or dashboard page
+            path = locate(scope)
+            pages = self._endpoints
+            if pages is not None and await pages.answer(path.route, scope, receive, send):
+                return
             router = self.router
-            meter = self.metrics
             if router.active:
-                path = route_path(scope)
-                found = router.match_http(path, scope["method"])
+                found = router.match_http(path.route, scope["method"])
+                if found is not None and found[0].shadow is not None:
+                    await self.shadows.serve(*found, path, scope, receive, send)
+                    return
                 if found is not None:
-                    if found[0].shadow is not None:  # the legacy app answers, the view shadows
-                        await self.shadows.serve(
-                            *found, scope, receive, send, self._legacy, self._serve_route
-                        )
-                        return
-                    serving = self._serve_route(found[0], found[1], scope, receive, send)
-                    await (serving if meter is None else meter.route(found[0], serving))
+                    await self._route(*found, path, scope, receive, send)
                     return
-                mount = router.match_mount(path)
+                mount = router.match_mount(path.route)
                 if mount is not None:
-                    child = _mounted_scope(scope, mount.prefix, path, self.state)
-                    limited = Mount(mount.prefix, within_limits(mount.app, self.limits))
-                    if meter is None:
-                        await limited.app(child, receive, send)
-                    else:
-                        await meter.mount(limited, child, receive, send)
+                    await self._mount(mount, path, scope, receive, send)
                     return
-            cycle = RequestCycle(scope, receive, send, self.limits)
-            legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
-            await (legacy if meter is None else meter.legacy(scope, legacy))
+            await self._legacy(path, scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
+            await self.lifespan.serve(scope, receive, send)
         else:
             raise ValueError(f"bridge cannot serve ASGI scopes of type {kind!r}.")
 
-    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve and count one request with the legacy app (a shadow route's answer)."""
-        cycle = RequestCycle(scope, receive, send, self.limits)
-        legacy = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
+    async def _legacy(self, path: RequestPath, scope: Scope, receive: Receive, send: Send) -> None:
+        """The legacy app answers (a shadowed route's answer too), counted by its group."""
+        cycle = RequestCycle(scope, receive, send, self.limits, path)
+        serving = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
         meter = self.metrics
-        await (legacy if meter is None else meter.legacy(scope, legacy))
+        await (serving if meter is None else meter.measure(meter.legacy_for(path.route), serving))
+
+    async def _route(
+        self, route: Route, values: dict[str, Any], path: RequestPath, scope: Scope,
+        receive: Receive, send: Send,
+    ) -> None:  # fmt: skip
+        serving = self._serve_route(route, values, path, scope, receive, send)
+        meter = self.metrics
+        if meter is None:
+            await serving
+            return
+        on_loop = route.is_async and route.wsgi is None
+        await meter.measure(meter.route_stats(route), serving, on_loop)
 
     async def _serve_route(
-        self, route: Route, values: dict[str, Any], scope: Scope, receive: Receive, send: Send
-    ) -> Outcome:
-        cycle = RequestCycle(scope, receive, send, self.limits)
+        self, route: Route, values: dict[str, Any], path: RequestPath, scope: Scope,
+        receive: Receive, send: Send,
+    ) -> Outcome:  # fmt: skip
+        """A route's view answers (a shadow run's view too)."""
+        cycle = RequestCycle(scope, receive, send, self.limits, path)
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
             return await serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
         return await serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
 
+    async def _mount(
+        self, mount: Mount, path: RequestPath, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        child = mounted_scope(scope, mount.prefix, path.route, self.state)
+        app = guarded(mount.app, self.limits)
+        meter = self.metrics
+        if meter is None:
+            await app(child, receive, send)
+            return
+        serving = serve_mount(app, child, receive, send)
+        await meter.measure(meter.stats(mount.prefix, "mount"), serving, on_loop=True)
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope)
-        found = self.router.match_websocket(path)
+        path = locate(scope)
+        found = self.router.match_websocket(path.route)
         if found is None:
-            mount = self.router.match_mount(path)
+            mount = self.router.match_mount(path.route)
             if mount is not None:
-                child = _mounted_scope(scope, mount.prefix, path, self.state)
-                await within_limits(mount.app, self.limits)(child, receive, send)
-                return
-            # No websocket here, and a WSGI app cannot speak it: refuse the handshake
-            # (the server answers 403).
-            message = await receive()
-            if message["type"] == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1000})
+                child = mounted_scope(scope, mount.prefix, path.route, self.state)
+                await guarded(mount.app, self.limits)(child, receive, send)
+            else:
+                await no_websocket(receive, send)
             return
         route, values = found
-        serving = self._serve_websocket(route, values, scope, receive, send)
+        serving = serve_websocket(
+            route, values, path, scope, receive, send, self.limits, self.request_class
+        )
         # Counted as a "websocket" route of its own: one request per connection.
-        await (serving if self.metrics is None else self.metrics.websocket(route.rule, serving))
-
-    async def _serve_websocket(
-        self, route: WebSocketRoute, values: dict[str, Any], scope: Scope, receive: Receive,
-        send: Send,
-    ) -> Outcome:  # fmt: skip
-        """Run the view; the outcome's status is 101 (switched protocols), or 431 or 500
-        if the handshake was refused or the view raised."""
-        try:
-            environ = build_environ(
-                {**scope, "method": "GET"},
-                RequestBody(),
-                max_header_count=self.limits.max_header_count,
-            )
-        except TooManyHeaders as exc:
-            logger.info("Refused a websocket handshake: %s", exc)
-            await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
-            return Outcome(431)
-        socket = WebSocket(scope, receive, send, self.request_class(environ))
-        socket.path_params = values
-        socket.request.path_params = values
-        try:
-            await route.view(socket, **values)
-        except WebSocketDisconnect:
-            return Outcome(101)
-        except Exception:
-            logger.exception("Exception in websocket view %s", route.view.__qualname__)
-            if not socket.closed:
-                # 1011: "the server is terminating the connection because it
-                # encountered an unexpected condition" (RFC 6455 7.4.1).
-                await socket.close(1011 if socket.accepted else 1000)
-            return Outcome(500)
-        if not socket.closed:
-            await socket.close(1000)
-        return Outcome(101)
-
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # ASGI lifespan: "state" is a namespace the server copies into every request's
-        # scope. A server that offers none gets bridge's own dict, which mounted apps
-        # then receive in their request scopes from bridge (see _mounted_scope).
-        if scope.get("state") is not None:
-            self.state = scope["state"]
-        state = self.state
-        mounted = [MountedLifespan(m.prefix, m.app) for m in self.router.mounts]
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                refusal = unsupported_event_loop()
-                if refusal is not None:
-                    logger.error("%s", refusal)
-                    await send({"type": "lifespan.startup.failed", "message": refusal})
-                    return
-                try:
-                    for hook in self.on_startup:
-                        await _call_hook(hook, state)
-                    for app in mounted:
-                        await app.startup(state)
-                except Exception as exc:
-                    logger.exception("A startup hook failed.")
-                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
-                    return
-                if self.metrics is not None:
-                    self.metrics.start()  # the loop-lag probe
-                await self.broadcast.start()  # never fails: Redis is retried in the background
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.broadcast.stop()  # ends the live streams, so the drain is short
-                await self._drain()
-                await self.shadows.stop()
-                if self.metrics is not None:
-                    await self.metrics.stop()
-                for app in reversed(mounted):
-                    await app.shutdown()
-                try:
-                    for hook in self.on_shutdown:
-                        await _call_hook(hook, state)
-                except Exception as exc:
-                    logger.exception("A shutdown hook failed.")
-                    self.pool.shutdown()
-                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
-                    return
-                self.pool.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _drain(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
-        """Wait for requests still in threads to finish, up to ``timeout`` seconds.
-
-        A request the server cancelled (past its own graceful timeout) no longer counts
-        as in flight, but its thread may still be in the app. Its thread gets at most
-        ``CANCELLED_GRACE`` more, so that a short overrun ends before the shutdown hooks
-        run, while the server's graceful timeout still bounds the whole shutdown.
-        """
-        pool = self.pool
-        admission = self.admission
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while admission.admitted and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        deadline = min(deadline, loop.time() + CANCELLED_GRACE)
-        while pool.running and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        if admission.admitted or pool.running:
-            logger.warning(
-                "%d requests were still running in threads at shutdown; they are abandoned.",
-                max(admission.admitted, pool.running),
-            )
-
-
-def _mounted_scope(
-    scope: Scope, prefix: str, path: str, state: dict[str, Any] | None = None
-) -> Scope:
-    """The scope a mounted app sees: ``root_path`` grows by the prefix, and ``path``
-    includes ``root_path``, as the ASGI spec asks (Starlette reads it that way).
-
-    ``path`` is ``route_path(scope)``, so the mounted app (a nested ``Bridge`` too)
-    sees what the legacy app would have seen below the prefix. ``raw_path`` stays
-    the bytes the client sent: the mounted app uses it only where it agrees with
-    ``path`` (see ``bridge.wsgi.environ.request_path``). ``state`` is bridge's own lifespan
-    state, for a server that keeps none (ASGI: "the server will copy it").
-    """
-    root_path = scope.get("root_path", "").rstrip("/") + prefix
-    child = dict(scope)
-    child["root_path"] = root_path
-    child["path"] = root_path + path[len(prefix) :]
-    if state is not None and "state" not in scope:
-        child["state"] = dict(state)
-    return child
-
-
-async def _call_hook(hook: Hook, state: dict[str, Any]) -> None:
-    """Run a lifespan hook; one that takes an argument receives the lifespan state."""
-    args = (state,) if _takes_argument(hook) else ()
-    if inspect.iscoroutinefunction(hook):
-        await hook(*args)
-        return
-    result = await sync_to_async(hook)(*args)
-    if isinstance(result, Awaitable):
-        await result
-
-
-def _takes_argument(hook: Hook) -> bool:
-    try:
-        parameters = inspect.signature(hook).parameters.values()
-    except (TypeError, ValueError):  # a builtin without a signature
-        return False
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        and p.default is p.empty
-        for p in parameters
-    )
+        meter = self.metrics
+        if meter is None:
+            await serving
+            return
+        await meter.measure(meter.stats(route.rule, "websocket"), serving)

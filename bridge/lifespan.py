@@ -1,4 +1,7 @@
-"""Run the ASGI lifespan protocol of mounted apps inside bridge's own.
+"""bridge's side of the ASGI lifespan protocol, and mounted apps' lifespans inside it.
+
+``Lifespan`` runs the startup and shutdown hooks, starts and stops bridge's own
+services around them, and on shutdown drains the requests still in threads.
 
 A mounted Starlette or FastAPI app opens its database pool and clients on
 ``lifespan.startup``; the server sends that message to bridge only, so bridge
@@ -11,12 +14,29 @@ lifespan is simply left out.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ._types import ASGIApp, Message
+from asgiref.sync import sync_to_async
+
+from ._types import ASGIApp, Message, Receive, Scope, Send
+from .threads.admission import Admission
+from .threads.pool import ThreadPool
 
 logger = logging.getLogger("bridge")
+
+Hook = Callable[..., Any]
+Step = Callable[[], Awaitable[None]]
+
+# How long shutdown waits for requests still running in threads; gunicorn's
+# --graceful-timeout is 30 seconds.
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+# How long shutdown waits for the thread of a request the server has already
+# cancelled: the server's graceful timeout has run out, so only a moment more.
+CANCELLED_GRACE = 1.0
 
 
 def unsupported_event_loop() -> str | None:
@@ -99,3 +119,127 @@ class MountedLifespan:
             return reply.result()
         reply.cancel()
         return None
+
+
+class Lifespan:
+    """One ``Bridge``'s lifespan: hooks, mounted apps, its own services, the drain.
+
+    ``on_startup`` and ``on_shutdown`` are the user's hooks (the lists ``Bridge`` keeps);
+    ``mounts`` lists the mounted apps, as ``(prefix, app)``, when lifespan starts;
+    ``start`` starts bridge's own services once the hooks have run; ``stop_streams``
+    ends the live streams before the drain, so it is short; ``stop`` stops the rest
+    after it. ``state`` is the lifespan state (ASGI: "Applications can store arbitrary
+    data in this namespace"): the server's once lifespan has started, else bridge's own.
+    """
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        admission: Admission,
+        on_startup: list[Hook],
+        on_shutdown: list[Hook],
+        mounts: Callable[[], Sequence[tuple[str, ASGIApp]]],
+        start: Step,
+        stop_streams: Step,
+        stop: Step,
+    ) -> None:
+        self.pool = pool
+        self.admission = admission
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.mounts = mounts
+        self.start = start
+        self.stop_streams = stop_streams
+        self.stop = stop
+        self.state: dict[str, Any] = {}
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ASGI lifespan: "state" is a namespace the server copies into every request's
+        # scope. A server that offers none gets bridge's own dict, which mounted apps
+        # then receive in their request scopes from bridge (see mounts.mounted_scope).
+        if scope.get("state") is not None:
+            self.state = scope["state"]
+        state = self.state
+        mounted = [MountedLifespan(prefix, app) for prefix, app in self.mounts()]
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                refusal = unsupported_event_loop()
+                if refusal is not None:
+                    logger.error("%s", refusal)
+                    await send({"type": "lifespan.startup.failed", "message": refusal})
+                    return
+                try:
+                    for hook in self.on_startup:
+                        await call_hook(hook, state)
+                    for app in mounted:
+                        await app.startup(state)
+                except Exception as exc:
+                    logger.exception("A startup hook failed.")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop_streams()
+                await self.drain()
+                await self.stop()
+                for app in reversed(mounted):
+                    await app.shutdown()
+                try:
+                    for hook in self.on_shutdown:
+                        await call_hook(hook, state)
+                except Exception as exc:
+                    logger.exception("A shutdown hook failed.")
+                    self.pool.shutdown()
+                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                    return
+                self.pool.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def drain(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Wait for requests still in threads to finish, up to ``timeout`` seconds.
+
+        A request the server cancelled (past its own graceful timeout) no longer counts
+        as in flight, but its thread may still be in the app. Its thread gets at most
+        ``CANCELLED_GRACE`` more, so that a short overrun ends before the shutdown hooks
+        run, while the server's graceful timeout still bounds the whole shutdown.
+        """
+        pool = self.pool
+        admission = self.admission
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while admission.admitted and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        deadline = min(deadline, loop.time() + CANCELLED_GRACE)
+        while pool.running and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if admission.admitted or pool.running:
+            logger.warning(
+                "%d requests were still running in threads at shutdown; they are abandoned.",
+                max(admission.admitted, pool.running),
+            )
+
+
+async def call_hook(hook: Hook, state: dict[str, Any]) -> None:
+    """Run a lifespan hook; one that takes an argument receives the lifespan state."""
+    args = (state,) if _takes_argument(hook) else ()
+    if inspect.iscoroutinefunction(hook):
+        await hook(*args)
+        return
+    result = await sync_to_async(hook)(*args)
+    if isinstance(result, Awaitable):
+        await result
+
+
+def _takes_argument(hook: Hook) -> bool:
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        and p.default is p.empty
+        for p in parameters
+    )

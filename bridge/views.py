@@ -1,4 +1,5 @@
-"""Run a migrated view: build its request, call it, and send its response.
+"""Run a migrated view: build its request, call it, and send its response; and the
+websocket views (``serve_websocket``).
 
 An ``async def`` view runs on the event loop, inside ``pool.request_context()``, so
 ``sync_to_async(thread_sensitive=True)`` calls it makes (the legacy ORM, say) all run
@@ -22,12 +23,15 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
-from ._types import Environ, WSGIApp
+from ._types import Environ, Receive, Scope, Send, WSGIApp
 from .requests import Request
-from .routing import Route, View
+from .routing import Route, View, WebSocketRoute
 from .threads.admission import Admission
 from .threads.pool import ThreadPool
-from .wsgi.cycle import Outcome, RequestCycle
+from .websockets import WebSocket, WebSocketDisconnect, reject_handshake
+from .wsgi.body import RequestBody
+from .wsgi.cycle import CycleLimits, Outcome, RequestCycle
+from .wsgi.environ import RequestPath, TooManyHeaders, build_environ
 from .wsgi.gateway import run_wsgi
 from .wsgi.headers import encode_headers
 
@@ -166,3 +170,53 @@ async def send_response(
         )
     stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
     return await cycle.stream(response.status_code, headers, length, stream)
+
+
+async def serve_websocket(
+    route: WebSocketRoute,
+    values: dict[str, Any],
+    path: RequestPath,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    limits: CycleLimits,
+    request_class: type[Request],
+) -> Outcome:
+    """Run a websocket view; the outcome's status is 101 (switched protocols), or 431 or
+    500 if the handshake was refused or the view raised."""
+    try:
+        environ = build_environ(
+            {**scope, "method": "GET"},
+            RequestBody(),
+            max_header_count=limits.max_header_count,
+            path=path,
+        )
+    except TooManyHeaders as exc:
+        logger.info("Refused a websocket handshake: %s", exc)
+        await reject_handshake(scope, receive, send, 431)
+        return Outcome(431)
+    socket = WebSocket(scope, receive, send, request_class(environ))
+    socket.path_params = values
+    socket.request.path_params = values
+    try:
+        await route.view(socket, **values)
+    except WebSocketDisconnect:
+        return Outcome(101)
+    except Exception:
+        logger.exception("Exception in websocket view %s", route.view.__qualname__)
+        if not socket.closed:
+            # 1011: "the server is terminating the connection because it
+            # encountered an unexpected condition" (RFC 6455 7.4.1).
+            await socket.close(1011 if socket.accepted else 1000)
+        return Outcome(500)
+    if not socket.closed:
+        await socket.close(1000)
+    return Outcome(101)
+
+
+async def no_websocket(receive: Receive, send: Send) -> None:
+    """No websocket route or mount here, and a WSGI app cannot speak it: refuse the
+    handshake (the server answers 403)."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1000})

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._types import Message, Receive, Scope, Send
 from .requests import Request
+from .wsgi.framing import plain_response
 
 
 class WebSocketDisconnect(Exception):
@@ -102,31 +103,22 @@ class WebSocket:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def refuse_handshake(
-    scope: Scope, receive: Receive, send: Send, status: int, text: str
+async def reject_handshake(
+    scope: Scope, receive: Receive, send: Send, status: int, text: str | None = None
 ) -> None:
-    """Refuse a websocket handshake with ``status``, never an exception to the server.
+    """Reject a websocket handshake with ``status``, never an exception to the server.
 
     With the ASGI ``websocket.http.response`` extension the client gets that status
-    and ``text``; without it, ``websocket.close`` before ``websocket.accept``, which
-    the server answers with 403 (ASGI: "If this is sent before the socket is
-    accepted, the server must close the connection with a HTTP 403 error code").
+    and ``text`` (the status's usual sentence by default); without it,
+    ``websocket.close`` before ``websocket.accept``, which the server answers with 403
+    (ASGI: "If this is sent before the socket is accepted, the server must close the
+    connection with a HTTP 403 error code").
     """
     message = await receive()
     if message["type"] != "websocket.connect":
         return  # the client left first
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = text.encode("utf-8")
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
+        for message in plain_response(status, None, text):
+            await send({**message, "type": "websocket." + message["type"]})
         return
     await send({"type": "websocket.close", "code": 1008})

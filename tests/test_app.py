@@ -214,3 +214,41 @@ def test_a_mounted_app_that_fails_to_start_fails_the_startup() -> None:
     (sent,) = lifespan(bridge_app, "lifespan.startup")
     assert sent["type"] == "lifespan.startup.failed"
     assert 'mounted at "/v2" failed to start: no database' in sent["message"]
+
+
+def test_the_path_is_derived_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under a root path every layer needs the slow derivation (SCRIPT_NAME stripped at
+    # a segment boundary): the pages, the routes, the mounts, the metrics and the
+    # environ all take it from the dispatch, so it runs once per request.
+    from bridge.wsgi import environ as environ_module
+
+    derived: list[str] = []
+    real = environ_module.request_path
+
+    def counted(scope: dict[str, Any]) -> tuple[str, str]:
+        derived.append(scope["path"])
+        return real(scope)
+
+    monkeypatch.setattr(environ_module, "request_path", counted)
+    app = Bridge(validator(echo_length), dashboard_path="/_bridge/")
+
+    @app.route("/items/<int:item_id>", methods=["GET"])
+    def item(request: bridge.Request, item_id: int) -> str:
+        return f"item {item_id} at {request.script_root}{request.path}"
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    app.mount("/v2", mounted)
+    answers = []
+    for path in ("/app/items/7", "/app/legacy", "/app/v2/x"):
+        client = Client()
+        asyncio.run(client.run(app, http_scope(path, root_path="/app")))
+        answers.append((client.status, client.body))
+    assert answers == [
+        (200, b"item 7 at /app/items/7"),
+        (200, b"0"),
+        (200, b"/app/v2/x"),
+    ]
+    assert derived == ["/app/items/7", "/app/legacy", "/app/v2/x"]

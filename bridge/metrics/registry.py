@@ -41,13 +41,11 @@ import logging
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..wsgi.cycle import Outcome
-from ..wsgi.environ import route_path
 from .blocking import stepped
 from .values import BOUNDS, RouteStats
 from .whole_server import Shared, whole_server
@@ -221,59 +219,37 @@ class Metrics:
             found = self._by_route[id(route)] = self.stats(route.rule, kind)
         return found
 
-    # -- measuring (on the loop, per request) -----------------------------------------
-
-    async def legacy(self, scope: Scope, serving: Awaitable[Outcome]) -> None:
-        """Await ``serving`` (the legacy app answering ``scope``) and count it.
+    def legacy_for(self, path: str) -> RouteStats:
+        """The counters for a legacy request to ``path`` (``RequestPath.route``).
 
         The labelled group of each path is remembered (in a cache bounded in bytes),
         since this is the hot path of a migration. A path counted as ``other`` is not:
         its group may earn a label later.
         """
-        path = scope["path"]
-        rooted = scope.get("root_path")
-        stats = None if rooted else self._paths.get(path)
+        stats = self._paths.get(path)
         if stats is None:
-            stats = self.legacy_stats(route_path(scope))
-            if not rooted and stats.route != OTHER_GROUP and len(path) <= _MAX_CACHED_PATH:
+            stats = self.legacy_stats(path)
+            if stats.route != OTHER_GROUP and len(path) <= _MAX_CACHED_PATH:
                 cost = len(path) + _PATH_ENTRY_BYTES
                 if self._path_bytes + cost > PATH_CACHE_BYTES:
                     self._paths.clear()
                     self._path_bytes = 0
                 self._paths[path] = stats
                 self._path_bytes += cost
-        await self._measure(stats, serving)
+        return stats
 
-    async def route(self, route: Route, serving: Coroutine[Any, Any, Outcome]) -> None:
-        stats = self.route_stats(route)
-        if route.is_async and route.wsgi is None and self.block_threshold is not None:
+    # -- measuring (on the loop, per request) -----------------------------------------
+
+    async def measure(
+        self, stats: RouteStats, serving: Coroutine[Any, Any, Outcome], on_loop: bool = False
+    ) -> None:
+        """Await ``serving`` and count its outcome under ``stats``: the one way in.
+
+        ``on_loop``: ``serving`` runs application code on the event loop (an async view,
+        a mounted app), so each of its steps is timed for the block detector.
+        """
+        if on_loop and self.block_threshold is not None:
             serving = stepped(serving, self, stats)
-        await self._measure(stats, serving)
-
-    async def mount(self, mount: Mount, scope: Scope, receive: Receive, send: Send) -> None:
-        stats = self.stats(mount.prefix, "mount")
-        status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        async def serve() -> Outcome:
-            await mount.app(scope, receive, send_status)
-            return Outcome(status)
-
-        serving: Coroutine[Any, Any, Outcome] = serve()
-        if self.block_threshold is not None:
-            serving = stepped(serving, self, stats)
-        await self._measure(stats, serving)
-
-    async def websocket(self, rule: str, serving: Awaitable[Outcome]) -> None:
-        """Count one websocket connection to ``rule``, kind "websocket", for its duration."""
-        await self._measure(self.stats(rule, "websocket"), serving)
-
-    async def _measure(self, stats: RouteStats, serving: Awaitable[Outcome]) -> None:
         probe = self._probe
         if probe is None or probe.done():
             self.start()
@@ -459,15 +435,6 @@ class Route(Protocol):
     def is_async(self) -> bool: ...
     @property
     def wsgi(self) -> object: ...
-
-
-class Mount(Protocol):
-    """What the metrics read of a mount (``bridge.routing.Mount`` has it)."""
-
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def app(self) -> ASGIApp: ...
 
 
 class Source(Protocol):

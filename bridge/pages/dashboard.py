@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 
 from .._types import Receive, Scope, Send
 from ..metrics.registry import Metrics
-from ..wsgi.environ import route_path
 from .access import AccessPolicy
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -73,9 +72,10 @@ class Endpoints:
             endpoints.paths[endpoints.data_path] = endpoints.data
         return endpoints
 
-    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer ``scope`` if it asks for one of bridge's own paths; True if it did."""
-        handler = self.paths.get(route_path(scope))
+    async def answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``scope`` if ``path`` (its ``RequestPath.route``) is one of bridge's own
+        pages; True if it did."""
+        handler = self.paths.get(path)
         if handler is None:
             return False
         if scope["method"] not in ("GET", "HEAD"):
@@ -90,7 +90,7 @@ class Endpoints:
     async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.metrics(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         body = self.metrics.prometheus().encode("utf-8")
         await _send(send, scope, 200, b"text/plain; version=0.0.4; charset=utf-8", body)
@@ -99,7 +99,7 @@ class Endpoints:
         root = scope.get("root_path", "").rstrip("/")
         verdict = self.access.dashboard(scope, exchange=root + self.base)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         if verdict.redirect is not None and verdict.cookie is not None:
             # The Jupyter pattern: the token leaves the URL (history, logs, Referer)
@@ -117,7 +117,7 @@ class Endpoints:
     async def data(self, scope: Scope, receive: Receive, send: Send) -> None:
         verdict = self.access.dashboard(scope)
         if not verdict.allowed:
-            await _refuse(send, scope, verdict.reason)
+            await _forbidden(send, scope, verdict.reason)
             return
         body = json.dumps(self.metrics.snapshot()).encode("utf-8")
         await _send(send, scope, 200, b"application/json", body)
@@ -128,7 +128,7 @@ def _check_path(option: str, path: str) -> None:
         raise ValueError(f'{option} "{path}" must start with "/", such as "/_bridge/".')
 
 
-async def _refuse(send: Send, scope: Scope, reason: str) -> None:
+async def _forbidden(send: Send, scope: Scope, reason: str) -> None:
     body = (reason + "\n").encode("utf-8")
     await _send(send, scope, 403, b"text/plain; charset=utf-8", body)
 

@@ -5,5 +5,5 @@
 - ``servers.py``: one adapter per server (uvicorn, hypercorn, granian, daphne, gunicorn).
 - ``worker.py``: ``gunicorn -k bridge.gunicorn.Worker`` (its public name is ``bridge.gunicorn``).
 - ``gunicorn_flags.py``: gunicorn's flags and config settings, and what bridge does with each.
-- ``request_limits.py``: gunicorn's request-line and header limits for servers without them.
+- ``gunicorn_limits.py``: gunicorn's request-line and header limits for servers without them.
 """

@@ -27,6 +27,7 @@ from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
 from . import importer
 from .gunicorn_flags import read_config, refused_flag
+from .gunicorn_limits import GunicornLimits
 from .importer import (
     AppImportError,
     ImportFromStringError,
@@ -35,7 +36,6 @@ from .importer import (
     wrap_app,
 )
 from .importer import import_from_string as _import
-from .request_limits import RequestLimits
 from .servers import SERVERS, ServerError, ServerOptions, bind_sockets
 
 # The app string and the options that shape the app travel to worker processes in this
@@ -138,7 +138,7 @@ def build(recipe: Recipe, obj: object = None) -> Built:
         app = ProxyHeadersMiddleware(app, trusted_hosts=recipe.proxy_trusted)  # type: ignore[arg-type,assignment]
     if recipe.limit_request_line or recipe.limit_request_field_size or recipe.limit_request_fields:
         # The field count is the Bridge's own max_header_count where there is a Bridge.
-        app = RequestLimits(
+        app = GunicornLimits(
             app,
             line=recipe.limit_request_line or 0,
             fields=0 if loaded.kind == "wsgi" else recipe.limit_request_fields or 0,

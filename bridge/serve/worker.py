@@ -37,8 +37,8 @@ from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 from .._types import ASGIApp, Receive, Scope, Send
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
+from .gunicorn_limits import GunicornLimits
 from .importer import wrap_app
-from .request_limits import RequestLimits
 
 # Seconds a retiring worker keeps reading connections it has just accepted (see
 # _Server.shutdown); a request already sent arrives within milliseconds on loopback.
@@ -118,7 +118,7 @@ class Worker(UvicornWorker):  # type: ignore[misc]
                 text,
                 loaded.bridge.max_threads if loaded.bridge is not None else "none",
             )
-        app: ASGIApp = RequestLimits(
+        app: ASGIApp = GunicornLimits(
             loaded.app,
             line=cfg.limit_request_line,
             fields=cfg.limit_request_fields,

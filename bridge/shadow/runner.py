@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._types import Message, Receive, Scope, Send
+from ..wsgi.environ import RequestPath
 from .compare import Captured, compare
 from .config import Shadow
 from .stats import ShadowStats, prometheus
@@ -76,8 +77,10 @@ DEFAULT_MAX_LAG = 0.05
 # loop-blocking warnings of bridge.metrics do.
 DEFAULT_LOG_INTERVAL = 60.0
 
-Legacy = Callable[[Scope, Receive, Send], Awaitable[None]]
-ServeView = Callable[[Any, dict[str, Any], Scope, Receive, Send], Awaitable[object]]
+# How the legacy app and a route's view are served (``Bridge._legacy``, ``Bridge._serve_route``),
+# given the request's path as the dispatch derived it.
+Legacy = Callable[[RequestPath, Scope, Receive, Send], Awaitable[None]]
+ServeView = Callable[[Any, dict[str, Any], RequestPath, Scope, Receive, Send], Awaitable[object]]
 
 
 class Route(Protocol):
@@ -235,25 +238,26 @@ def replay(body: bytes) -> Receive:
 class Shadows:
     """The shadow routes of one ``Bridge``: their budget, their running tasks, their counts.
 
-    ``max_shadows`` bounds the shadow runs at once; ``lag`` reads the event-loop lag
-    (the metrics' probe) when there is one; ``sample`` draws a number in [0, 1) for
-    the sampling rate (a test may fix it).
+    ``legacy`` and ``view`` serve a request with the legacy app and with a route's view;
+    ``max_shadows`` bounds the shadow runs at once (``Bridge`` checks it); ``lag`` reads
+    the event-loop lag (the metrics' probe) when there is one; ``sample`` draws a number
+    in [0, 1) for the sampling rate (a test may fix it).
     """
 
     def __init__(
         self,
         pool: ThreadPool,
         *,
+        legacy: Legacy,
+        view: ServeView,
         max_shadows: int = DEFAULT_MAX_SHADOWS,
         max_lag: float = DEFAULT_MAX_LAG,
         lag: Callable[[], float] | None = None,
         sample: Callable[[], float] = random.random,
     ) -> None:
-        if isinstance(max_shadows, bool) or not isinstance(max_shadows, int) or max_shadows < 0:
-            raise ValueError(
-                f"max_shadows must be 0 or more shadow runs at once, not {max_shadows!r}."
-            )
         self.pool = pool
+        self.legacy = legacy
+        self.view = view
         self.max_shadows = max_shadows
         self.max_lag = max_lag
         self.lag = lag
@@ -291,31 +295,31 @@ class Shadows:
         self,
         route: Route,
         values: dict[str, Any],
+        path: RequestPath,
         scope: Scope,
         receive: Receive,
         send: Send,
-        legacy: Legacy,
-        view: ServeView,
     ) -> None:
-        """Answer with ``legacy``; then, budget permitting, start ``view``'s shadow run."""
+        """Answer with the legacy app; then, budget permitting, start the view's shadow run."""
+        legacy = self.legacy
         config = route.shadow
         assert config is not None
         stats = self._stats[id(route)]
         if config.rate < 1 and self.sample() >= config.rate:
             stats.sample_out()
-            await legacy(scope, receive, send)
+            await legacy(path, scope, receive, send)
             return
         busy = self._busy()
         if busy is not None:  # no room now: do not even keep the bodies
             stats.skip(busy)
-            await legacy(scope, receive, send)
+            await legacy(path, scope, receive, send)
             return
         # The context of the request as it arrived: the shadow runs in a copy of it, not
         # in the one the legacy path leaves behind (its metrics, say).
         context = contextvars.copy_context()
         tee = RequestTee(receive, config.max_body)
         capture = ResponseCapture(send, config.max_body)
-        await legacy(scope, tee.receive, capture.send)
+        await legacy(path, scope, tee.receive, capture.send)
         problem = tee.problem() or capture.problem() or self._busy()
         if problem is not None:
             stats.skip(problem)
@@ -323,7 +327,7 @@ class Shadows:
         child = dict(scope)
         child["headers"] = list(scope.get("headers", ()))
         child["extensions"] = {}  # no pathsend or early hints: the shadow's bytes are kept
-        run = self._run(route, values, child, tee.body, capture.captured(), view, stats)
+        run = self._run(route, values, path, child, tee.body, capture.captured(), stats)
         self.running += 1
         task = context.run(asyncio.ensure_future, run)
         self._tasks.add(task)
@@ -352,10 +356,10 @@ class Shadows:
         self,
         route: Route,
         values: dict[str, Any],
+        path: RequestPath,
         scope: Scope,
         body: bytes,
         legacy: Captured,
-        view: ServeView,
         stats: ShadowStats,
     ) -> None:
         config = route.shadow
@@ -364,7 +368,7 @@ class Shadows:
         request = (scope["method"], _target(scope))
         sink = ResponseCapture(None, config.max_body)
         try:
-            await asyncio.wait_for(view(route, values, scope, replay(body), sink.send),
+            await asyncio.wait_for(self.view(route, values, path, scope, replay(body), sink.send),
                                    config.timeout)  # fmt: skip
         except asyncio.TimeoutError:
             stats.fail(request, f"The view did not answer within {config.timeout:g} s.")

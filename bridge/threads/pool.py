@@ -110,10 +110,7 @@ class ThreadPool:
     """
 
     def __init__(self, max_threads: int, max_pending: int) -> None:
-        if max_threads < 1:
-            raise ValueError(f"max_threads must be at least 1, not {max_threads}.")
-        if max_pending < 0:
-            raise ValueError(f"max_pending must be 0 or more, not {max_pending}.")
+        # Both checked once, as Bridge options (bridge.options).
         self.max_threads = max_threads
         self.max_pending = max_pending
         self.in_flight = 0  # calls of run() holding or waiting for a thread; loop-only

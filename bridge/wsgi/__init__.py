@@ -1,6 +1,6 @@
 """One WSGI request: the environ, the request body, the WSGI call in a thread, the framing.
 
-- ``environ.py``: the scope as a PEP 3333 environ (and the request path every layer matches).
+- ``environ.py``: the scope as a PEP 3333 environ, and the request path every layer matches.
 - ``headers.py``: response status and headers checked and encoded.
 - ``body.py``: ``RequestBody``, the bounded, spooled ``wsgi.input``.
 - ``framing.py``: ``Framing``, the response as a state machine with no I/O.
@@ -13,11 +13,14 @@
 Theory of operation
 -------------------
 
-Shape. ``Bridge.__call__`` (``app.py``) dispatches; every HTTP request it serves
-itself, legacy or migrated, is one ``RequestCycle`` (``cycle.py``), as uvicorn has
-one ``RequestResponseCycle`` per request. The cycle owns the scope, ``receive``,
-the limits, the request's admission slot, its body and its ``Outcome``; ``gateway.py``
-runs a WSGI application for it in a thread, and ``views.py`` runs a view for it.
+Shape. ``Bridge.__call__`` (``app.py``) dispatches, from the request's path derived
+once (``locate`` in ``environ.py``: the route form and ``SCRIPT_NAME``/``PATH_INFO``)
+and handed on to the pages, the routes, the metrics and the environ. Every HTTP
+request it serves itself, legacy or migrated, is one ``RequestCycle`` (``cycle.py``),
+as uvicorn has one ``RequestResponseCycle`` per request. The cycle owns the scope,
+``receive``, the limits, the request's admission slot, its body and its ``Outcome``;
+``gateway.py`` runs a WSGI application for it in a thread, and ``views.py`` runs a
+view for it.
 The response is framed by one state machine with no I/O (``Framing``, ``framing.py``),
 held in the cycle's ``Sender`` (``sender.py``) with the one lock that guards it, every
 flag that lock guards, the wake-ups and the task that calls ``send``: the only state

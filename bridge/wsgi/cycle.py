@@ -17,9 +17,9 @@ from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
 from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
 from ..threads.admission import Admission
 from .body import RequestBody
-from .environ import TooManyHeaders, build_environ
+from .environ import RequestPath, TooManyHeaders, build_environ
 from .filewrapper import FileWrapper
-from .framing import CLOSE, Framing, State, plain_response
+from .framing import Framing, State, closing_headers, plain_response
 from .sender import Sender
 
 logger = logging.getLogger("bridge")
@@ -35,8 +35,9 @@ _timeout: Any = getattr(asyncio, "timeout", None)
 
 
 @dataclass(frozen=True)
-class Limits:
-    """The per-request limits of a ``Bridge``; see ``Bridge`` for each default's reason."""
+class CycleLimits:
+    """The per-request limits a ``RequestCycle`` keeps, from ``Bridge``'s options (checked
+    there, by ``bridge.options``); see ``Bridge`` for each default's reason."""
 
     max_body_size: int | None
     max_header_count: int
@@ -44,16 +45,6 @@ class Limits:
     response_buffer_size: int
     retry_after: int
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
-
-    def __post_init__(self) -> None:
-        timeout = self.body_timeout
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ValueError(
-                f"body_timeout must be a number of seconds above 0 (or None for no limit), "
-                f"not {timeout!r}; nginx's client_body_timeout of 60 is the default."
-            )
 
 
 @dataclass
@@ -77,7 +68,7 @@ def content_length_of(environ: Environ) -> int | None:
 
 
 class RequestCycle:
-    """One HTTP request: its scope, ``receive``, limits, admission, body and outcome.
+    """One HTTP request: its scope, ``receive``, path, limits, admission, body and outcome.
 
     The response goes through ``sender`` (a ``Sender``), which the application's
     thread feeds; everything else here runs on the event loop.
@@ -88,11 +79,13 @@ class RequestCycle:
         scope: Scope,
         receive: Receive,
         send: Send,
-        limits: Limits,
+        limits: CycleLimits,
+        path: RequestPath | None = None,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.limits = limits
+        self.path = path  # the dispatch's ``locate(scope)``, when it has one
         self.loop = asyncio.get_running_loop()
         self.outcome = Outcome()
         self.body: RequestBody | None = None
@@ -146,6 +139,7 @@ class RequestCycle:
                 None,
                 max_header_count=self.limits.max_header_count,
                 file_wrapper=FileWrapper,
+                path=self.path,
             )
         except TooManyHeaders as exc:
             logger.info("Refused a request: %s", exc)
@@ -153,12 +147,7 @@ class RequestCycle:
 
     async def answer(self, status: int) -> None:
         """Answer a request bridge will not serve (408, 413, 431, 503, 500) and close it."""
-        extra: RawHeaders = [CLOSE]
-        if status == 503:
-            extra.append((b"retry-after", str(self.limits.retry_after).encode("ascii")))
-        elif status == 500:
-            extra = []
-        for message in plain_response(status, extra):
+        for message in plain_response(status, closing_headers(status, self.limits.retry_after)):
             await self.sender.send(message)
 
     async def receive_body(self, environ: Environ, whole: bool) -> bool:
@@ -263,7 +252,7 @@ class RequestCycle:
     def _body_failed(self, status: int, error: BodyError) -> None:
         """The request body failed while the application runs: 413 or 408 reaches the
         client if no response has started, whatever the application does about it."""
-        refused = self.sender.refuse(status)
+        refused = self.sender.body_failed(status)
         # After the refusal, so an application that fails on the read finds it decided.
         assert self.body is not None
         self.body.fail(error)

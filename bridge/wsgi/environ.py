@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from .._types import Environ, Scope
@@ -18,6 +18,14 @@ DEFAULT_MAX_HEADER_COUNT = 100
 
 # Ports by scheme, for SERVER_PORT when the Host header names none.
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+
+class RequestPath(NamedTuple):
+    """One request's path, derived once per request by ``locate`` and handed on."""
+
+    route: str  # below root_path, as text: what routes, mounts, pages and metrics match
+    script_name: str  # SCRIPT_NAME, latin-1 characters of the URL bytes
+    path_info: str  # PATH_INFO, the same
 
 
 class TooManyHeaders(ValueError):
@@ -135,12 +143,14 @@ def build_environ(
     *,
     max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
     file_wrapper: Any = None,
+    path: RequestPath | None = None,
 ) -> Environ:
     """Return the WSGI environ the legacy application sees for ``scope``.
 
-    ``body`` becomes ``wsgi.input``. Raises ``TooManyHeaders`` past ``max_header_count``.
+    ``body`` becomes ``wsgi.input``; ``path`` is the scope's ``locate``, when the caller
+    has it. Raises ``TooManyHeaders`` past ``max_header_count``.
     """
-    script_name, path_info = request_path(scope)
+    _, script_name, path_info = path if path is not None else locate(scope)
     scheme = scope.get("scheme", "http")
     environ: Environ = {
         "REQUEST_METHOD": scope["method"],
@@ -234,15 +244,21 @@ def _split_host(host: str, scheme: str) -> tuple[str, str]:
 
 
 def route_path(scope: Scope) -> str:
-    """The request path below ``root_path``, as text (the form werkzeug rules match).
+    """The request path below ``root_path``, as text (the form werkzeug rules match)."""
+    return locate(scope).route
 
-    It is ``PATH_INFO`` read back as UTF-8, by ``bridge.wsgi.environ.request_path``'s rule,
-    so a route, a mount and the legacy app always see the same path.
+
+def locate(scope: Scope) -> RequestPath:
+    """The request's path in both forms: ``request_path``'s for WSGI, and that read back
+    as UTF-8 for routes, so a route, a mount and the legacy app always see the same path.
     """
     path: str = scope["path"]
     if not scope.get("root_path"):
         raw_path = scope.get("raw_path")
-        if not raw_path or raw_path == path.encode("utf-8"):
-            return path or "/"  # the common case, on the legacy path of every request
-    path_info = request_path(scope)[1]
-    return path_info.encode("latin-1").decode("utf-8", "replace") or "/"
+        encoded = path.encode("utf-8")
+        if not raw_path or raw_path == encoded:
+            # The common case, on the path of every request.
+            return RequestPath(path or "/", "", encoded.decode("latin-1"))
+    script_name, path_info = request_path(scope)
+    route = path_info.encode("latin-1").decode("utf-8", "replace") or "/"
+    return RequestPath(route, script_name, path_info)

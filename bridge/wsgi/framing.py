@@ -3,7 +3,7 @@
 Everything that decides how a response is framed lives in this file, in the manner
 of h11's ``_state.py``: the machine is fed what the application did (``start``,
 ``body``, ``end``, ``error``), what the client did (``client_gone``) and what the
-request body did (``refuse``: 413 or 408); it answers with the ASGI messages to send,
+request body did (``body_failed``: 413 or 408); it answers with the ASGI messages to send,
 in order, from ``take()``. It has no threads, no lock and no clock, so every
 transition is tested at message level (tests/wsgi/test_framing.py).
 ``bridge.wsgi.sender`` owns one per request and guards it.
@@ -13,7 +13,7 @@ States (``State``), and the event that leaves each one::
     IDLE ──start──▶ HOLDING ──a chunk of a streamed body, or past the buffer──▶ STREAMING
       │               │  ╲──end──▶ DONE (headers with a Content-Length, then the body)    │
       │               │   ╲─error / short body──▶ FAILED (a clean 500)                    │
-      │               ╰── refuse ──▶ REFUSED (the 413 or 408 the request earned)          │
+      │               ╰── body_failed ──▶ REFUSED (the 413 or 408 the request earned)     │
       ╰─ end / error ──▶ FAILED                     STREAMING ──end──▶ DONE              │
                                                    STREAMING ──error / short body──▶ CUT ◀╯
     any state ──client_gone──▶ GONE (nothing more is sent)
@@ -91,9 +91,12 @@ REFUSALS = {
 }
 
 
-def plain_response(status: int, extra_headers: RawHeaders | None = None) -> list[Message]:
-    """The two ASGI messages of a short text/plain answer bridge gives itself."""
-    body = REFUSALS[status].encode("utf-8")
+def plain_response(
+    status: int, extra_headers: RawHeaders | None = None, text: str | None = None
+) -> list[Message]:
+    """The two ASGI messages of a short text/plain answer bridge gives itself; ``text``
+    replaces the status's usual sentence (saying which budget was full, say)."""
+    body = (REFUSALS[status] if text is None else text).encode("utf-8")
     headers: RawHeaders = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
@@ -109,6 +112,17 @@ def plain_response(status: int, extra_headers: RawHeaders | None = None) -> list
 # Refusals close the connection: otherwise the server reads and discards whatever
 # body the client goes on sending, and a chunked upload has no end it must reach.
 CLOSE = (b"connection", b"close")
+
+
+def closing_headers(status: int, retry_after: int = 1) -> RawHeaders:
+    """The headers of an answer bridge gives in the application's place: a refusal closes
+    the connection, and a 503 says when to retry (RFC 9110 10.2.3); a 500 keeps it open,
+    since its request was read whole."""
+    if status == 500:
+        return []
+    if status == 503:
+        return [CLOSE, (b"retry-after", str(retry_after).encode("ascii"))]
+    return [CLOSE]
 
 
 class Framing:
@@ -287,13 +301,13 @@ class Framing:
 
     # -- what the request and the client do -------------------------------------------
 
-    def refuse(self, status: int) -> bool:
+    def body_failed(self, status: int) -> bool:
         """The request body failed (413 too large, 408 stalled): answer that instead, if
-        no response has started; True if the refusal is now in the outbox."""
+        no response has started; True if that answer is now in the outbox."""
         if self.state is not State.IDLE and self.state is not State.HOLDING:
             return False
         self._drop()
-        self._outbox = plain_response(status, [CLOSE])
+        self._outbox = plain_response(status, closing_headers(status))
         self.status = status
         self.state = State.REFUSED
         return True

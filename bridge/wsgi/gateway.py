@@ -10,14 +10,13 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from .._types import Environ, RawHeaders, Send, WSGIApp
+from .._types import Environ, WSGIApp
 from ..threads.admission import Admission
 from ..threads.pool import ThreadPool
 from .cycle import Outcome, RequestCycle
 from .filewrapper import FileWrapper
-from .framing import CLOSE, plain_response
 
-__all__ = ["call_app", "iterate", "refuse", "run_wsgi", "serve_wsgi"]
+__all__ = ["call_app", "iterate", "run_wsgi", "serve_wsgi"]
 
 
 def call_app(app: WSGIApp, environ: Environ, cycle: RequestCycle, extensions: Any) -> None:
@@ -96,13 +95,3 @@ async def serve_wsgi(
         return await run_wsgi(cycle, pool, app, environ)
     finally:
         cycle.release()
-
-
-async def refuse(send: Send, status: int, retry_after: int = 1) -> None:
-    """Answer with bridge's own refusal (413, 431, 503) and close the connection, for
-    code that serves outside a request cycle (the limits of mounted apps)."""
-    extra: RawHeaders = [CLOSE]
-    if status == 503:
-        extra.append((b"retry-after", str(retry_after).encode("ascii")))
-    for message in plain_response(status, extra):
-        await send(message)

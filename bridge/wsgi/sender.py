@@ -5,7 +5,7 @@ and changes only through its methods, as uvicorn keeps a connection's flow contr
 in one ``FlowControl`` and h11 keeps "everything that affects the state machine" in
 one file. The thread feeds the machine (``start_response``, ``push``, ``end``); the
 loop drains it (``kick``, the pump, ``finish``) and tells it what the client and the
-request body did (``client_gone``, ``refuse``). The lock is held for a state change
+request body did (``client_gone``, ``body_failed``). The lock is held for a state change
 only, never across I/O. The theory of operation is in this folder's ``__init__.py``.
 """
 
@@ -181,10 +181,10 @@ class Sender:
 
     # -- what the request and the client did (loop) -------------------------------------
 
-    def refuse(self, status: int) -> bool:
+    def body_failed(self, status: int) -> bool:
         """The request body failed (413, 408): True if that answer replaces the response."""
         with self._lock:
-            return self.framing.refuse(status)
+            return self.framing.body_failed(status)
 
     def client_gone(self) -> None:
         """The client left: nothing more is sent, and every waiter wakes to find it so."""

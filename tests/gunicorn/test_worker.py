@@ -11,7 +11,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from bridge import Bridge
-from bridge.serve.request_limits import RequestLimits
+from bridge.serve.gunicorn_limits import GunicornLimits
 from bridge.serve.worker import AccessLog, H11Worker, Worker, access_environ
 from tests.apps import cli_apps
 
@@ -40,7 +40,7 @@ def _close_workers() -> Iterator[None]:
 
 def bridge_of(app: Any) -> Bridge:
     assert isinstance(app, AccessLog)
-    assert isinstance(app.app, RequestLimits)
+    assert isinstance(app.app, GunicornLimits)
     assert isinstance(app.app.app, Bridge)
     return app.app.app
 
@@ -72,7 +72,7 @@ def test_limits_and_timeouts_are_mapped() -> None:
     app = worker.wrap(cli_apps.pid_app)
     assert bridge_of(app).limits.max_header_count == 50
     limits = app.app
-    assert isinstance(limits, RequestLimits)
+    assert isinstance(limits, GunicornLimits)
     assert (limits.line, limits.fields, limits.field_size) == (300, 50, 400)
     config = worker.config
     assert config.timeout_keep_alive == 7

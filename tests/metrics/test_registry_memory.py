@@ -41,7 +41,7 @@ def growth(paths: Iterable[str], *, bridge: Bridge | None = None) -> int:
     async def serve(some: Iterable[str]) -> None:
         for path in some:
             if bridge is None:
-                await metrics.legacy(http_scope(path), ok())
+                await metrics.measure(metrics.legacy_for(path), ok())
             else:
                 client = Client()
                 await client.run(bridge, http_scope(path))
@@ -90,7 +90,7 @@ def test_2000_requests_with_60_kib_first_segments_grow_memory_by_a_bounded_amoun
 def serve_paths(metrics: Metrics, paths: Iterable[str]) -> None:
     async def main() -> None:
         for path in paths:
-            await metrics.legacy(http_scope(path), ok())
+            await metrics.measure(metrics.legacy_for(path), ok())
         await metrics.stop()
 
     asyncio.run(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import ClientDisconnected, ResponseError
-from bridge.wsgi.framing import Framing, State, plain_response
+from bridge.wsgi.framing import CLOSE, Framing, State, closing_headers, plain_response
 
 CT = [(b"content-type", b"text/plain")]
 
@@ -236,7 +236,7 @@ def test_holding_refuse_answers_the_request_bodys_status_instead() -> None:
     framing = machine()
     framing.start(200, CT, None)
     framing.body(b"the app caught BodyTooLarge", whole=True)
-    assert framing.refuse(413)
+    assert framing.body_failed(413)
     assert framing.state is State.REFUSED and framing.status == 413
     assert framing.take() == plain_response(413, [(b"connection", b"close")])
     # Whatever the application does next is not sent.
@@ -248,7 +248,7 @@ def test_holding_refuse_answers_the_request_bodys_status_instead() -> None:
 
 def test_idle_refuse_answers_408() -> None:
     framing = machine()
-    assert framing.refuse(408)
+    assert framing.body_failed(408)
     assert framing.take() == plain_response(408, [(b"connection", b"close")])
 
 
@@ -298,7 +298,7 @@ def test_streaming_reaching_the_length_then_end_finishes() -> None:
 
 def test_streaming_refuse_is_too_late() -> None:
     framing = streaming()
-    assert not framing.refuse(413) and framing.state is State.STREAMING
+    assert not framing.body_failed(413) and framing.state is State.STREAMING
 
 
 def test_streaming_client_gone_drops_the_queue() -> None:
@@ -342,3 +342,11 @@ def test_the_same_events_give_the_same_messages_every_time(whole: bool) -> None:
             body(b"two", more=True),
             end_message(),
         ]
+
+
+def test_bridge_own_answers_close_the_connection_except_a_500() -> None:
+    # A refusal may leave body bytes unread on the connection; a 500 follows a request
+    # read whole, so the connection stays usable.
+    assert closing_headers(500) == []
+    assert closing_headers(408) == closing_headers(413) == closing_headers(431) == [CLOSE]
+    assert closing_headers(503, retry_after=7) == [CLOSE, (b"retry-after", b"7")]

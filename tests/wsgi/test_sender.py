@@ -129,7 +129,7 @@ def test_a_failed_body_replaces_a_held_response_but_not_one_that_streams() -> No
         held = out.sender()
         held.start_response("200 OK", [])
         held.push(b"part", whole=True)
-        replaced = held.refuse(413)
+        replaced = held.body_failed(413)
         held.kick()
         await held.finish()
         held.close()
@@ -137,7 +137,7 @@ def test_a_failed_body_replaces_a_held_response_but_not_one_that_streams() -> No
         streaming = Recorder().sender(buffer_size=4)
         streaming.start_response("200 OK", [])
         await asyncio.to_thread(streaming.push, b"more than four")
-        kept = streaming.refuse(413)
+        kept = streaming.body_failed(413)
         streaming.client_gone()
         streaming.close()
         return replaced, kept, out

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.serve.request_limits import RequestLimits
+from bridge.serve.gunicorn_limits import GunicornLimits
 from bridge.serve.worker import AccessLog
 
 
@@ -37,7 +37,7 @@ def call(app: Any, scope: Any) -> list[dict[str, Any]]:
     return sent
 
 
-LIMITS = RequestLimits(ok_app, line=40, fields=3, field_size=20)
+LIMITS = GunicornLimits(ok_app, line=40, fields=3, field_size=20)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_refusals(scope: Any, status: int, sentence: str) -> None:
 def test_within_the_limits_the_app_answers() -> None:
     sent = call(LIMITS, http_scope("/ok", [(b"a", b"1")] * 3))
     assert [m.get("status") for m in sent] == [200, None]
-    unlimited = RequestLimits(ok_app, line=0, fields=0, field_size=0)
+    unlimited = GunicornLimits(ok_app, line=0, fields=0, field_size=0)
     assert (
         call(unlimited, http_scope("/" + "a" * 9000, [(b"a", b"v" * 9000)] * 200))[0]["status"]
         == 200
@@ -93,7 +93,7 @@ def test_lifespan_passes_through() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(scope["type"])
 
-    call(RequestLimits(app, line=1, fields=1, field_size=1), {"type": "lifespan"})
+    call(GunicornLimits(app, line=1, fields=1, field_size=1), {"type": "lifespan"})
     assert seen == ["lifespan"]
 
 

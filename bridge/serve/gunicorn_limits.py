@@ -9,9 +9,10 @@ gunicorn deployment's limits when the server changes.
 from __future__ import annotations
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..wsgi.framing import CLOSE, plain_response
 
 
-class RequestLimits:
+class GunicornLimits:
     """gunicorn's request-line and header limits, answered with gunicorn's statuses.
 
     ``line``: the longest request line, 0 for any (``--limit-request-line``, 4094);
@@ -29,29 +30,19 @@ class RequestLimits:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        refusal = self.refusal(scope)
-        if refusal is None:
+        excess = self.excess(scope)
+        if excess is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         else:
-            status, text = refusal
-            body = text.encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            status, text = excess
+            for message in plain_response(status, [CLOSE], text):
+                await send(message)
 
-    def refusal(self, scope: Scope) -> tuple[int, str] | None:
-        """The status and sentence that refuse ``scope``, or None when it is within limits."""
+    def excess(self, scope: Scope) -> tuple[int, str] | None:
+        """The status and sentence for what ``scope`` has past a limit, or None when it is
+        within them."""
         target = scope.get("raw_path") or scope["path"].encode("utf-8")
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
