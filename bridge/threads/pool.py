@@ -4,12 +4,14 @@ Theory of operation
 -------------------
 
 The request cycle's theory of operation (the buffers, the framing rule, who may
-block, disconnects and deadlines) is at the top of ``bridge.wsgi.gateway``; this module
+block, disconnects and deadlines) is in ``bridge.wsgi`` (its ``__init__.py``); this module
 is the thread side of it.
 
 Who may block: the thread, on ``wsgi.input`` reads, on a full response backlog, and in
 application code. The loop, never: it awaits ``receive``/``send`` and an
-``asyncio.Future`` that the worker resolves with ``call_soon_threadsafe``. The worker
+``asyncio.Future`` that the worker resolves through ``_Results``: one
+``call_soon_threadsafe`` wakes the loop for every result that arrives before it runs,
+so a busy loop pays one wake-up per batch of completed calls. The worker
 records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
 ``async_to_sync`` in legacy code runs coroutines on the server's own loop instead of
 starting a new one (the idea of "Taking Channels Async", DjangoCon Europe 2018), and

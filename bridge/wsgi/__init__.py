@@ -68,8 +68,9 @@ with the first body byte, so an error before it is always a clean 500 and
 Who may block. The thread: on ``wsgi.input`` reads past what has arrived, when
 more than ``response_buffer_size`` waits for the client (backpressure: a slow
 reader holds a thread only for responses larger than that), and in application
-code. The loop: never; it awaits ``receive``, ``send`` and futures the thread
-resolves with ``call_soon_threadsafe``. The worker records the server's loop in
+code. The loop: never; it awaits ``receive``, ``send`` and futures the threads
+resolve in batches (one ``call_soon_threadsafe`` wakes the loop for every result
+that arrives before it runs). The worker records the server's loop in
 asgiref's thread-local, so ``async_to_sync`` in legacy code runs on the server's
 own loop (``threads/pool.py``).
 
