@@ -7,11 +7,11 @@ instead: 32 concurrent message-level clients on uvloop (as uvicorn runs it), eac
 sending hello-world requests with a ``receive`` and a ``send`` that do nothing, and
 reads the CPU the process spent (``process_time``, every thread) and the event loop
 spent (``thread_time`` on the loop) per request. The contenders run interleaved, a
-round each in turn, and the median of the rounds is reported, so a busy moment
-falls on all of them alike. The harness alone (a pure-ASGI app) is the floor.
-"every layer unused" is the default with 20 async routes and a shadow route the
-requests never match, the dashboard and metrics pages, and a broadcast hub: what
-those layers cost a plain legacy request.
+round each in turn (each round starting with the next one), and the median of the
+rounds is reported, so a busy moment falls on all of them alike. The harness alone
+(a pure-ASGI app) is the floor. "every layer unused" is the default with 20 async
+routes and a shadow route the requests never match, the dashboard and metrics
+pages, and a broadcast hub: what those layers cost a plain legacy request.
 
     .venv/bin/python -m bench.cpu                  # bridge, its variants, the floor
     .venv/bin/python -m bench.cpu --rounds 20 --requests 20000
@@ -115,9 +115,12 @@ async def measure(
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in apps_by_name}
     for app in apps_by_name.values():  # warm-up: threads started, caches filled
         await _clients(app, min(requests, 2000), concurrency)
-    for _ in range(rounds):
-        for name, app in apps_by_name.items():
-            results[name].append(await _round(app, requests, concurrency))
+    names = list(apps_by_name)
+    for number in range(rounds):
+        # Each round starts with the next contender, so none always follows the same one.
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(await _round(apps_by_name[name], requests, concurrency))
     return results
 
 
