@@ -9,9 +9,11 @@ reads the CPU the process spent (``process_time``, every thread) and the event l
 spent (``thread_time`` on the loop) per request. The contenders run interleaved, a
 round each in turn (each round starting with the next one), and the median of the
 rounds is reported, so a busy moment falls on all of them alike. The harness alone
-(a pure-ASGI app) is the floor. "every layer unused" is the default with 20 async
-routes and a shadow route the requests never match, the dashboard and metrics
-pages, and a broadcast hub: what those layers cost a plain legacy request.
+(a pure-ASGI app) is the floor; "minimal thread hop" is the least a thread-hop
+adapter does (``run_in_executor`` and two sends). "every layer unused" is the
+default with 20 async routes and a shadow route the requests never match, the
+dashboard and metrics pages, and a broadcast hub: what those layers cost a plain
+legacy request.
 
     .venv/bin/python -m bench.cpu                  # bridge, its variants, the floor
     .venv/bin/python -m bench.cpu --rounds 20 --requests 20000
@@ -24,6 +26,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import apps
@@ -46,6 +49,38 @@ SCOPE: dict[str, Any] = {
 }
 
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+def minimal_hop(wsgi: Any, threads: int) -> ASGI:
+    """The least a thread-hop adapter does: a minimal environ, ``run_in_executor`` and
+    two sends. Not a correct adapter (no body, no streaming, no limits): a yardstick."""
+    executor = ThreadPoolExecutor(threads)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        environ = {
+            "REQUEST_METHOD": scope["method"],
+            "PATH_INFO": scope["path"],
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "wsgi.url_scheme": "http",
+        }
+
+        def call() -> tuple[list[Any], bytes]:
+            started: list[Any] = []
+
+            def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+                started[:] = [int(status[:3]), [(k.encode(), v.encode()) for k, v in headers]]
+
+            body = b"".join(wsgi(environ, start_response))
+            return started, body
+
+        started, body = await asyncio.get_running_loop().run_in_executor(executor, call)
+        await send({"type": "http.response.start", "status": started[0], "headers": started[1]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 def contenders() -> dict[str, ASGI]:
@@ -73,6 +108,7 @@ def contenders() -> dict[str, ASGI]:
         "bridge": Bridge(apps.micro, max_threads=threads),
         "bridge, metrics=False": Bridge(apps.micro, max_threads=threads, metrics=False),
         "bridge, every layer unused": every,
+        "minimal thread hop": minimal_hop(apps.micro, threads),
         "pure ASGI (the harness alone)": apps.asgi_micro,
     }
 

@@ -192,6 +192,7 @@ def test_cpu_per_request_in_process_prints_every_contender(
         "bridge",
         "bridge, metrics=False",
         "bridge, every layer unused",
+        "minimal thread hop",
         "pure ASGI (the harness alone)",
     ]
     assert all(float(line.split("|")[2]) > 0 for line in table[3:])
