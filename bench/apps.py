@@ -301,9 +301,9 @@ def _special(contender: str, app_name: str) -> Any:
         from . import feeds
 
         if contender == "asgi":
-            return feeds.asgi_feed
+            return feeds.asgi_feed(asgi_micro)
         if contender == "bridge":
-            return feeds.bridge_feed()
+            return feeds.bridge_feed(micro, threads())
         if contender == "channels":
             from .djangosite.wsgi import channels
 

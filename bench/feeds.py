@@ -4,7 +4,7 @@ Each serves ``/sse`` (one server-sent event, then silence until the client leave
 ``/ws`` (accept, one text message, then silence) and ``/hello`` (a legacy page,
 measured for its p99 while every feed is open):
 
-* ``bridge_feed``: an async route and a websocket route on ``Bridge(micro)``;
+* ``bridge_feed``: an async route and a websocket route on ``Bridge(legacy)``;
 * ``asgi_feed``: the same in plain ASGI, the floor of what a connection costs;
 * Channels: ``bench.djangosite.wsgi.channels()`` (AsyncHttpConsumer, AsyncWebsocketConsumer).
 """
@@ -15,18 +15,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import apps
-
 EVENT = b"data: hello\n\n"
 GREETING = "hello"
 
 
-def bridge_feed() -> Any:
+def bridge_feed(legacy: Any, threads: int) -> Any:
+    """The feed on ``Bridge(legacy)``; ``legacy`` answers ``/hello`` (``bench.apps.micro``)."""
     from werkzeug.wrappers import Response
 
     from bridge import Bridge, Request, WebSocket, WebSocketDisconnect
 
-    app = Bridge(apps.micro, max_threads=apps.threads())
+    app = Bridge(legacy, max_threads=threads)
 
     @app.route("/sse")
     async def sse(request: Request) -> Response:
@@ -51,31 +50,39 @@ def bridge_feed() -> Any:
     return app
 
 
-async def asgi_feed(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The floor: the same three paths with nothing between the server and the app."""
-    if scope["type"] == "lifespan":
-        await receive()  # lifespan.startup
-        await send({"type": "lifespan.startup.complete"})
-        await receive()  # lifespan.shutdown
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    if scope["type"] == "websocket":
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": GREETING})
-        while (await receive())["type"] != "websocket.disconnect":
+def asgi_feed(fallback: Any) -> Any:
+    """The floor: the same three paths with nothing between the server and the app;
+    ``fallback`` (``bench.apps.asgi_micro``) answers ``/hello``."""
+
+    async def feed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": GREETING})
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+            return
+        if scope["path"] != "/sse":
+            await fallback(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": EVENT, "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
             pass
-        return
-    if scope["path"] != "/sse":
-        await apps.asgi_micro(scope, receive, send)
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-        }
-    )
-    await send({"type": "http.response.body", "body": EVENT, "more_body": True})
-    while (await receive())["type"] != "http.disconnect":
-        pass
+
+    return feed

@@ -25,12 +25,10 @@ import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import apps, clients, runner
-
-if TYPE_CHECKING:
-    from .workloads import Plan, Result, Workload
+from .plan import Plan, Result, Workload
 
 PLAIN = "/plain"
 SHADOWED = {

@@ -1,8 +1,9 @@
 """What bridge counts, and how it shows the whole server.
 
 - ``values.py``: the leaf: fixed-bucket ``Histogram``, one route's ``RouteStats``.
-- ``registry.py``: ``Metrics``, the per-worker registry: label policy, the loop-lag
-  probe, history and the dashboard's snapshot.
+- ``registry.py``: ``Metrics``, the per-worker registry: label policy, one way in for
+  every request (``measure``; it counts and never serves), the loop-lag probe,
+  history and the dashboard's snapshot.
 - ``blocking.py``: the detector that charges an async step the time it held the loop.
 - ``prometheus.py``: the Prometheus text format of one worker.
 - ``whole_server.py``: several workers counted as one server (prometheus-client's
