@@ -592,3 +592,43 @@ def test_a_cancelled_request_stops_even_when_middleware_replaced_wsgi_input() ->
         release.set()
 
     asyncio.run(main())
+
+
+def test_a_streamed_body_within_the_buffer_frees_its_thread_before_a_slow_client_reads() -> None:
+    # The client takes nothing until told to: the generator still runs to its end and
+    # close() is called in the thread, its chunks queued for the client.
+    closed = threading.Event()
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            for _ in range(3):
+                yield b"x" * 1024
+        finally:
+            closed.set()
+
+    class SlowClient(Client):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reading = asyncio.Event()
+
+        async def send(self, message: dict[str, Any]) -> None:
+            await self.reading.wait()
+            await super().send(message)
+
+    bridge = Bridge(validator(app))
+
+    async def main() -> tuple[bool, int, SlowClient]:
+        client = SlowClient()
+        served = asyncio.ensure_future(client.run(bridge, http_scope()))
+        deadline = time.monotonic() + 10
+        while not (closed.is_set() and not bridge.pool.running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        freed, received = closed.is_set() and not bridge.pool.running, len(client.sent)
+        client.reading.set()
+        await served
+        return freed, received, client
+
+    freed, received, client = asyncio.run(main())
+    assert freed and received == 0
+    assert client.body == b"x" * 3072 and client.finished
