@@ -31,7 +31,8 @@ never from a clock.
    its first non-empty chunk: the headers and that chunk go out at once, with no
    Content-Length added, and every later chunk follows as it is produced. gunicorn,
    a2wsgi and granian frame such a body the same way, and a generator that sleeps
-   before each chunk reaches the client as it was written to.
+   before each chunk reaches the client as it was written to. A response that carries
+   no body (HEAD, 1xx, 204, 304) has no chunk to stream: its headers go out at the end.
 3. A response to an HTTP/1.0 request that declares no Content-Length is held until
    it ends, since an HTTP/1.0 client cannot read chunked framing (RFC 9112 6.1), and
    sent with the length it turned out to have. The bound is ``buffer_size``, as for
