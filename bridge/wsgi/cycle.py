@@ -304,7 +304,8 @@ class RequestCycle:
         """Stop the sender and the listener; free the body's file unless a thread may read it."""
         sender = self.sender
         sender.close()
-        listener = self._listener
+        # Let go of the listener: once cancelled, its traceback holds this cycle.
+        listener, self._listener = self._listener, None
         if listener is not None and not listener.done():
             listener.cancel()
         if thread_done and self.body is not None:

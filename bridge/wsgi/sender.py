@@ -252,10 +252,16 @@ class Sender:
                 await self._pump()
 
     def close(self) -> None:
-        """Stop the sending task."""
-        task = self._task
+        """Stop the sending task and let go of the cycle's callbacks.
+
+        They are the cycle's bound methods, so they point back at it: kept, every
+        request would leave a reference cycle to the cyclic garbage collector, whose
+        pauses under load show in the throughput and the p99.
+        """
+        task, self._task = self._task, None  # a cancelled task's traceback holds us
         if task is not None and not task.done():
             task.cancel()
+        self._on_stream = self._on_gone = _nothing
 
     async def _pump(self) -> None:
         """Send what the framing machine queues until it is finished."""
@@ -307,6 +313,10 @@ class Sender:
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
+
+
+def _nothing() -> None:
+    """After ``close``: the request is over, nobody is left to tell."""
 
 
 def _as_bytes(data: object) -> bytes:
