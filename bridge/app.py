@@ -323,7 +323,14 @@ class Bridge:
                 if mount is not None:
                     await self._mount(mount, path, scope, receive, send)
                     return
-            await self._legacy(path, scope, receive, send)
+            # self._legacy, inline: the hot path of a migration saves a coroutine frame.
+            cycle = RequestCycle(scope, receive, send, self.limits, path)
+            serving = serve_wsgi(cycle, self.wsgi_app, self.pool, self.admission)
+            meter = self.metrics
+            if meter is None:
+                await serving
+            else:
+                await meter.measure(meter.legacy_for(path.route), serving)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":

@@ -147,10 +147,10 @@ class Lifespan:
         self.admission = admission
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
-        self.mounts = mounts
-        self.start = start
-        self.stop_streams = stop_streams
-        self.stop = stop
+        self._mounts = mounts
+        self._start = start
+        self._stop_streams = stop_streams
+        self._stop = stop
         self.state: dict[str, Any] = {}
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,7 +160,7 @@ class Lifespan:
         if scope.get("state") is not None:
             self.state = scope["state"]
         state = self.state
-        mounted = [MountedLifespan(prefix, app) for prefix, app in self.mounts()]
+        mounted = [MountedLifespan(prefix, app) for prefix, app in self._mounts()]
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -178,12 +178,12 @@ class Lifespan:
                     logger.exception("A startup hook failed.")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     return
-                await self.start()
+                await self._start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.stop_streams()
+                await self._stop_streams()
                 await self.drain()
-                await self.stop()
+                await self._stop()
                 for app in reversed(mounted):
                     await app.shutdown()
                 try:

@@ -96,6 +96,7 @@ class RequestCycle:
         )
         self.sender = Sender(framing, send, self.loop, self._listen, self._client_gone)
         self._listener: asyncio.Task[None] | None = None
+        self._closed = False  # close() has run: no listener starts after it
         self._producer: asyncio.Task[None] | None = None
         self._admission: Admission | None = None
 
@@ -217,7 +218,7 @@ class RequestCycle:
 
     def _listen(self) -> None:
         """Start the listener (once): the rest of the body, then the disconnect."""
-        if self._listener is None:
+        if self._listener is None and not self._closed:
             self._listener = self.loop.create_task(self._run_listener())
 
     async def _run_listener(self) -> None:
@@ -303,8 +304,10 @@ class RequestCycle:
     def close(self, thread_done: bool = True) -> Outcome:
         """Stop the sender and the listener; free the body's file unless a thread may read it."""
         sender = self.sender
-        sender.close()
-        # Let go of the listener: once cancelled, its traceback holds this cycle.
+        cut = sender.close()
+        # Cancelled, the listener keeps a traceback whose frame holds this cycle: let go
+        # of it, so the request is freed when it ends, not by the garbage collector.
+        self._closed = True
         listener, self._listener = self._listener, None
         if listener is not None and not listener.done():
             listener.cancel()
@@ -313,7 +316,7 @@ class RequestCycle:
         outcome = self.outcome
         outcome.status = sender.status
         outcome.sent = sender.sent
-        outcome.cut = sender.cut
+        outcome.cut = cut
         return outcome
 
     def cancelled(self) -> None:

@@ -28,6 +28,9 @@ class RequestPath(NamedTuple):
     path_info: str  # PATH_INFO, the same
 
 
+_new_path = tuple.__new__
+
+
 class TooManyHeaders(ValueError):
     """The request carries more header fields than ``max_header_count`` allows."""
 
@@ -257,8 +260,9 @@ def locate(scope: Scope) -> RequestPath:
         raw_path = scope.get("raw_path")
         encoded = path.encode("utf-8")
         if not raw_path or raw_path == encoded:
-            # The common case, on the path of every request.
-            return RequestPath(path or "/", "", encoded.decode("latin-1"))
+            # The common case, on the path of every request: tuple.__new__ skips the
+            # named tuple's Python-level constructor.
+            return _new_path(RequestPath, (path or "/", "", encoded.decode("latin-1")))
     script_name, path_info = request_path(scope)
     route = path_info.encode("latin-1").decode("utf-8", "replace") or "/"
     return RequestPath(route, script_name, path_info)

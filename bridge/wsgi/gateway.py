@@ -71,7 +71,8 @@ async def run_wsgi(
         cycle.cancelled()
         raise
     cycle.release()  # the thread is free: the slot may go to the next request
-    return await cycle.finish()
+    await cycle.sender.finish()  # what RequestCycle.finish does, a frame fewer per request
+    return cycle.close()
 
 
 async def serve_wsgi(

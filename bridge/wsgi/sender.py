@@ -198,11 +198,6 @@ class Sender:
             waiter.set_result(None)
         self._wake_drained()
 
-    @property
-    def cut(self) -> bool:
-        """Headers went out but the body will not complete."""
-        return self.framing.state is State.CUT
-
     # -- sending (loop) ------------------------------------------------------------------
 
     def kick(self) -> None:
@@ -251,17 +246,19 @@ class Sender:
             if not finished:
                 await self._pump()
 
-    def close(self) -> None:
-        """Stop the sending task and let go of the cycle's callbacks.
-
-        They are the cycle's bound methods, so they point back at it: kept, every
-        request would leave a reference cycle to the cyclic garbage collector, whose
-        pauses under load show in the throughput and the p99.
-        """
-        task, self._task = self._task, None  # a cancelled task's traceback holds us
+    def close(self) -> bool:
+        """Stop the sending task; True if the response was cut (headers went out, the
+        body will not complete)."""
+        # The task, once cancelled, keeps a traceback whose frame holds this sender, and
+        # the callbacks are the cycle's bound methods: let go of both, so reference
+        # counting frees the request when it ends rather than the garbage collector
+        # some time later (measured: 7,000 instructions a request). _sending stays
+        # True: no task starts after this.
+        task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
         self._on_stream = self._on_gone = _nothing
+        return self.framing.state is State.CUT
 
     async def _pump(self) -> None:
         """Send what the framing machine queues until it is finished."""
@@ -316,7 +313,7 @@ class Sender:
 
 
 def _nothing() -> None:
-    """After ``close``: the request is over, nobody is left to tell."""
+    """What a closed sender does where it would call back into its cycle."""
 
 
 def _as_bytes(data: object) -> bytes:

@@ -4,14 +4,18 @@ sending to a list. Message level, in process."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from typing import Any
+from wsgiref.validate import validator
 
 import pytest
 
-from bridge import ClientDisconnected
+from bridge import Bridge, ClientDisconnected
+from bridge.wsgi.cycle import RequestCycle
 from bridge.wsgi.framing import Framing, State
 from bridge.wsgi.sender import Sender
+from tests.asgi import Client, http_scope
 
 
 class Recorder:
@@ -190,3 +194,39 @@ def test_state_is_only_changed_under_the_lock_from_any_thread() -> None:
     out = asyncio.run(main())
     assert out.body == b"y" * 7 * 800
     assert out.messages[-1].get("more_body", False) is False
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_finished_request_is_freed_without_the_garbage_collector(streamed: bool) -> None:
+    # The cycle and its sender refer to each other while the request runs; once it
+    # ends, none of it may be left for the collector (a busy server would then hold
+    # recent requests' buffers and locks until the next collection). DEBUG_SAVEALL
+    # keeps what a collection finds unreachable, so it can be looked at.
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if not streamed:
+            return [b"whole"]
+        return iter([b"x" * 4096] * 4)  # past the buffer: the sender task streams it
+
+    bridge = Bridge(validator(app), response_buffer_size=1024, metrics=False)
+
+    async def main() -> list[int]:
+        statuses = []
+        for _ in range(20):
+            client = Client()
+            await client.run(bridge, http_scope())
+            statuses.append(client.status)
+        return statuses
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert asyncio.run(main()) == [200] * 20
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, (RequestCycle, Sender))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
