@@ -178,3 +178,21 @@ def test_the_thread_table_compares_adaptive_with_the_best_fixed_count() -> None:
     table = threads_table(cells)
     assert "| **630** | 669 (fixed 2) | 0.94x | 2: 669, 32: 443, 8: INVALID |" in table
     assert "fixed 8: failed: x" in table
+
+
+def test_cpu_per_request_in_process_prints_every_contender(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import cpu
+
+    assert cpu.main(["--rounds", "1", "--requests", "64", "--concurrency", "8"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    names = [line.split("|")[1].strip() for line in table[3:]]
+    assert names == [
+        "bridge",
+        "bridge, metrics=False",
+        "bridge, every layer unused",
+        "minimal thread hop",
+        "pure ASGI (the harness alone)",
+    ]
+    assert all(float(line.split("|")[2]) > 0 for line in table[3:])

@@ -88,6 +88,7 @@ _MAX_CACHED_PATH = 1024
 
 _current: ContextVar[RouteStats | None] = ContextVar("bridge_route_stats", default=None)
 _set_current = _current.set
+_reset_current = _current.reset
 _get_current = _current.get
 _clock = time.perf_counter
 
@@ -252,20 +253,27 @@ class Metrics:
         probe = self._probe
         if probe is None or probe.done():
             self.start()
-        token = _current.set(stats)
-        start = time.perf_counter()
+        # The request's whole cost here: a context variable (the pool files the
+        # thread wait under it), one clock pair, and a few increments, the latency's
+        # histogram filed by its bucket index.
+        token = _set_current(stats)
+        start = _clock()
         try:
             outcome = await serving
         except Exception:
             stats.errors += 1
             raise
         else:
-            if outcome.failed:
+            if outcome.status >= 500 or outcome.cut:  # Outcome.failed, without the call
                 stats.errors += 1
         finally:
+            elapsed = _clock() - start
             stats.requests += 1
-            stats.latency.observe(time.perf_counter() - start)
-            _current.reset(token)
+            latency = stats.latency
+            latency.counts[bisect_left(BOUNDS, elapsed)] += 1
+            latency.count += 1
+            latency.sum += elapsed
+            _reset_current(token)
 
     def blocked(self, stats: RouteStats, seconds: float) -> None:
         """Count a step that held the loop for ``seconds``, and warn if not warned lately."""

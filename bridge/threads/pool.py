@@ -4,12 +4,14 @@ Theory of operation
 -------------------
 
 The request cycle's theory of operation (the buffers, the framing rule, who may
-block, disconnects and deadlines) is at the top of ``bridge.wsgi.gateway``; this module
+block, disconnects and deadlines) is in ``bridge.wsgi`` (its ``__init__.py``); this module
 is the thread side of it.
 
 Who may block: the thread, on ``wsgi.input`` reads, on a full response backlog, and in
 application code. The loop, never: it awaits ``receive``/``send`` and an
-``asyncio.Future`` that the worker resolves with ``call_soon_threadsafe``. The worker
+``asyncio.Future`` that the worker resolves through ``_Results``: one
+``call_soon_threadsafe`` wakes the loop for every result that arrives before it runs,
+so a busy loop pays one wake-up per batch of completed calls. The worker
 records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
 ``async_to_sync`` in legacy code runs coroutines on the server's own loop instead of
 starting a new one (the idea of "Taking Channels Async", DjangoCon Europe 2018), and
@@ -62,6 +64,8 @@ import inspect
 import os
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import SimpleQueue
@@ -97,7 +101,8 @@ class ThreadPool:
 
     Each call is one handoff each way: the loop puts a ``_Call`` on a queue, an idle
     worker runs it inside a copy of the caller's ``contextvars`` context, and hands
-    the result back with one ``call_soon_threadsafe``. Before running it, the worker
+    the result back through ``_Results``, which wakes the loop once per batch of
+    completed calls rather than once per call. Before running it, the worker
     records the server's loop in asgiref's thread-local, as ``sync_to_async`` does, so
     ``async_to_sync`` in the legacy code runs coroutines on that loop. This does what
     ``sync_to_async(thread_sensitive=False, executor=...)`` does for a WSGI call,
@@ -119,7 +124,8 @@ class ThreadPool:
         self._idle = 0
         self._queued = 0
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        _POOLS.add(self)
+        self._results: _Results | None = None  # the way back to the loop of the last run()
         # Called on the loop after each call with the seconds it waited for a thread
         # (bridge.metrics sets it); None skips the two clock reads.
         self.on_wait: Callable[[float], None] | None = None
@@ -146,25 +152,31 @@ class ThreadPool:
         """The worker threads started so far (they start on demand, up to max_threads)."""
         return list(self._threads)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(
+        self, func: Callable[..., T], *args: Any, loop: asyncio.AbstractEventLoop | None = None
+    ) -> T:
         """Run ``func(*args)`` in a pool thread, in a copy of this context; await its result.
 
         Cancelled before a thread took it, the call never starts; cancelled later, the
-        coroutines it started on the loop with ``async_to_sync`` are cancelled.
+        coroutines it started on the loop with ``async_to_sync`` are cancelled. ``loop``
+        is the running loop, when the caller has it at hand: on CPython 3.11
+        ``asyncio.get_running_loop()`` asks ``getpid()`` of the kernel every time.
         """
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        results = self._results_for(loop)
         on_wait = self.on_wait
         # A call that finds an idle worker waits only for the handoff: it is filed as
         # no wait, without clock reads in two threads. Only queued calls are timed.
         timing = None if on_wait is None or self._idle > self._queued else [time.perf_counter()]
-        call = _Call(loop, future, func, args, contextvars.copy_context(), timing)
+        call = _Call(results, future, func, args, contextvars.copy_context(), timing)
         self.in_flight += 1
         try:
             self._submit(call)
             return await future
         except asyncio.CancelledError:
-            if not self.withdraw(call):
+            if not self.withdraw(call) and call.tasks is not None:
                 call.tasks.cancel()
             raise
         finally:
@@ -178,9 +190,16 @@ class ThreadPool:
     def borrow(self, func: Callable[[], object]) -> _Call:
         """Queue ``func()`` for a pool thread, with no result to wait for (a lane's loop);
         ``withdraw`` the returned call to give up its turn."""
-        call = _Call(asyncio.get_running_loop(), None, func, (), contextvars.Context(), None)
+        results = self._results_for(asyncio.get_running_loop())
+        call = _Call(results, None, func, (), contextvars.Context(), None)
         self._submit(call)
         return call
+
+    def _results_for(self, loop: asyncio.AbstractEventLoop) -> _Results:
+        results = self._results
+        if results is None or results.loop is not loop:
+            results = self._results = _Results(loop)
+        return results
 
     def withdraw(self, call: _Call) -> bool:
         """Cancel ``call`` if no thread has started it; True if it will never start."""
@@ -189,11 +208,16 @@ class ThreadPool:
                 call.state = _CANCELLED
             return call.state == _CANCELLED
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's workers did not come along, so start afresh
+        (a new lock too, in case a parent's thread held it at the fork)."""
+        self._threads.clear()
+        self._idle = self._queued = 0
+        self._lock = threading.Lock()
+        self._queue = SimpleQueue()
+        self._results = None
+
     def _submit(self, call: _Call) -> None:
-        if self._pid != os.getpid():  # a forked worker process inherits no threads
-            self._threads.clear()
-            self._idle = self._queued = 0
-            self._pid = os.getpid()
         with self._lock:
             self._queued += 1
             start = self._queued > self._idle and len(self._threads) < self.max_threads
@@ -225,6 +249,7 @@ class ThreadPool:
                 started = call.state == _QUEUED and gate is None
                 if started:
                     call.state = _STARTED
+                    call.tasks = _Tasks()
             if gate is not None:
                 # bridge.threads.sizing: wait for a turn (timed as a wait for a thread), then
                 # claim, so a call withdrawn meanwhile still never starts.
@@ -233,6 +258,7 @@ class ThreadPool:
                     started = call.state == _QUEUED
                     if started:
                         call.state = _STARTED
+                        call.tasks = _Tasks()
             if started:
                 call.run(local)
             if gate is not None:
@@ -258,25 +284,27 @@ class ThreadPool:
 class _Call:
     """One call for a worker: what to run, where to resolve it, and its state."""
 
-    __slots__ = ("args", "context", "func", "future", "loop", "state", "tasks", "timing")
+    __slots__ = ("args", "context", "func", "future", "results", "state", "tasks", "timing")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        results: _Results,
         future: asyncio.Future[Any] | None,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         context: contextvars.Context,
         timing: list[float] | None,  # [submitted, started], perf_counter(), when timed
     ) -> None:
-        self.loop = loop
+        self.results = results
         self.future = future
         self.func = func
         self.args = args
         self.context = context
         self.timing = timing
         self.state = _QUEUED
-        self.tasks = _Tasks()
+        # asgiref's task_context, made by the worker as it claims the call (under the
+        # pool's lock, so a cancellation that finds the call started finds it too).
+        self.tasks: _Tasks | None = None
 
     def run(self, local: threading.local) -> None:
         """Run in the worker thread that claimed this call."""
@@ -285,17 +313,18 @@ class _Call:
         # What asgiref's SyncToAsync.thread_handler records, so async_to_sync in this
         # thread finds the server's loop instead of starting its own, and files the
         # task it starts there where a cancellation can reach it.
-        local.main_event_loop = loop = self.loop
+        results = self.results
+        local.main_event_loop = results.loop
         local.task_context = self.tasks
         future = self.future
         try:
             result = self.context.run(self.func, *self.args)
         except BaseException as exc:
             if future is not None:
-                _resolve(loop, _set_exception, future, exc)
+                results.put(_set_exception, future, exc)
         else:
             if future is not None:
-                _resolve(loop, _set_result, future, result)
+                results.put(_set_result, future, result)
         finally:
             local.task_context = None
             del self.func, self.args  # a lane's turn would otherwise hold the lane
@@ -420,15 +449,59 @@ class RequestContext(ThreadSensitiveContext):
             self.lane.shutdown(wait=False)
 
 
-def _resolve(
-    loop: asyncio.AbstractEventLoop,
-    setter: Callable[[asyncio.Future[Any], Any], None],
-    future: asyncio.Future[Any],
-    value: Any,
-) -> None:
-    # A closed loop has nobody waiting for this result; the worker lives on.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(setter, future, value)
+# Every pool of this process, for the fork hook below.
+_POOLS: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in list(_POOLS):
+        pool._forked()
+
+
+# A forked child (gunicorn's workers after --preload, multiprocessing) inherits no
+# threads; checking os.getpid() on every call instead would be a system call a request.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+_Setter = Callable[["asyncio.Future[Any]", Any], None]
+
+
+class _Results:
+    """Completed calls on their way back to one event loop, woken once per batch.
+
+    The first result put while no wake-up is pending schedules one
+    (``call_soon_threadsafe``: a lock, a self-pipe write and a loop iteration); every
+    result put before the loop runs it rides along. The loop clears the flag before
+    it takes the results, so a result put meanwhile is either taken now or schedules
+    the next wake-up: none is left behind. ``deque.append`` and ``popleft`` are atomic,
+    so the worker's side takes no lock.
+    """
+
+    __slots__ = ("_items", "_scheduled", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[_Setter, asyncio.Future[Any], Any]] = deque()
+        self._scheduled = False
+
+    def put(self, setter: _Setter, future: asyncio.Future[Any], value: Any) -> None:
+        """In a worker: hand ``value`` to ``future`` through ``setter``, on the loop."""
+        self._items.append((setter, future, value))
+        if self._scheduled:
+            return
+        self._scheduled = True
+        # A closed loop has nobody waiting for this result; the worker lives on.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the loop: resolve every future whose result has arrived."""
+        self._scheduled = False
+        items = self._items
+        while items:
+            setter, future, value = items.popleft()
+            setter(future, value)
 
 
 def _set_result(future: asyncio.Future[Any], result: Any) -> None:

@@ -57,24 +57,26 @@ meet in two buffers:
   each chunk, the end or the error), drained by the loop. Both change it through
   the ``Sender`` only, under its lock, held for a state change only. A list body, or one that
   reaches its Content-Length, is held in the machine and costs one handoff: the
-  loop sends it when ``pool.run`` returns. A generator's first held chunk wakes the
-  loop once (``call_soon_threadsafe``) to arm the hold deadline; once the body
-  streams, a chunk wakes the loop only if the sender is idle.
+  loop sends it when ``pool.run`` returns. A streamed body's chunk wakes the loop
+  (``call_soon_threadsafe``) only if the sender is idle; while it sends, the chunks
+  queue behind it.
 
-The framing rule (``framing.py`` has the table): after ``start_response`` the body
-is held until it ends (sent whole, with a Content-Length), or more than
-``response_buffer_size`` is held, or ``hold_time`` (0.1 s, on an injected clock)
-has passed since its first byte; then the headers go out and the rest streams.
-HTTP/1.0 responses without a Content-Length are held to the end (up to the buffer).
-So the same application gives the same framing every time, whatever the thread
-scheduling: a body produced without blocking is always sent whole, and an error
-before the rule fires is always a clean 500.
+The framing rule (``framing.py`` has it whole) follows from what the application
+returned, never from a clock: a body whole in memory (a list or tuple, or a chunk
+that reaches the declared Content-Length) goes out whole, with its length; any other
+iterable streams from its first non-empty chunk, as under gunicorn, a2wsgi and
+granian; HTTP/1.0 responses without a Content-Length are held to the end (up to the
+buffer). So the same application gives the same messages every time, whatever the
+thread scheduling, and nothing on the hot path waits on a timer. The headers go out
+with the first body byte, so an error before it is always a clean 500 and
+``start_response(..., exc_info)`` may replace them until then.
 
 Who may block. The thread: on ``wsgi.input`` reads past what has arrived, when
 more than ``response_buffer_size`` waits for the client (backpressure: a slow
 reader holds a thread only for responses larger than that), and in application
-code. The loop: never; it awaits ``receive``, ``send`` and futures the thread
-resolves with ``call_soon_threadsafe``. The worker records the server's loop in
+code. The loop: never; it awaits ``receive``, ``send`` and futures the threads
+resolve in batches (one ``call_soon_threadsafe`` wakes the loop for every result
+that arrives before it runs). The worker records the server's loop in
 asgiref's thread-local, so ``async_to_sync`` in legacy code runs on the server's
 own loop (``threads/pool.py``).
 
@@ -91,13 +93,13 @@ Deadlines. ``body_timeout`` (60 s, nginx's ``client_body_timeout``) bounds each 
 for the next body chunk, and ``body_deadline`` (300 s, Node.js's ``requestTimeout``)
 the whole body, less the time it waited unread for a thread: past either, before
 the application runs, the client gets 408 saying which; while it runs, its read
-raises ``BodyTimeout`` and the client gets 408 if no response has started.
-``hold_time`` bounds how long a response is held. A body past ``max_body_size`` gets
-413 the same way, whatever the application does with the ``BodyTooLarge`` its read
-raises: the refusal is decided before the read fails.
+raises ``BodyTimeout`` and the client gets 408 if no response has started. A body
+past ``max_body_size`` gets 413 the same way, whatever the application does with the
+``BodyTooLarge`` its read raises: the refusal is decided before the read fails.
 
-Errors. Until the headers go out, an exception (or a body shorter than its
-Content-Length) becomes a clean 500 with no detail, and ``start_response(...,
+Errors. Until the headers go out (with the first byte of a streamed body, or at the
+end of a whole one), an exception (or a body shorter than its Content-Length)
+becomes a clean 500 with no detail, and ``start_response(...,
 exc_info)`` may still replace the headers. After, the queued bytes go out and no
 final ``http.response.body`` follows, so the server cuts the connection and the
 client sees a truncated response (raising instead would do the same, but daphne
@@ -108,7 +110,6 @@ Defaults and their precedent: ``max_uploads`` 1000 (gunicorn's --worker-connecti
 ``request_buffer_size`` 1 MiB (nginx buffers request
 bodies before the upstream sees them; its client_body_buffer_size spools past it),
 ``response_buffer_size`` 1 MiB (nginx's proxy_buffers hold a response so the upstream
-is free), ``body_timeout`` 60 s (nginx), ``hold_time`` 0.1 s (the limit below which a
-delay is not perceived), ``max_threads`` 32 and ``max_pending`` 2048 (``threads/pool.py``:
-Python's executor cap and gunicorn's backlog).
+is free), ``body_timeout`` 60 s (nginx), ``max_threads`` 32 and ``max_pending`` 2048
+(``threads/pool.py``: Python's executor cap and gunicorn's backlog).
 """

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..threads.admission import Admission, Intake
 from .body import RequestBody
 from .environ import HeaderError, RequestPath, build_environ
 from .filewrapper import FileWrapper
-from .framing import DEFAULT_HOLD_TIME, Framing, State, closing_headers, plain_response
+from .framing import Framing, State, closing_headers, plain_response
 from .sender import Sender
 
 logger = logging.getLogger("bridge")
@@ -51,7 +50,6 @@ class CycleLimits:
     response_buffer_size: int
     retry_after: int
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
-    hold_time: float = DEFAULT_HOLD_TIME
     body_deadline: float | None = DEFAULT_BODY_DEADLINE
 
 
@@ -89,7 +87,6 @@ class RequestCycle:
         send: Send,
         limits: CycleLimits,
         path: RequestPath | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scope = scope
         self.receive = receive
@@ -102,9 +99,8 @@ class RequestCycle:
             head=scope["method"] == "HEAD",
             http10=scope.get("http_version") == "1.0",
             buffer_size=limits.response_buffer_size,
-            hold_time=limits.hold_time,
         )
-        self.sender = Sender(framing, send, self.loop, clock, self._listen, self._client_gone)
+        self.sender = Sender(framing, send, self.loop, self._listen, self._client_gone)
         self._listener: asyncio.Task[None] | None = None
         self._closed = False  # close() has run: no listener starts after it
         self._producer: asyncio.Task[None] | None = None

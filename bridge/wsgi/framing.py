@@ -2,15 +2,15 @@
 
 Everything that decides how a response is framed lives in this file, in the manner
 of h11's ``_state.py``: the machine is fed what the application did (``start``,
-``body``, ``end``, ``error``), what the client did (``client_gone``), what the request
-body did (``body_failed``: 413 or 408), and what the clock says (``tick``); it answers with
-the ASGI messages to send, in order, from ``take()``. It has no threads, no lock and
-no clock of its own, so every transition is tested at message level
-(tests/wsgi/test_framing.py). ``bridge.wsgi.sender`` owns one per request and guards it.
+``body``, ``end``, ``error``), what the client did (``client_gone``) and what the
+request body did (``body_failed``: 413 or 408); it answers with the ASGI messages to send,
+in order, from ``take()``. It has no threads, no lock and no clock, so every
+transition is tested at message level (tests/wsgi/test_framing.py).
+``bridge.wsgi.sender`` owns one per request and guards it.
 
 States (``State``), and the event that leaves each one::
 
-    IDLE ──start──▶ HOLDING ──body past the buffer, or tick past the deadline──▶ STREAMING
+    IDLE ──start──▶ HOLDING ──a chunk of a streamed body, or past the buffer──▶ STREAMING
       │               │  ╲──end──▶ DONE (headers with a Content-Length, then the body)    │
       │               │   ╲─error / short body──▶ FAILED (a clean 500)                    │
       │               ╰── body_failed ──▶ REFUSED (the 413 or 408 the request earned)     │
@@ -18,33 +18,37 @@ States (``State``), and the event that leaves each one::
                                                    STREAMING ──error / short body──▶ CUT ◀╯
     any state ──client_gone──▶ GONE (nothing more is sent)
 
-The framing rule. Once ``start_response`` has been called, the body is *held* and
-nothing is sent, until one of these, whichever comes first:
+The framing rule: how a body is framed follows from what the application returned,
+never from a clock.
 
-1. the body ends: the response goes out whole, with a Content-Length (unless the
-   application declared one, or it is a HEAD, 1xx, 204 or 304 response);
-2. more than ``buffer_size`` bytes are held: the headers and the held bytes go out,
-   and the rest streams;
-3. the clock passes ``hold_time`` after the first held byte: the same, so a slow
-   stream (server-sent events, a long report) starts within ``hold_time``.
+1. A body whole in memory goes out whole, with its length: one the application
+   returned as a list or tuple (``whole=True``), whatever its size, or one whose
+   chunk reaches its declared Content-Length. It is held until the application is
+   done (``end``), then the headers (with a Content-Length added if none was
+   declared, except for HEAD, 1xx, 204 and 304) and the body go out together: one
+   handoff, no backpressure.
+2. Any other body (a generator, a file, an iterator of unknown length) streams from
+   its first non-empty chunk: the headers and that chunk go out at once, with no
+   Content-Length added, and every later chunk follows as it is produced. gunicorn,
+   a2wsgi and granian frame such a body the same way, and a generator that sleeps
+   before each chunk reaches the client as it was written to. A response that carries
+   no body (HEAD, 1xx, 204, 304) has no chunk to stream: its headers go out at the end.
+3. A response to an HTTP/1.0 request that declares no Content-Length is held until
+   it ends, since an HTTP/1.0 client cannot read chunked framing (RFC 9112 6.1), and
+   sent with the length it turned out to have. The bound is ``buffer_size``, as for
+   any held response: past it the headers go out with no length and the server
+   frames the rest its own way (uvicorn's h11 protocol and granian close the
+   connection at the end; uvicorn's httptools protocol chunks it, which an HTTP/1.0
+   client cannot read, so serve such clients with ``--http h11`` or give large bodies
+   a Content-Length).
 
-A body the application returned as a list or tuple is already whole in memory, so
-it is held until it ends whatever its size (``whole=True``): one handoff, no
-backpressure. A response to an HTTP/1.0 request that declares no Content-Length is
-held until it ends too, whatever the clock says, since an HTTP/1.0 client cannot
-read chunked framing (RFC 9112 6.1), and sent with the length it turned out to have.
-The bound is ``buffer_size``, as for any response: past it the headers go out with
-no length and the server frames the rest its own way (uvicorn's h11 protocol and
-granian close the connection at the end; uvicorn's httptools protocol chunks it,
-which an HTTP/1.0 client cannot read, so serve such clients with ``--http h11`` or
-give large bodies a Content-Length).
-
-The same application behaviour therefore always gives the same framing: a body
-that completes within ``hold_time`` is always sent whole, and an error before the
-rule fires is always a clean 500. An error after it is always a cut response: the
-queued bytes go out, and no final ``http.response.body`` follows, so the server
-closes the connection and the client sees a truncated body, never a short one that
-looks complete.
+The same application behaviour therefore always gives the same messages, whatever
+the thread scheduling: the headers go out with the first byte of the body, so an
+error (or ``start_response(..., exc_info)``) before that replaces them with a clean
+500 (or the new headers), and an error after it is always a cut response: the queued
+bytes go out, and no final ``http.response.body`` follows, so the server closes the
+connection and the client sees a truncated body, never a short one that looks
+complete.
 """
 
 from __future__ import annotations
@@ -61,13 +65,6 @@ from ..errors import ClientDisconnected, ResponseError
 # 1 MiB covers nearly every HTML page and JSON document at a cost of at most 1 MiB
 # per in-flight response.
 DEFAULT_RESPONSE_BUFFER = 1024 * 1024
-
-# Seconds a response body is held, from its first byte, before it streams. 0.1 s
-# is the response time a person perceives as instant (Nielsen's 0.1 s limit), so a
-# slow stream starts without a visible delay, and it is long enough that a body
-# produced without blocking (a template rendered in pieces) is never split by how
-# the threads happen to be scheduled.
-DEFAULT_HOLD_TIME = 0.1
 
 
 class State(enum.Enum):
@@ -134,9 +131,9 @@ class Framing:
     """One response's state machine; see the module docstring for the rule.
 
     ``head``: the request is a HEAD (no body is sent). ``http10``: the request is
-    HTTP/1.0 (never streamed without a Content-Length). ``buffer_size``: bytes held
-    before streaming (``response_buffer_size``). ``hold_time``: seconds held before
-    streaming, measured with the clock the caller passes to ``body`` and ``tick``.
+    HTTP/1.0 (held to the end when it declares no Content-Length). ``buffer_size``:
+    the most an HTTP/1.0 body is held before it streams (``response_buffer_size``),
+    and the backlog past which the producer should wait for the client.
     """
 
     def __init__(
@@ -145,12 +142,10 @@ class Framing:
         head: bool = False,
         http10: bool = False,
         buffer_size: int = DEFAULT_RESPONSE_BUFFER,
-        hold_time: float = DEFAULT_HOLD_TIME,
     ) -> None:
         self.head = head
         self.http10 = http10
         self.buffer_size = buffer_size
-        self.hold_time = hold_time
         self.state = State.IDLE
         self.status = 0
         self.headers: RawHeaders = []
@@ -158,7 +153,6 @@ class Framing:
         self.body_allowed = True
         self.written = 0  # body bytes the application produced (within Content-Length)
         self.overflowed = False  # it produced more than its Content-Length
-        self.deadline: float | None = None  # when ``tick`` should be called, if ever
         self.backlog = 0  # body bytes in the outbox or sent but not yet acknowledged
         self.path: str | None = None  # a file the server sends by path (pathsend)
         self._held: list[bytes] = []
@@ -198,11 +192,10 @@ class Framing:
         # RFC 9110 6.4.1: no body for HEAD, 1xx, 204 and 304.
         self.body_allowed = not (self.head or status in (204, 304) or status < 200)
         self.written = 0
-        self.deadline = None
         self._held = []
         self._held_bytes = 0
 
-    def body(self, data: bytes, now: float, whole: bool = False) -> bool:
+    def body(self, data: bytes, whole: bool = False) -> bool:
         """A body chunk (``whole``: part of a list body); True once no more is wanted."""
         state = self.state
         if state is not State.HOLDING and state is not State.STREAMING:
@@ -230,11 +223,9 @@ class Framing:
         self._held.append(data)
         self._held_bytes += len(data)
         if complete or whole:
-            return complete
-        if self._held_bytes > self.buffer_size:
-            self._commit()
-        elif self.deadline is None and not (self.http10 and limit is None):
-            self.deadline = now + self.hold_time
+            return complete  # rule 1: whole in memory, sent whole at the end
+        if self._held_bytes > self.buffer_size or not (self.http10 and limit is None):
+            self._commit()  # rule 2 (or rule 3 past its bound): stream from here
         return complete
 
     def send_path(self, path: str, size: int) -> bool:
@@ -309,9 +300,8 @@ class Framing:
             self._fail()
         elif state is State.STREAMING:
             self.state = State.CUT  # what is queued goes out, then nothing
-            self.deadline = None
 
-    # -- what the request, the client and the clock do --------------------------------
+    # -- what the request and the client do -------------------------------------------
 
     def body_failed(self, status: int) -> bool:
         """The request body failed (413 too large, 408 stalled): answer that instead, if
@@ -329,11 +319,6 @@ class Framing:
         self._drop()
         self._outbox = []
         self.state = State.GONE
-
-    def tick(self, now: float) -> None:
-        """The clock moved: past the deadline, a held body starts streaming."""
-        if self.state is State.HOLDING and self.deadline is not None and now >= self.deadline:
-            self._commit()
 
     def sent(self, nbytes: int) -> None:
         """``nbytes`` of body left the outbox and went to the server."""
@@ -368,7 +353,6 @@ class Framing:
         self.backlog += len(data)
         self._held = []
         self._held_bytes = 0
-        self.deadline = None
         self.state = State.STREAMING
 
     def _fail(self) -> None:
@@ -380,4 +364,3 @@ class Framing:
     def _drop(self) -> None:
         self._held = []
         self._held_bytes = 0
-        self.deadline = None

@@ -76,9 +76,9 @@ async def run_wsgi(
     extensions = cycle.scope.get("extensions") or {}
     try:
         if context is None:
-            await pool.run(call_app, app, environ, cycle, extensions)
+            await pool.run(call_app, app, environ, cycle, extensions, loop=cycle.loop)
         else:
-            await pool.run(context.run, call_app, app, environ, cycle, extensions)
+            await pool.run(context.run, call_app, app, environ, cycle, extensions, loop=cycle.loop)
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
         cycle.cancelled()

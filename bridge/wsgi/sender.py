@@ -28,9 +28,9 @@ logger = logging.getLogger("bridge")
 class Sender:
     """One response's framing machine, its lock, its wake-ups and the task that sends.
 
-    ``send`` is the server's ASGI ``send``; ``clock`` measures the hold time;
-    ``on_stream`` runs when the response starts to stream (the cycle then watches for
-    a disconnect); ``on_gone`` runs when ``send`` raises ``OSError`` (the client left).
+    ``send`` is the server's ASGI ``send``; ``on_stream`` runs when the response starts
+    to stream (the cycle then watches for a disconnect); ``on_gone`` runs when ``send``
+    raises ``OSError`` (the client left).
     ``status`` and ``sent`` record what went out, for the request's outcome.
     """
 
@@ -39,7 +39,6 @@ class Sender:
         framing: Framing,
         send: Send,
         loop: asyncio.AbstractEventLoop,
-        clock: Callable[[], float],
         on_stream: Callable[[], None],
         on_gone: Callable[[], None],
     ) -> None:
@@ -48,7 +47,6 @@ class Sender:
         self.sent = 0  # body bytes handed to the server
         self._send = send
         self._loop = loop
-        self._clock = clock
         self._on_stream = on_stream
         self._on_gone = on_gone
         # Held for a state change of the framing machine and never across I/O.
@@ -57,8 +55,6 @@ class Sender:
         self._drained: asyncio.Future[None] | None = None  # an async producer waits
         self._waiter: asyncio.Future[None] | None = None  # the idle sender waits
         self._wake_pending = False  # a call_soon_threadsafe to the loop is on its way
-        self._armed = False  # the hold deadline's timer is set
-        self._timer: asyncio.TimerHandle | None = None
         self._sending = False  # a sender (task or inline) owns send()
         self._task: asyncio.Task[None] | None = None
 
@@ -99,8 +95,9 @@ class Sender:
         """One body chunk, from the application's thread; True once no more is wanted.
 
         ``whole``: the chunk is part of a body already in memory (a list), which is
-        held to the end without waking the loop. Blocks while more than
-        ``response_buffer_size`` waits for the client.
+        held to the end without waking the loop. A streamed chunk wakes the loop only
+        when the sender is idle. Blocks while more than ``response_buffer_size`` waits
+        for the client.
         """
         if type(data) is not bytes:
             data = _as_bytes(data)
@@ -109,12 +106,9 @@ class Sender:
         wake = throttle = False
         framing = self.framing
         with self._lock:
-            done = framing.body(data, 0.0 if whole else self._clock(), whole)
-            if not whole and not self._wake_pending:
-                if framing.pending:
-                    wake = self._waiter is not None or not self._sending
-                else:
-                    wake = framing.deadline is not None and not self._armed
+            done = framing.body(data, whole)
+            if not self._wake_pending and framing.pending:
+                wake = self._waiter is not None or not self._sending
                 self._wake_pending = wake
             throttle = framing.backlog > framing.buffer_size and framing.state is State.STREAMING
         if wake:
@@ -161,7 +155,7 @@ class Sender:
         with self._lock:
             framing.start(status, headers, content_length)
             for chunk in chunks:
-                if framing.body(chunk, 0.0, whole=True):
+                if framing.body(chunk, whole=True):
                     break
             return framing.end()
 
@@ -171,13 +165,8 @@ class Sender:
             data = _as_bytes(data)
         framing = self.framing
         with self._lock:
-            done = framing.body(data, self._clock())
+            done = framing.body(data)
             pending = framing.pending
-            deadline = framing.deadline if not self._armed else None
-            if deadline is not None:
-                self._armed = True
-        if deadline is not None:
-            self._arm(deadline)
         if pending:
             self.kick()
         if framing.state is State.GONE:
@@ -258,11 +247,8 @@ class Sender:
                 await self._pump()
 
     def close(self) -> bool:
-        """Stop the hold timer and the sending task; True if the response was cut (headers
-        went out, the body will not complete)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Stop the sending task; True if the response was cut (headers went out, the
+        body will not complete)."""
         # The task, once cancelled, keeps a traceback whose frame holds this sender, and
         # the callbacks are the cycle's bound methods: let go of both, so reference
         # counting frees the request when it ends rather than the garbage collector
@@ -302,36 +288,12 @@ class Sender:
     # -- wake-ups ------------------------------------------------------------------------
 
     def _on_thread_event(self) -> None:
-        """On the loop, woken by the thread: arm the hold deadline, start or wake the sender."""
+        """On the loop, woken by the thread: start or wake the sender."""
         with self._lock:
             self._wake_pending = False
             pending = self.framing.pending
-            deadline = self.framing.deadline
-            if deadline is not None and not self._armed:
-                self._armed = True
-            else:
-                deadline = None
-        if deadline is not None:
-            self._arm(deadline)
         if pending:
             self.kick()
-
-    def _on_deadline(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._armed = False
-            self.framing.tick(self._clock())
-            pending = self.framing.pending
-            rearm = self.framing.deadline
-            if rearm is not None:
-                self._armed = True
-        if rearm is not None:  # the clock ran early: wait the rest
-            self._arm(rearm)
-        if pending:
-            self.kick()
-
-    def _arm(self, deadline: float) -> None:
-        self._timer = self._loop.call_later(max(deadline - self._clock(), 0.0), self._on_deadline)
 
     def _wait_for_space(self) -> None:
         """In the thread: wait until the client has taken half of the backlog."""

@@ -30,8 +30,8 @@ class Suite:
 
 # The reasons, each shared by several suites.
 SHAPE = (
-    "asserts the peer's split of the body into ASGI messages; bridge sends a body that "
-    "was produced before any of it went out as one message, with a Content-Length"
+    "asserts the peer's split of the body into ASGI messages; bridge sends a body the "
+    "application returned whole in memory (a list) as one message, with a Content-Length"
 )
 RAISES = (
     "expects the app's exception to escape to the server; bridge answers the 500 itself "

@@ -48,8 +48,8 @@ NORMALISATIONS = (
     # the body itself is compared, and a scrubbed body (a report's timing) may change
     # length without the response being different.
     "Check Content-Length equals the body length, then compare it by presence.",
-    # Deliberate: bridge adds Content-Length when the application's whole body was known
-    # before any of it went out, where gunicorn sends Transfer-Encoding: chunked; a
+    # Deliberate: bridge adds Content-Length when the application returned its whole
+    # body in memory (a list), where gunicorn sends Transfer-Encoding: chunked; a
     # client can then tell a complete response from a cut one.
     "Ignore a Content-Length that bridge sent where gunicorn chunked.",
     # The session is signed JSON. Each server made its own random CSRF token, so the
@@ -344,11 +344,12 @@ def test_streamed_csv_export(swap: Swap) -> None:
         "POST", "/items/new", csrf="form", data={"title": 'Quote " and, comma', "body": "a\nb"}
     )
     export = swap.same("GET", "/export.csv")
-    # A generator's length is unknown up front, so gunicorn streams it in chunks. bridge
-    # does too when the generator is still running once the event loop turns to it; one
-    # that finished first is sent whole with a Content-Length (checked against the body),
-    # the deliberate difference that Swap.same allows. Which happens is a race.
+    # A generator is not whole in memory, so every server streams it from its first
+    # chunk, chunked, with no Content-Length: bridge frames by what the app returned.
     assert export.chunked
+    streamed = swap.send("GET", "/export.csv")
+    assert all(r.headers.get("transfer-encoding") == "chunked" for r in streamed)
+    assert all("content-length" not in r.headers for r in streamed)
     assert export.headers["content-type"] == ["text/csv; charset=utf-8"]
     assert str(export.body).startswith("id,title,body,created_at,owner\r\n")
     assert '"Quote "" and, comma","a\nb",<now>,admin' in str(export.body)

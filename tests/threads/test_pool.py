@@ -6,16 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import math
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 from wsgiref.validate import validator
 
+import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 
 from bridge import Bridge, Request
+from bridge.threads.pool import ThreadPool
 from tests.asgi import Client, http_scope
 
 Environ = dict[str, Any]
@@ -483,4 +488,159 @@ def test_a_thread_sensitive_call_after_its_request_ended_gets_no_thread_of_its_o
     extra = asyncio.run(main())
     assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError), outcomes
     assert not extra, f"threads outside the pool: {extra}"
+    bridge.pool.shutdown()
+
+
+# -- the way back: one wake-up per batch of completed calls ------------------------------
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """A real event loop that counts the wake-ups other threads ask of it."""
+
+    wakeups = 0
+
+    def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        self.wakeups += 1
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+def on_counting_loop(main: Callable[[CountingLoop], Any]) -> Any:
+    loop = CountingLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def test_calls_that_complete_together_wake_the_loop_once() -> None:
+    pool = ThreadPool(8, 0)
+    inside = threading.Barrier(9, timeout=10)
+    release = threading.Event()
+
+    def work(i: int) -> int:
+        inside.wait()
+        release.wait(10)
+        return i * i
+
+    async def main(loop: CountingLoop) -> tuple[list[int], int]:
+        calls = [asyncio.ensure_future(pool.run(work, i)) for i in range(8)]
+        await asyncio.sleep(0)  # every call is on the queue
+        inside.wait()  # all eight are running
+        before = loop.wakeups
+        release.set()
+        # Hold the loop (as a busy server does) until every worker has handed its
+        # result back and gone idle: the first result asks for a wake-up, the rest ride it.
+        deadline = time.monotonic() + 10
+        while pool.running and time.monotonic() < deadline:
+            time.sleep(0.001)
+        results = await asyncio.gather(*calls)
+        return results, loop.wakeups - before
+
+    results, wakeups = on_counting_loop(main)
+    assert results == [i * i for i in range(8)]
+    assert wakeups == 1
+    pool.shutdown()
+
+
+def test_results_arriving_while_the_loop_delivers_are_never_left_behind() -> None:
+    # 4,000 calls on 8 threads, finishing at every moment relative to the loop's
+    # deliveries: each call's own value comes back, and fewer wake-ups than calls.
+    pool = ThreadPool(8, 4000)
+
+    def work(i: int) -> int:
+        if i % 7 == 0:
+            time.sleep(0.0001)
+        return i
+
+    async def main(loop: CountingLoop) -> tuple[list[int], int]:
+        before = loop.wakeups
+        results = await asyncio.gather(*(pool.run(work, i) for i in range(4000)))
+        return results, loop.wakeups - before
+
+    results, wakeups = on_counting_loop(main)
+    assert results == list(range(4000))
+    assert 1 <= wakeups < 4000
+    pool.shutdown()
+
+
+def test_a_cancelled_call_in_a_batch_does_not_disturb_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = ThreadPool(4, 0)
+    inside = threading.Barrier(5, timeout=10)
+    release = threading.Event()
+
+    def work(i: int) -> int:
+        inside.wait()
+        release.wait(10)
+        if i == 3:
+            raise ValueError("the fourth call fails")
+        return i
+
+    async def main(loop: CountingLoop) -> list[object]:
+        calls = [asyncio.ensure_future(pool.run(work, i)) for i in range(4)]
+        await asyncio.sleep(0)
+        inside.wait()
+        calls[1].cancel()  # its request went away while its thread runs
+        await asyncio.sleep(0)
+        release.set()
+        while pool.running:
+            time.sleep(0.001)
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    with caplog.at_level(logging.ERROR):
+        results = on_counting_loop(main)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert isinstance(results[3], ValueError)
+    assert not caplog.records  # no "Exception in callback" from the delivery
+    pool.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers() -> None:
+    # gunicorn --preload forks workers from a process whose pool may have run calls.
+    pool = ThreadPool(2, 0)
+    assert asyncio.run(pool.run(threading.current_thread)) in pool.threads
+    parents = pool.threads
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through its exit status)
+        try:
+            ran = asyncio.run(asyncio.wait_for(pool.run(threading.current_thread), 5))
+            fresh = pool.threads == [ran] and ran not in parents
+            os._exit(0 if fresh else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    pool.shutdown()
+
+
+def test_a_thousand_concurrent_requests_each_get_their_own_response() -> None:
+    # Results come back in batches: none may reach another request's future, and every
+    # body goes out chunk by chunk, in order, ended once.
+    def app(environ: Environ, start_response: Any) -> Any:
+        path = environ["PATH_INFO"].encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if int(path[1:]) % 3 == 0:
+            return iter([path, b"|", path])
+        return [path]
+
+    bridge = Bridge(validator(app), max_threads=8)
+
+    async def main() -> list[Client]:
+        clients = [Client() for _ in range(1000)]
+        await asyncio.gather(
+            *(c.run(bridge, http_scope(f"/{i}"), timeout=30) for i, c in enumerate(clients))
+        )
+        return clients
+
+    for i, client in enumerate(asyncio.run(main())):
+        path = f"/{i}".encode()
+        assert client.status == 200 and client.finished
+        assert client.body == (path + b"|" + path if i % 3 == 0 else path)
+        # The validator's iterator hides a list: both stream (start, chunks, end).
+        assert len(client.sent) == (5 if i % 3 == 0 else 3)
     bridge.pool.shutdown()

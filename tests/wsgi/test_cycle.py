@@ -468,14 +468,10 @@ def test_the_same_generator_is_framed_the_same_way_300_times(
         return framed, errors
 
     framed, errors = asyncio.run(main())
-    assert framed == {
-        (
-            ((b"content-type", b"text/plain"), (b"content-length", b"12")),
-            2,
-            b"first,second",
-        )
-    }
-    assert errors == {(500, b"Internal Server Error\n", True)}
+    # Streamed from the first chunk (start, two chunks, the end), however the thread
+    # and the loop interleave; the error after that chunk is always a cut response.
+    assert framed == {(((b"content-type", b"text/plain"),), 4, b"first,second")}
+    assert errors == {(200, b"first,", False)}
 
 
 # -- the request body limit always reaches the client (issue 14) -----------------------
@@ -523,7 +519,7 @@ def test_an_async_body_yielding_a_non_bytes_value_after_the_headers_is_cut() -> 
     async def late(req: Request) -> Response:
         async def body() -> AsyncIterator[Any]:
             yield b"fine,"
-            await asyncio.sleep(0.3)  # past the hold time: the headers are out
+            await asyncio.sleep(0)  # the first chunk took the headers out
             yield 3
 
         return Response(body())
@@ -562,7 +558,7 @@ def test_a_streamed_response_to_http10_is_held_and_sent_with_a_length() -> None:
     def slow(environ: Environ, start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         for part in (b"slow ", b"but ", b"whole"):
-            time.sleep(0.15)  # past the hold time, each
+            time.sleep(0.01)  # a slow stream: held all the same
             yield part
 
     client = Client()

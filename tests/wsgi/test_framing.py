@@ -1,7 +1,7 @@
 """The response state machine, transition by transition: events in, ASGI messages out.
 
-No threads, no loop, no clock: each test feeds events with explicit times and
-compares the exact messages the machine queues.
+No threads, no loop, no clock: each test feeds events and compares the exact
+messages the machine queues.
 """
 
 from __future__ import annotations
@@ -9,14 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import ClientDisconnected, ResponseError
-from bridge.wsgi.framing import (
-    CLOSE,
-    DEFAULT_HOLD_TIME,
-    Framing,
-    State,
-    closing_headers,
-    plain_response,
-)
+from bridge.wsgi.framing import CLOSE, Framing, State, closing_headers, plain_response
 
 CT = [(b"content-type", b"text/plain")]
 
@@ -36,7 +29,7 @@ def end_message() -> dict[str, object]:
 
 
 def machine(**kw: object) -> Framing:
-    framing = Framing(buffer_size=100, hold_time=1.0, **kw)  # type: ignore[arg-type]
+    framing = Framing(buffer_size=100, **kw)  # type: ignore[arg-type]
     assert framing.state is State.IDLE and framing.take() == []
     return framing
 
@@ -60,7 +53,7 @@ def test_idle_end_is_a_500_for_a_missing_start_response() -> None:
 
 def test_idle_body_is_a_contract_error() -> None:
     with pytest.raises(ResponseError, match="before start_response"):
-        machine().body(b"x", 0.0)
+        machine().body(b"x")
 
 
 def test_idle_error_is_a_500() -> None:
@@ -72,53 +65,59 @@ def test_idle_error_is_a_500() -> None:
 # -- HOLDING ------------------------------------------------------------------------
 
 
-def test_holding_end_sends_the_whole_body_with_a_content_length() -> None:
+def test_holding_a_whole_body_ends_with_the_body_and_a_content_length() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    assert not framing.body(b"ab", 0.0) and not framing.body(b"cd", 0.5)
+    assert not framing.body(b"ab", whole=True) and not framing.body(b"cd", whole=True)
     assert framing.take() == []  # held: nothing yet
     assert framing.end() is None
     assert framing.take() == [start(200, [*CT, (b"content-length", b"4")]), body(b"abcd")]
     assert framing.state is State.DONE and framing.finished
 
 
-def test_holding_the_first_held_byte_sets_the_deadline_and_tick_commits_past_it() -> None:
+def test_holding_a_streamed_body_goes_out_with_its_first_chunk() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    framing.body(b"ab", 10.0)
-    assert framing.deadline == 11.0
-    framing.tick(10.999)
-    assert framing.state is State.HOLDING and framing.take() == []
-    framing.body(b"cd", 10.9)
-    assert framing.deadline == 11.0  # from the first held byte, not the last
-    framing.tick(11.0)
-    assert framing.state is State.STREAMING and framing.deadline is None
-    assert framing.take() == [start(200, CT), body(b"abcd", more=True)]
-    framing.body(b"ef", 12.0)
-    assert framing.take() == [body(b"ef", more=True)]
+    assert not framing.body(b"ab")
+    assert framing.state is State.STREAMING and framing.headers_sent
+    assert framing.take() == [start(200, CT), body(b"ab", more=True)]  # no length added
+    framing.body(b"cd")
+    framing.body(b"ef")
+    assert framing.take() == [body(b"cd", more=True), body(b"ef", more=True)]
+    assert framing.backlog == 6
+    framing.sent(6)
+    assert framing.backlog == 0
     assert framing.end() is None
     assert framing.take() == [end_message()]
-    assert framing.state is State.DONE
+    assert framing.state is State.DONE and framing.finished
 
 
-def test_holding_past_the_buffer_size_streams_at_once() -> None:
+def test_holding_an_empty_chunk_decides_nothing() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    framing.body(b"a" * 60, 0.0)
-    framing.body(b"b" * 60, 0.0)
+    assert not framing.body(b"")
+    assert framing.state is State.HOLDING and framing.take() == []
+    framing.error()  # so an error after an empty first chunk is still a clean 500
+    assert framing.take() == plain_response(500)
+
+
+def test_holding_an_http10_body_past_the_buffer_size_streams() -> None:
+    framing = machine(http10=True)
+    framing.start(200, CT, None)
+    framing.body(b"a" * 60)
+    assert framing.state is State.HOLDING and framing.take() == []
+    framing.body(b"b" * 60)
     assert framing.state is State.STREAMING
     assert framing.take() == [start(200, CT), body(b"a" * 60 + b"b" * 60, more=True)]
     assert framing.backlog == 120
-    framing.sent(120)
-    assert framing.backlog == 0
 
 
 def test_holding_a_whole_list_body_is_held_to_the_end_whatever_its_size() -> None:
     framing = machine()
     framing.start(200, [], None)
     for _ in range(3):
-        framing.body(b"x" * 80, 0.0, whole=True)
-    assert framing.state is State.HOLDING and framing.deadline is None
+        framing.body(b"x" * 80, whole=True)
+    assert framing.state is State.HOLDING and framing.take() == []
     framing.end()
     assert framing.take() == [
         start(200, [(b"content-length", b"240")]),
@@ -129,20 +128,31 @@ def test_holding_a_whole_list_body_is_held_to_the_end_whatever_its_size() -> Non
     ]
 
 
-def test_holding_reaching_the_content_length_completes_and_cuts_the_excess() -> None:
+def test_holding_a_chunk_reaching_the_content_length_is_whole_and_cuts_the_excess() -> None:
     framing = machine()
     framing.start(200, [(b"content-length", b"5")], 5)
-    assert not framing.body(b"hel", 0.0)
-    assert framing.body(b"lo world", 0.0)  # True: no more is wanted
+    assert framing.body(b"hello world")  # True: no more is wanted
     assert framing.overflowed and framing.written == 5
+    assert framing.state is State.HOLDING and framing.take() == []
     framing.end()
     assert framing.take() == [start(200, [(b"content-length", b"5")]), body(b"hello")]
 
 
-def test_holding_a_short_body_is_a_500() -> None:
+def test_holding_a_chunk_short_of_the_content_length_streams_with_it() -> None:
+    framing = machine()
+    framing.start(200, [(b"content-length", b"5")], 5)
+    assert not framing.body(b"hel")
+    assert framing.take() == [start(200, [(b"content-length", b"5")]), body(b"hel", more=True)]
+    assert framing.body(b"lo world")  # True: no more is wanted
+    assert framing.overflowed and framing.written == 5
+    framing.end()
+    assert framing.take() == [body(b"lo", more=True), end_message()]
+
+
+def test_holding_a_short_whole_body_is_a_500() -> None:
     framing = machine()
     framing.start(200, [(b"content-length", b"10")], 10)
-    framing.body(b"short", 0.0)
+    framing.body(b"short", whole=True)
     problem = framing.end()
     assert problem is not None and "Content-Length of 10 bytes but produced 5" in str(problem)
     assert framing.state is State.FAILED and framing.take() == plain_response(500)
@@ -151,20 +161,20 @@ def test_holding_a_short_body_is_a_500() -> None:
 def test_holding_an_error_drops_the_held_body_for_a_500() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    framing.body(b"first chunk", 0.0)
+    framing.body(b"first chunk", whole=True)
     framing.error()
-    assert framing.take() == plain_response(500) and framing.deadline is None
+    assert framing.take() == plain_response(500) and framing.state is State.FAILED
 
 
 def test_holding_a_second_start_needs_exc_info_and_replaces_the_headers() -> None:
     framing = machine()
     framing.start(200, [(b"x-stale", b"1")], None)
-    framing.body(b"stale body", 0.0)
+    framing.body(b"stale body", whole=True)
     with pytest.raises(ResponseError, match="second time without exc_info"):
         framing.start(500, [], None)
     framing.start(503, CT, None, replace=True)
-    assert framing.written == 0 and framing.deadline is None
-    framing.body(b"sorry", 0.0)
+    assert framing.written == 0 and framing.take() == []
+    framing.body(b"sorry", whole=True)
     framing.end()
     assert framing.take() == [start(503, [*CT, (b"content-length", b"5")]), body(b"sorry")]
 
@@ -173,8 +183,8 @@ def test_holding_a_second_start_needs_exc_info_and_replaces_the_headers() -> Non
 def test_holding_no_body_responses_send_none_and_add_no_length(status: int, head: bool) -> None:
     framing = machine(head=head)
     framing.start(status, [], None)
-    framing.body(b"ignored", 0.0)
-    assert framing.deadline is None  # nothing held, nothing to wait for
+    framing.body(b"ignored")
+    assert framing.state is State.HOLDING and framing.take() == []  # nothing to stream
     framing.end()
     assert framing.take() == [start(status, []), body(b"")]
 
@@ -182,18 +192,17 @@ def test_holding_no_body_responses_send_none_and_add_no_length(status: int, head
 def test_holding_a_head_keeps_the_apps_declared_length() -> None:
     framing = machine(head=True)
     framing.start(200, [(b"content-length", b"5")], 5)
-    framing.body(b"hello", 0.0)
+    framing.body(b"hello")
     framing.end()
     assert framing.take() == [start(200, [(b"content-length", b"5")]), body(b"")]
 
 
-def test_holding_an_http10_response_without_a_length_ignores_the_clock() -> None:
+def test_holding_an_http10_response_without_a_length_is_held_to_the_end() -> None:
     framing = machine(http10=True)
     framing.start(200, [], None)
-    framing.body(b"a" * 50, 0.0)
-    assert framing.deadline is None
-    framing.tick(1000.0)
-    assert framing.state is State.HOLDING
+    framing.body(b"a" * 25)
+    framing.body(b"a" * 25)
+    assert framing.state is State.HOLDING and framing.take() == []
     framing.end()
     assert framing.take() == [start(200, [(b"content-length", b"50")]), body(b"a" * 50)]
 
@@ -201,8 +210,7 @@ def test_holding_an_http10_response_without_a_length_ignores_the_clock() -> None
 def test_holding_an_http10_response_with_a_length_may_stream() -> None:
     framing = machine(http10=True)
     framing.start(200, [(b"content-length", b"9")], 9)
-    framing.body(b"abc", 0.0)
-    framing.tick(5.0)
+    framing.body(b"abc")
     assert framing.take() == [start(200, [(b"content-length", b"9")]), body(b"abc", more=True)]
 
 
@@ -220,19 +228,19 @@ def test_holding_send_path_adds_the_length_and_sends_by_path() -> None:
 def test_send_path_is_refused_after_body_bytes() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    framing.body(b"x", 0.0)
+    framing.body(b"x")
     assert not framing.send_path("/srv/file", 9)
 
 
 def test_holding_refuse_answers_the_request_bodys_status_instead() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    framing.body(b"the app caught BodyTooLarge", 0.0)
+    framing.body(b"the app caught BodyTooLarge", whole=True)
     assert framing.body_failed(413)
     assert framing.state is State.REFUSED and framing.status == 413
     assert framing.take() == plain_response(413, [(b"connection", b"close")])
     # Whatever the application does next is not sent.
-    assert framing.body(b"more", 0.0) is True
+    assert framing.body(b"more") is True
     framing.end()
     framing.error()
     assert framing.take() == [] and framing.finished
@@ -247,11 +255,11 @@ def test_idle_refuse_answers_408() -> None:
 def test_holding_client_gone_drops_everything_and_the_next_chunk_raises() -> None:
     framing = machine()
     framing.start(200, CT, None)
-    framing.body(b"held", 0.0)
+    framing.body(b"held", whole=True)
     framing.client_gone()
     assert framing.state is State.GONE and framing.take() == [] and framing.finished
     with pytest.raises(ClientDisconnected):
-        framing.body(b"next", 0.0)
+        framing.body(b"next")
 
 
 # -- STREAMING ----------------------------------------------------------------------
@@ -261,15 +269,14 @@ def streaming(content_length: int | None = None) -> Framing:
     framing = machine()
     headers = [] if content_length is None else [(b"content-length", b"%d" % content_length)]
     framing.start(200, headers, content_length)
-    framing.body(b"first", 0.0)
-    framing.tick(1.0)
+    framing.body(b"first")
     assert framing.take() == [start(200, headers), body(b"first", more=True)]
     return framing
 
 
 def test_streaming_error_cuts_after_what_is_queued() -> None:
     framing = streaming()
-    framing.body(b"queued", 1.5)
+    framing.body(b"queued")
     framing.error()
     assert framing.state is State.CUT
     assert framing.take() == [body(b"queued", more=True)]  # and no final message
@@ -284,7 +291,7 @@ def test_streaming_a_short_body_is_cut() -> None:
 
 def test_streaming_reaching_the_length_then_end_finishes() -> None:
     framing = streaming(content_length=8)
-    assert framing.body(b"abc", 2.0)
+    assert framing.body(b"abc")
     framing.end()
     assert framing.take() == [body(b"abc", more=True), end_message()]
 
@@ -296,7 +303,7 @@ def test_streaming_refuse_is_too_late() -> None:
 
 def test_streaming_client_gone_drops_the_queue() -> None:
     framing = streaming()
-    framing.body(b"unsent", 2.0)
+    framing.body(b"unsent")
     framing.client_gone()
     assert framing.take() == [] and framing.state is State.GONE
 
@@ -312,18 +319,29 @@ def test_streaming_start_is_ignored_once_decided_and_headers_sent_is_reported() 
 # -- the rule as a whole ------------------------------------------------------------
 
 
-def test_the_same_events_give_the_same_messages_every_time() -> None:
+@pytest.mark.parametrize("whole", [True, False])
+def test_the_same_events_give_the_same_messages_every_time(whole: bool) -> None:
     def run() -> list[object]:
         framing = Framing()
         framing.start(200, CT, None)
-        framing.body(b"one", 0.0)
-        framing.body(b"two", 0.0 + DEFAULT_HOLD_TIME / 2)
+        out = []
+        for chunk in (b"one", b"two"):
+            framing.body(chunk, whole)
+            out.extend(framing.take())  # taken between chunks or not: the same messages
         framing.end()
-        return list(framing.take())
+        return out + framing.take()
 
     first = run()
     assert all(run() == first for _ in range(300))
-    assert first[0] == start(200, [*CT, (b"content-length", b"6")])
+    if whole:
+        assert first == [start(200, [*CT, (b"content-length", b"6")]), body(b"onetwo")]
+    else:
+        assert first == [
+            start(200, CT),
+            body(b"one", more=True),
+            body(b"two", more=True),
+            end_message(),
+        ]
 
 
 def test_bridge_own_answers_close_the_connection_except_a_500() -> None:

@@ -40,7 +40,6 @@ class Recorder:
             Framing(buffer_size=buffer_size),
             self.send,
             asyncio.get_running_loop(),
-            lambda: 0.0,
             self.on_stream,
             self.on_gone,
         )
