@@ -54,11 +54,17 @@ class Observed:
         )
         self.app = SentryAsgiMiddleware(bridged(legacy_flask()), transaction_style=style)
 
-    def get(self, path: str) -> httpx.Response:
-        async def main() -> httpx.Response:
+    def get(self, path: str) -> httpx.Response | None:
+        """The response; None when bridge cut it after its headers (a body that failed
+        midway), which httpx's ASGI transport refuses to hand back as a response."""
+
+        async def main() -> httpx.Response | None:
             transport = httpx.ASGITransport(self.app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-                return await c.get(path, headers={"x-request-tag": "tagged"})
+                try:
+                    return await c.get(path, headers={"x-request-tag": "tagged"})
+                except AssertionError:  # the transport's check that the response completed
+                    return None
 
         response = asyncio.run(main())
         sentry_sdk.flush()
@@ -121,7 +127,10 @@ def test_an_error_is_reported_once_with_the_request_in_the_transactions_trace(
 ) -> None:
     response = sentry.get(path)
     # A failure before the headers went out is a clean 500; one after cuts the body.
-    assert response.status_code in (200, 500)
+    if path.startswith(("/stream/", "/sync-body-boom/", "/async-body-boom/")):
+        assert response is None  # the first chunk went out, so the failure cut the body
+    else:
+        assert response is not None and response.status_code == 500
     [transaction] = sentry.transactions()
     [error] = sentry.errors()
     assert transaction["transaction"] == name
