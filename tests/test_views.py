@@ -192,6 +192,85 @@ def test_async_generator_body_streams_and_stops_on_disconnect() -> None:
     assert state["closed"] and not client.finished
 
 
+def _idle_feed_app(closed: list[int]) -> Bridge:
+    """An async route whose stream sends one event and then waits, as a quiet SSE feed does."""
+    app = Bridge(validator(legacy))
+
+    @app.route("/sse")
+    async def sse(req: Request) -> Response:
+        async def feed() -> AsyncIterator[bytes]:
+            try:
+                yield b"data: hello\n\n"
+                await asyncio.Event().wait()
+            finally:
+                closed.append(1)
+
+        return Response(feed(), mimetype="text/event-stream")
+
+    return app
+
+
+async def _open_feeds(app: Bridge, count: int) -> list[tuple[Client, asyncio.Task[None]]]:
+    feeds = []
+    for _ in range(count):
+        client = Client(complete=True)
+        feeds.append(
+            (client, asyncio.ensure_future(app(http_scope("/sse"), client.receive, client.send)))
+        )
+    while not all(c.body == b"data: hello\n\n" for c, _ in feeds):
+        await asyncio.sleep(0.01)
+    for _ in range(5):  # whatever sent the event has finished
+        await asyncio.sleep(0)
+    return feeds
+
+
+def test_an_idle_stream_holds_its_request_task_and_one_listener_only() -> None:
+    # The cost of an open, silent stream is in its tasks: one is the server's own,
+    # the other waits for the client to leave. No sender or producer waits beside them.
+    closed: list[int] = []
+    app = _idle_feed_app(closed)
+
+    async def main() -> None:
+        ((first, opened),) = await _open_feeds(app, 1)  # and the metrics' probe, once
+        before = len(asyncio.all_tasks())
+        feeds = await _open_feeds(app, 5)
+        assert len(asyncio.all_tasks()) - before == 2 * len(feeds)
+        feeds.append((first, opened))
+        before -= 2
+        for client, _ in feeds:
+            client.disconnect()
+        done, _ = await asyncio.wait([task for _, task in feeds], timeout=2)
+        assert len(done) == len(feeds)
+        for task in done:
+            # The listener's cancellation was taken back: the request ended normally.
+            assert task.result() is None
+            assert getattr(task, "cancelling", lambda: 0)() == 0
+        assert len(asyncio.all_tasks()) == before
+        assert len(closed) == len(feeds)
+        for client, _ in feeds:
+            assert client.status == 200 and not client.finished
+
+    asyncio.run(main())
+
+
+def test_an_idle_stream_the_server_cancels_closes_its_body_and_stays_cancelled() -> None:
+    closed: list[int] = []
+    app = _idle_feed_app(closed)
+
+    async def main() -> None:
+        ((client, task),) = await _open_feeds(app, 1)
+        before = len(asyncio.all_tasks())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled() and closed == [1]
+        assert not client.finished  # the response was cut, not completed
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == before - 2  # the listener went with it
+
+    asyncio.run(main())
+
+
 def test_sync_iterator_body_from_a_view_streams_through_a_thread() -> None:
     app = Bridge(validator(legacy))
 

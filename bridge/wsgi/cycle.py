@@ -113,14 +113,14 @@ class RequestCycle:
         self._lock = threading.Lock()
         self._space: threading.Condition | None = None  # the thread waits for the sender
         self._drained: asyncio.Future[None] | None = None  # an async producer waits
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits
         self._wake_pending = False  # a call_soon_threadsafe to the loop is on its way
         self._armed = False  # the hold deadline's timer is set
         self._timer: asyncio.TimerHandle | None = None
         self._sending = False  # a sender (task or inline) owns send()
         self._sender: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._producer: asyncio.Task[None] | None = None
+        self._producer: asyncio.Task[Any] | None = None  # the request's task, in stream()
+        self._stopped_producer = False  # the listener cancelled it: the client left
         self._admission: Admission | None = None
 
     # -- admission (loop) -----------------------------------------------------------------
@@ -294,16 +294,15 @@ class RequestCycle:
         with self._lock:
             if not self.framing.finished or self.framing.pending:
                 self.framing.client_gone()
-            waiter, self._waiter = self._waiter, None
             if self._space is not None:
                 self._space.notify_all()
         if self.body is not None:
             self.body.fail(ClientDisconnected("The client disconnected before the body was sent."))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
         self._wake_drained()
         producer = self._producer
-        if producer is not None and not producer.done():
+        # The producer itself (the current task) sees GONE at its next chunk instead.
+        if producer not in (None, asyncio.current_task()) and not self._stopped_producer:
+            self._stopped_producer = True
             producer.cancel()
 
     # -- the response: the application's side (a thread, or the loop) ------------------
@@ -356,7 +355,7 @@ class RequestCycle:
             done = framing.body(data, 0.0 if whole else self.clock(), whole)
             if not whole and not self._wake_pending:
                 if framing.pending:
-                    wake = self._waiter is not None or not self._sending
+                    wake = not self._sending
                 else:
                     wake = framing.deadline is not None and not self._armed
                 self._wake_pending = wake
@@ -446,26 +445,22 @@ class RequestCycle:
             self._sending = True
             self._sender = self.loop.create_task(self._pump())
             self._listen()  # the response streams: watch for the client leaving
-            return
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def _pump(self) -> None:
-        """Send what the framing machine queues until it is finished."""
+        """Send what the framing machine queues, and end once nothing is queued.
+
+        An idle stream keeps no sender task waiting: the next chunk starts a new one
+        (``_kick``), so an open, silent response costs no more than its listener.
+        """
         framing = self.framing
         lock = self._lock
         while True:
             with lock:
                 messages = framing.take()
                 if not messages:
-                    if framing.finished:
-                        return
-                    waiter = self._waiter = self.loop.create_future()
-            if not messages:
-                await waiter
-                continue
+                    # Under the lock: a thread pushing after this sees no sender and wakes the loop.
+                    self._sending = framing.finished
+                    return
             sent = 0
             for message in messages:
                 sent += await self._send(message)
@@ -573,21 +568,20 @@ class RequestCycle:
         content_length: int | None,
         body: AsyncIterable[Any],
     ) -> Outcome:
-        """Send an async iterable body under the same framing rule, on the loop."""
+        """Send an async iterable body under the same framing rule, in the request's task.
+
+        An idle stream holds that task and the listener, nothing more: when the client
+        leaves, the listener cancels the task, which ends the body and carries on.
+        """
         self.start(status, headers, content_length)
         self._listen()
-        producer = self._producer = self.loop.create_task(self._produce(body))
-        try:
-            await asyncio.wait({producer})
-        except asyncio.CancelledError:
-            producer.cancel()
-            await asyncio.wait({producer})
-            self.cancelled()
-            raise
+        await self._produce(body)
         return await self.finish()
 
     async def _produce(self, body: AsyncIterable[Any]) -> None:
         error: BaseException | None = None
+        cancelled: asyncio.CancelledError | None = None
+        self._producer = asyncio.current_task()
         try:
             async for chunk in body:
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
@@ -596,11 +590,15 @@ class RequestCycle:
                 if self.framing.backlog > self.framing.buffer_size:
                     drained = self._drained = self.loop.create_future()
                     await drained
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             error = ClientDisconnected("The client disconnected during the response.")
+            if not self._absorb_stop():
+                cancelled = exc  # the server's own: it goes on once the body is closed
         except Exception as exc:
             error = exc
         finally:
+            self._producer = None
+            self._absorb_stop()  # a body that swallowed the cancellation still ends here
             close = getattr(body, "aclose", None)
             if close is not None:
                 try:
@@ -608,6 +606,20 @@ class RequestCycle:
                 except Exception as exc:  # pragma: no cover (a broken aclose)
                     error = error or exc
         self.app_done(error, "a view's response body")
+        if cancelled is not None:
+            self.cancelled()
+            raise cancelled
+
+    def _absorb_stop(self) -> bool:
+        """Take back the listener's cancellation of the request's task, if it made one;
+        True when no one else (the server) cancelled the task too."""
+        if not self._stopped_producer:
+            return False
+        self._stopped_producer = False
+        # Task.uncancel (3.11) keeps asyncio.timeout and TaskGroup right in the task;
+        # before it, a cancellation carries no count to take back.
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)
+        return uncancel is None or uncancel() == 0
 
     def _push_on_loop(self, data: object) -> bool:
         if type(data) is not bytes:
