@@ -29,7 +29,7 @@ from .views import as_wsgi, serve_view
 from .websockets import WebSocket, WebSocketDisconnect, refuse_handshake
 from .wsgi.body import DEFAULT_REQUEST_BUFFER, RequestBody
 from .wsgi.cycle import DEFAULT_BODY_TIMEOUT, Limits, Outcome, RequestCycle
-from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, TooManyHeaders, build_environ, route_path
+from .wsgi.environ import DEFAULT_MAX_HEADER_COUNT, build_environ, route_path
 from .wsgi.framing import DEFAULT_RESPONSE_BUFFER
 from .wsgi.gateway import serve_wsgi
 
@@ -355,19 +355,27 @@ class Bridge:
     ) -> Outcome:  # fmt: skip
         """Run the view; the outcome's status is 101 (switched protocols), or 431 or 500
         if the handshake was refused or the view raised."""
-        try:
-            environ = build_environ(
-                {**scope, "method": "GET"},
-                RequestBody(),
-                max_header_count=self.limits.max_header_count,
+        limit = self.limits.max_header_count
+        if len(scope["headers"]) > limit:  # build_environ's test, before the environ is built
+            logger.info(
+                "Refused a websocket handshake: %d header fields; the limit is %d.",
+                len(scope["headers"]),
+                limit,
             )
-        except TooManyHeaders as exc:
-            logger.info("Refused a websocket handshake: %s", exc)
             await refuse_handshake(scope, receive, send, 431, "Request Header Fields Too Large\n")
             return Outcome(431)
-        socket = WebSocket(scope, receive, send, self.request_class(environ))
+
+        def handshake() -> Request:
+            # Built when the view first reads socket.request; most idle sockets never do.
+            environ = build_environ(
+                {**scope, "method": "GET"}, RequestBody(), max_header_count=limit
+            )
+            request = self.request_class(environ)
+            request.path_params = values
+            return request
+
+        socket = WebSocket(scope, receive, send, handshake)
         socket.path_params = values
-        socket.request.path_params = values
         try:
             await route.view(socket, **values)
         except WebSocketDisconnect:
