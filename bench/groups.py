@@ -12,7 +12,7 @@ import http.client
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +134,101 @@ def wrk_cell(
             )
 
 
+@contextmanager
+def all_serving(
+    out: Path,
+    progress: Progress,
+    starts: list[tuple[Cell, str, str]],
+    threads: int,
+    env: dict[str, str],
+) -> Iterator[list[tuple[Cell, runner.Server]]]:
+    """Every ``(cell, server, target)`` started at once; one that fails to start marks
+    its cell INVALID and is left out. All are stopped on the way out."""
+    with ExitStack() as stack:
+        live: list[tuple[Cell, runner.Server]] = []
+        for cell, server, target in starts:
+            try:
+                live.append((cell, stack.enter_context(serving(out, server, target, threads, env))))
+            except RuntimeError as exc:
+                cell.valid = False
+                cell.notes.append(f"failed: {exc}")
+                progress(f"{cell.row:24} {cell.contender:24} {cell.brief()}")
+        yield live
+
+
+def wrk_in_turns(
+    live: list[tuple[Cell, runner.Server]],
+    plan: Plan,
+    out: Path,
+    progress: Progress,
+    path: str = "/hello",
+    connections: int = 32,
+) -> None:
+    """A warm-up each, then ``plan.runs`` rounds of wrk with the contenders in turns.
+
+    Taking turns puts a change in the machine's load (it may be shared) on every
+    contender alike, so the ratios of one run hold when the absolute figures do not.
+    Each cell gets the median of its rounds, and every response is checked.
+    """
+    script = out / "check.lua"
+    script.write_text(runner.CHECK_LUA)
+    expect: dict[int, int] = {}
+    rounds: dict[int, list[runner.WrkResult]] = {}
+    for index, (cell, process) in enumerate(live):
+        try:
+            expect[index] = expected_length(process.port, path)
+        except (clients.CheckFailed, OSError) as exc:
+            cell.valid = False
+            cell.notes.append(f"failed: {exc}")
+            continue
+        rounds[index] = []
+
+    def run(index: int, seconds: int) -> runner.WrkResult:
+        port = live[index][1].port
+        result = runner.run_wrk(
+            script,
+            f"http://127.0.0.1:{port}{path}",
+            connections=connections,
+            seconds=seconds,
+            expect_length=expect[index],
+        )
+        clients.settle(port, path)  # what wrk left queued is served before the next turn
+        return result
+
+    for index in rounds:
+        if plan.warmup_seconds:
+            run(index, plan.warmup_seconds)
+        else:
+            clients.warm_up(live[index][1].port, path, 20)
+    for number in range(plan.runs):
+        for index in rounds:
+            cell = live[index][0]
+            result = run(index, plan.seconds)
+            rounds[index].append(result)
+            progress(
+                f"round {number + 1}/{plan.runs} {cell.row:18} {cell.contender:24} "
+                f"{result.requests_per_second:,.1f} req/s" + ("" if result.valid else "  INVALID")
+            )
+    for index, runs in rounds.items():
+        cell = live[index][0]
+        cell.value = statistics.median(r.requests_per_second for r in runs)
+        cell.p50_ms = statistics.median(r.p50_ms for r in runs)
+        cell.p99_ms = statistics.median(r.p99_ms for r in runs)
+        cell.extra["rounds"] = len(runs)
+        for result in runs:
+            if not result.valid:
+                cell.valid = False
+                cell.notes.append(
+                    f"{result.bad_status} non-2xx, {result.bad_length} wrong length, "
+                    f"{result.good} good"
+                )
+            if result.socket_errors:
+                cell.notes.append(
+                    "socket errors: "
+                    + ", ".join(f"{n} {kind}" for kind, n in result.socket_errors.items())
+                )
+
+
 def attempt(
     cell: Cell, progress: Progress, measure: Callable[[], None], quiet: bool = False
 ) -> Cell:
@@ -192,6 +287,9 @@ SERVERS: list[tuple[str, str, tuple[str, str] | None]] = [
 ]
 
 
+HOP = "minimal thread hop"
+
+
 def file_size(plan: Plan) -> int:
     return (16 if plan.quick else 256) * MIB
 
@@ -211,22 +309,33 @@ def servers(plan: Plan, out: Path, progress: Progress) -> Section:
     size = file_size(plan)
     env = {"BENCH_FILE": str(make_file(out, size))}
     for label, server, native in SERVERS:
-        runs = [("bridge", server, "bridge__micro"), ("pure ASGI", server, "asgi__micro")]
+        runs = [
+            ("bridge", server, "bridge__micro"),
+            ("pure ASGI", server, "asgi__micro"),
+            # bench/reference.py: it holds whole bodies in memory, so hello world only.
+            (HOP, server, "hop__micro"),
+        ]
         if native is not None:
             runs.append((native[0], native[1], "wsgi__micro"))
-        for contender, key, target in runs:
-            hello = Cell(label, contender, "req/s")
-            download = Cell(label, contender, "MiB/s")
+        hellos = [(Cell(label, contender, "req/s"), key, target) for contender, key, target in runs]
+        cells += [cell for cell, _, _ in hellos]
+        # One server's contenders side by side, in turns; the next server's after them.
+        with all_serving(out, progress, hellos, 32, env) as live:
+            try:
+                wrk_in_turns(live, plan, out, progress)
+            except (clients.CheckFailed, RuntimeError, OSError) as exc:
+                for cell, _ in live:
+                    cell.valid = False
+                    cell.notes.append(f"failed: {exc}")
+            for hello, process in live:
+                if hello.contender == HOP:
+                    continue
+                download = Cell(label, hello.contender, "MiB/s")
 
-            def measure(
-                key: str = key, target: str = target, hello: Cell = hello, download: Cell = download
-            ) -> None:
-                with serving(out, key, target, 32, env) as process:
-                    wrk_cell(hello, plan, out, process.port, "/hello")
-                    attempt(download, progress, lambda: _download(download, plan, process, size))
+                def fetch(download: Cell = download, process: runner.Server = process) -> None:
+                    _download(download, plan, process, size)
 
-            cells.append(attempt(hello, progress, measure))
-            cells.append(download)
+                cells.append(attempt(download, progress, fetch))
     return Section(
         "servers",
         "Every server: bridge beside the server's own pure-ASGI hello and its native WSGI mode",
@@ -250,10 +359,10 @@ def _hello_cells(cells: list[Cell]) -> list[Cell]:
 
 def servers_table(cells: list[Cell]) -> str:
     lines = [
-        "| server | bridge req/s | pure-ASGI hello req/s | bridge / ceiling | native WSGI "
-        "| native req/s | bridge p99 ms | ceiling p99 ms | 256 MiB file: bridge MiB/s "
-        "| pure ASGI MiB/s | native MiB/s |",
-        "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
+        "| server | bridge req/s | pure-ASGI hello req/s | bridge / ceiling | minimal hop req/s "
+        "| bridge / hop | native WSGI | native req/s | bridge p99 ms | ceiling p99 ms "
+        "| 256 MiB file: bridge MiB/s | pure ASGI MiB/s | native MiB/s |",
+        "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
     for label, _, native in SERVERS:
         bridge = _find(cells, label, "bridge")
@@ -266,6 +375,8 @@ def servers_table(cells: list[Cell]) -> str:
         lines.append(
             f"| {label} | **{_shown(bridge)}** | {_shown(ceiling)} "
             f"| {_ratio(_value(cells, label, 'bridge'), _value(cells, label, 'pure ASGI'))} "
+            f"| {_shown(_find(cells, label, HOP))} "
+            f"| {_ratio(_value(cells, label, 'bridge'), _value(cells, label, HOP))} "
             f"| {native[0] if native else 'none'} | {_shown(native_hello)} "
             f"| {_number(bridge.p99_ms, 2)} | {_number(ceiling.p99_ms if ceiling else None, 2)} "
             f"| {_shown(by_contender.get('bridge'))} | {_shown(by_contender.get('pure ASGI'))} "
@@ -277,8 +388,9 @@ def servers_table(cells: list[Cell]) -> str:
 
 def servers_readme(cells: list[Cell]) -> str:
     lines = [
-        "| server | bridge hello req/s | that server's pure-ASGI hello | ratio | native WSGI |",
-        "|---|--:|--:|--:|--:|",
+        "| server | bridge hello req/s | that server's pure-ASGI hello | ratio "
+        "| minimal thread hop | bridge / hop | native WSGI |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for label, _, native in SERVERS:
         bridge = _value(cells, label, "bridge")
@@ -286,9 +398,10 @@ def servers_readme(cells: list[Cell]) -> str:
             continue
         ceiling = _value(cells, label, "pure ASGI")
         own = f"{native[0]} {_shown(_find(cells, label, native[0]))}" if native else ""
+        hop = _value(cells, label, HOP)
         lines.append(
             f"| {label} | **{_number(bridge)}** | {_number(ceiling)} "
-            f"| {_ratio(bridge, ceiling)} | {own} |"
+            f"| {_ratio(bridge, ceiling)} | {_number(hop)} | {_ratio(bridge, hop)} | {own} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -296,9 +409,14 @@ def servers_readme(cells: list[Cell]) -> str:
 SERVERS_METHOD = """Each server runs one process with one worker and is started fresh for each
 contender: `Bridge(micro)` (the same adapter as the main table, adaptive threads,
 `max_threads=32`), a pure-ASGI app answering the same bytes (the server's ceiling),
-and the server's own WSGI mode where it has one (granian `--interface wsgi` with 32
+the minimal thread hop of the `limits` group (`bench/reference.py`: minimal environ,
+`run_in_executor` on 32 threads, two sends; hello world only, as it holds bodies in
+memory), and the server's own WSGI mode where it has one (granian `--interface wsgi` with 32
 blocking threads, hypercorn serving the WSGI callable itself, gunicorn `-k sync`).
-Hello world is `wrk -t1 -c32` as in the main table. The file download is one client
+Hello world is `wrk -t1 -c32` as in the main table, but one server's contenders are
+all started together and measured in turns (a warm-up each, then three rounds, each
+contender once a round; the median is kept), so the ratios within a server hold on
+a busy machine; the servers follow one another. The file download is one client
 reading a {size} MiB file served through `wsgi.file_wrapper` (the pure-ASGI app sends
 it with `http.response.pathsend` where the server offers that extension, else in 1 MiB
 chunks); median of three downloads after one warm-up. uvicorn and daphne have no native

@@ -9,12 +9,9 @@ alike, so the ratios of one run hold even when the absolute figures do not.
 
 from __future__ import annotations
 
-import statistics
-from contextlib import ExitStack
 from pathlib import Path
 
-from . import apps, clients, runner
-from .groups import Cell, Section, _number, _ratio, serving
+from .groups import Cell, Section, _number, _ratio, all_serving, wrk_in_turns
 from .workloads import Plan, Progress
 
 CEILING = "pure ASGI"
@@ -44,55 +41,12 @@ CONNECTIONS = 32
 
 def limits(plan: Plan, out: Path, progress: Progress) -> Section:
     """Every contender's hello world, measured in turns on its own uvicorn process."""
-    script = out / "check.lua"
-    script.write_text(runner.CHECK_LUA)
-    cells = [Cell("hello world", label, "req/s") for label, _, _ in CONTENDERS]
-    rounds: dict[str, list[runner.WrkResult]] = {label: [] for label, _, _ in CONTENDERS}
-    with ExitStack() as stack:
-        ports: dict[str, int] = {}
-        for cell, (label, target, _) in zip(cells, CONTENDERS, strict=True):
-            try:
-                server = stack.enter_context(serving(out, "uvicorn", target, 32, {}))
-            except RuntimeError as exc:
-                cell.valid = False
-                cell.notes.append(f"failed: {exc}")
-                progress(f"{label:24} {cell.brief()}")
-                continue
-            ports[label] = server.port
-        for port in ports.values():
-            if plan.warmup_seconds:
-                _run(script, port, plan.warmup_seconds)
-            else:
-                clients.warm_up(port, "/hello", 20)
-        for number in range(plan.runs):
-            for label, port in ports.items():
-                result = _run(script, port, plan.seconds)
-                rounds[label].append(result)
-                progress(
-                    f"round {number + 1}/{plan.runs} {label:24} "
-                    f"{result.requests_per_second:,.1f} req/s"
-                    + ("" if result.valid else "  INVALID")
-                )
-    for cell in cells:
-        runs = rounds[cell.contender]
-        if not runs:
-            continue
-        cell.value = statistics.median(r.requests_per_second for r in runs)
-        cell.p50_ms = statistics.median(r.p50_ms for r in runs)
-        cell.p99_ms = statistics.median(r.p99_ms for r in runs)
-        cell.extra["rounds"] = len(runs)
-        for result in runs:
-            if not result.valid:
-                cell.valid = False
-                cell.notes.append(
-                    f"{result.bad_status} non-2xx, {result.bad_length} wrong length, "
-                    f"{result.good} good"
-                )
-            if result.socket_errors:
-                cell.notes.append(
-                    "socket errors: "
-                    + ", ".join(f"{n} {kind}" for kind, n in result.socket_errors.items())
-                )
+    starts = [
+        (Cell("hello world", label, "req/s"), "uvicorn", target) for label, target, _ in CONTENDERS
+    ]
+    with all_serving(out, progress, starts, 32, {}) as live:
+        wrk_in_turns(live, plan, out, progress, connections=CONNECTIONS)
+    cells = [cell for cell, _, _ in starts]
     contenders = "\n".join(f"- **{label}**: {what}" for label, _, what in CONTENDERS)
     return Section(
         "limits",
@@ -104,18 +58,6 @@ def limits(plan: Plan, out: Path, progress: Progress) -> Section:
         cells,
         readme=limits_table(cells, readme=True) + "\n" + summary(cells) + "\n",
     )
-
-
-def _run(script: Path, port: int, seconds: int) -> runner.WrkResult:
-    result = runner.run_wrk(
-        script,
-        f"http://127.0.0.1:{port}/hello",
-        connections=CONNECTIONS,
-        seconds=seconds,
-        expect_length=len(apps.HELLO),
-    )
-    clients.settle(port, "/hello")  # what wrk left queued is served before the next turn
-    return result
 
 
 def _valid(cells: list[Cell], label: str) -> float | None:

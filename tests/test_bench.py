@@ -106,6 +106,7 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     servers = {(c.row, c.contender) for c in cells["servers"] if c.unit == "req/s" and c.value}
     for server in ("uvicorn", "granian (ASGI)", "hypercorn", "daphne", "gunicorn -k asgi"):
         assert {(server, "bridge"), (server, "pure ASGI")} <= servers, servers
+        assert (server, "minimal thread hop") in servers, servers
     assert ("granian (ASGI)", "granian WSGI") in servers
     # The 16 MiB file came through whole on every server (the client checks the bytes).
     files = [c for c in cells["servers"] if c.unit == "MiB/s"]
