@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
+from bench.__main__ import busy_warning
 from bench.groups import Cell, Section, threads_table
 from bench.idle import idle_table
 from bench.limits import CONTENDERS as LIMIT_CONTENDERS
@@ -198,6 +199,13 @@ def test_publish_touches_only_the_groups_that_ran(tmp_path: Path) -> None:
     readme = (root / "README.md").read_text()
     assert "new headline" in readme and "old headline" not in readme
     assert readme.endswith("the rest\n")
+
+
+def test_a_busy_machine_is_named_before_the_run() -> None:
+    assert busy_warning(1.9, 2) == ""
+    warning = busy_warning(10.4, 2)
+    assert warning.startswith("Warning: the load average is 10.4 on 2 cpus.")
+    assert "publish from a quiet machine" in warning
 
 
 def test_the_limits_table_divides_by_the_ceiling_and_the_hop() -> None:
