@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
@@ -118,22 +119,36 @@ async def serve_view(
             return cycle.close()
         request = request_class(environ)
         request.path_params = values
-        with request:  # closes the uploaded files spooled to disk
-            try:
-                if route.is_async:
-                    async with pool.request_context():
-                        result = await route.view(request, **values)
-                else:
-                    result = await pool.run(_call_sync_view, route.view, request, values)
-                    cycle.release()
-                response = make_response(result, route.view)
-            except HTTPException as exc:
-                response = exc.get_response(environ)
-            except Exception:
-                logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
-                await cycle.answer(500)
-                return cycle.close()
-            return await send_response(cycle, response, environ, pool, admission)
+        try:
+            if route.is_async:
+                async with pool.request_context():
+                    result = await route.view(request, **values)
+            else:
+                result = await pool.run(_call_sync_view, route.view, request, values)
+                cycle.release()
+            response = make_response(result, route.view)
+            del result
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        except Exception:
+            logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
+            request.close()
+            await cycle.answer(500)
+            return cycle.close()
+        # From here only the response's body may need the request: held weakly, a
+        # stream whose body does not refer to it keeps no request or environ alive.
+        # Parsed uploads keep it, so their files are closed here, not by the collector.
+        held = weakref.ref(request)
+        uploads = request if "files" in request.__dict__ else None
+        sending = send_response(cycle, response, environ, pool, admission)
+        del request, environ, response
+        try:
+            return await sending
+        finally:
+            alive = held()
+            if alive is not None:
+                alive.close()  # the uploaded files spooled to disk
+            del uploads
     finally:
         cycle.release()
 
@@ -165,4 +180,6 @@ async def send_response(
             response.status_code, headers, length, list(response.iter_encoded())
         )
     stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
-    return await cycle.stream(response.status_code, headers, length, stream)
+    status = response.status_code
+    del environ, response, body  # an open stream needs its body alone
+    return await cycle.stream(status, headers, length, stream)
