@@ -89,66 +89,32 @@ def expected_length(port: int, path: str) -> int:
     return len(body)
 
 
-def wrk_cell(
-    cell: Cell,
-    plan: Plan,
-    out: Path,
-    port: int,
-    path: str,
-    *,
-    connections: int = 32,
-    warmup: float | None = None,
-    settle: str = "/hello",
-) -> None:
-    """Measure ``path`` with wrk: a warm-up, then the median of ``plan.runs`` checked runs."""
-    script = out / "check.lua"
-    script.write_text(runner.CHECK_LUA)
-    expect = expected_length(port, path)
-    url = f"http://127.0.0.1:{port}{path}"
+@dataclass(frozen=True)
+class Start:
+    """One contender of a group measured in turns: its cell, server, target and threads."""
 
-    def run(seconds: int) -> runner.WrkResult:
-        result = runner.run_wrk(
-            script, url, connections=connections, seconds=seconds, expect_length=expect
-        )
-        clients.settle(port, settle)
-        return result
-
-    seconds = plan.warmup_seconds if warmup is None else warmup
-    if seconds:
-        run(max(1, round(seconds)))
-    else:
-        clients.warm_up(port, path, 20)
-    runs = [run(plan.seconds) for _ in range(plan.runs)]
-    cell.value = statistics.median(r.requests_per_second for r in runs)
-    cell.p50_ms = statistics.median(r.p50_ms for r in runs)
-    cell.p99_ms = statistics.median(r.p99_ms for r in runs)
-    for result in runs:
-        if not result.valid:
-            cell.valid = False
-            cell.notes.append(
-                f"{result.bad_status} non-2xx, {result.bad_length} wrong length, {result.good} good"
-            )
-        if result.socket_errors:
-            cell.notes.append(
-                "socket errors: " + ", ".join(f"{n} {k}" for k, n in result.socket_errors.items())
-            )
+    cell: Cell
+    server: str
+    target: str
+    threads: int = 32
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
 def all_serving(
-    out: Path,
-    progress: Progress,
-    starts: list[tuple[Cell, str, str]],
-    threads: int,
-    env: dict[str, str],
+    out: Path, progress: Progress, starts: list[Start], env: dict[str, str]
 ) -> Iterator[list[tuple[Cell, runner.Server]]]:
-    """Every ``(cell, server, target)`` started at once; one that fails to start marks
-    its cell INVALID and is left out. All are stopped on the way out."""
+    """Every contender started at once; one that fails to start marks its cell INVALID
+    and is left out. All are stopped on the way out."""
     with ExitStack() as stack:
         live: list[tuple[Cell, runner.Server]] = []
-        for cell, server, target in starts:
+        for start in starts:
+            cell = start.cell
             try:
-                live.append((cell, stack.enter_context(serving(out, server, target, threads, env))))
+                server = serving(
+                    out, start.server, start.target, start.threads, {**env, **start.env}
+                )
+                live.append((cell, stack.enter_context(server)))
             except RuntimeError as exc:
                 cell.valid = False
                 cell.notes.append(f"failed: {exc}")
@@ -163,8 +129,11 @@ def wrk_in_turns(
     progress: Progress,
     path: str = "/hello",
     connections: int = 32,
+    warmup: int | None = None,
+    settle: str | None = None,
 ) -> None:
-    """A warm-up each, then ``plan.runs`` rounds of wrk with the contenders in turns.
+    """A warm-up each (``warmup`` seconds, else the plan's), then ``plan.runs`` rounds
+    of wrk with the contenders in turns.
 
     Taking turns puts a change in the machine's load (it may be shared) on every
     contender alike, so the ratios of one run hold when the absolute figures do not.
@@ -192,12 +161,13 @@ def wrk_in_turns(
             seconds=seconds,
             expect_length=expect[index],
         )
-        clients.settle(port, path)  # what wrk left queued is served before the next turn
+        clients.settle(port, settle or path)  # what wrk left queued is served first
         return result
 
+    seconds = plan.warmup_seconds if warmup is None else warmup
     for index in rounds:
-        if plan.warmup_seconds:
-            run(index, plan.warmup_seconds)
+        if seconds:
+            run(index, seconds)
         else:
             clients.warm_up(live[index][1].port, path, 20)
     for number in range(plan.runs):
@@ -317,10 +287,12 @@ def servers(plan: Plan, out: Path, progress: Progress) -> Section:
         ]
         if native is not None:
             runs.append((native[0], native[1], "wsgi__micro"))
-        hellos = [(Cell(label, contender, "req/s"), key, target) for contender, key, target in runs]
-        cells += [cell for cell, _, _ in hellos]
+        hellos = [
+            Start(Cell(label, contender, "req/s"), key, target) for contender, key, target in runs
+        ]
+        cells += [start.cell for start in hellos]
         # One server's contenders side by side, in turns; the next server's after them.
-        with all_serving(out, progress, hellos, 32, env) as live:
+        with all_serving(out, progress, hellos, env) as live:
             try:
                 wrk_in_turns(live, plan, out, progress)
             except (clients.CheckFailed, RuntimeError, OSError) as exc:
@@ -483,25 +455,32 @@ def frameworks(plan: Plan, out: Path, progress: Progress) -> Section:
         app = framework.lower()
         if plan.quick and framework != "Django":
             contenders = contenders[:1]  # --quick checks the harness: Flask under bridge only
-        for contender, server, wrapper, threads in contenders:
-            row_cells = [Cell(f"{framework} {view}", contender, "req/s") for view, _ in VIEWS]
-
-            def measure(
-                server: str = server, target: str = f"{wrapper}__{app}", threads: int = threads,
-                row_cells: list[Cell] = row_cells,
-            ) -> None:  # fmt: skip
-                with serving(out, server, target, threads, env) as process:
-                    for cell, (_, path) in zip(row_cells, VIEWS, strict=True):
-                        attempt(cell, progress, lambda c=cell, p=path: wrk_cell(
-                            c, plan, out, process.port, p))  # fmt: skip
-
-            started = Cell(framework, contender, "")
-            attempt(started, progress, measure, quiet=True)
-            if not started.valid:
-                for cell in row_cells:
+        # cells[view][contender]; the first view's cells stand for the started servers.
+        grid = [
+            [Cell(f"{framework} {view}", contender, "req/s") for contender, *_ in contenders]
+            for view, _ in VIEWS
+        ]
+        starts = [
+            Start(grid[0][n], server, f"{wrapper}__{app}", threads)
+            for n, (_, server, wrapper, threads) in enumerate(contenders)
+        ]
+        # One framework's contenders side by side, view by view, in turns.
+        with all_serving(out, progress, starts, env) as live:
+            column = {id(cell): n for n, cell in enumerate(grid[0])}
+            for row, (_, path) in zip(grid, VIEWS, strict=True):
+                view_live = [(row[column[id(cell)]], process) for cell, process in live]
+                try:
+                    wrk_in_turns(view_live, plan, out, progress, path=path)
+                except (clients.CheckFailed, RuntimeError, OSError) as exc:
+                    for cell, _ in view_live:
+                        cell.valid = False
+                        cell.notes.append(f"failed: {exc}")
+        for row in grid:
+            for cell, first in zip(row, grid[0], strict=True):
+                if not first.valid and first.value is None and cell is not first:
                     cell.valid = False
-                    cell.notes = started.notes
-            cells.extend(row_cells)
+                    cell.notes = list(first.notes)
+            cells.extend(row)
     return Section(
         "frameworks",
         "Django and Flask, through bridge, Django's own ASGI handler and gunicorn",
@@ -533,8 +512,10 @@ apps, SQLite; `bench/djangosite`) with three views: a constant, one ORM query
 in Flask (`bench/flasksite`: `sqlite3` for the query, Jinja for the page). One process
 each: bridge over the project's WSGI application on uvicorn (adaptive threads,
 `max_threads=32`), Django's own ASGI handler on uvicorn, gunicorn `-k sync` and
-`-k gthread --threads {gthreads}`. `wrk -t1 -c32`, every response's status and length
-checked; the expected length is read once before the runs.
+`-k gthread --threads {gthreads}`. One framework's contenders are started together and
+each view is measured in turns (a warm-up each, then three rounds, one run of each
+contender a round), `wrk -t1 -c32`, every response's status and length checked; the
+expected length is read once before the runs.
 """
 
 
@@ -556,25 +537,25 @@ def thread_counts(plan: Plan, out: Path, progress: Progress) -> Section:
         if plan.quick:
             fixed = [quick]  # --quick checks the harness: one fixed count per view
         contenders = [("adaptive", ceiling, "1"), *((f"fixed {n}", n, "0") for n in fixed)]
-        for contender, threads, adaptive in contenders:
-            cell = Cell(row, contender, "req/s")
-            # The adaptive pool finds its level in the first seconds: a longer warm-up.
-            warmup = (
-                None if adaptive == "0" else max(plan.warmup_seconds, 3 if not plan.quick else 1)
-            )
-
-            def measure(
-                cell: Cell = cell, threads: int = threads, adaptive: str = adaptive,
-                warmup: float | None = warmup, target: str = target, path: str = path,
-                settle: str = settle, connections: int = connections,
-            ) -> None:  # fmt: skip
-                with serving(
-                    out, "uvicorn", target, threads, {**env, "BENCH_ADAPTIVE": adaptive}
-                ) as p:
-                    wrk_cell(cell, plan, out, p.port, path, connections=connections,
-                             warmup=warmup, settle=settle)  # fmt: skip
-
-            cells.append(attempt(cell, progress, measure))
+        starts = [
+            Start(Cell(row, contender, "req/s"), "uvicorn", target, threads,
+                  {"BENCH_ADAPTIVE": adaptive})
+            for contender, threads, adaptive in contenders
+        ]  # fmt: skip
+        cells += [start.cell for start in starts]
+        # Every count side by side, in turns. The adaptive pool finds its level in the
+        # first seconds, so every warm-up is as long as it needs.
+        warmup = max(plan.warmup_seconds, 1 if plan.quick else 3)
+        with all_serving(out, progress, starts, env) as live:
+            try:
+                wrk_in_turns(
+                    live, plan, out, progress, path=path, connections=connections,
+                    warmup=warmup, settle=settle,
+                )  # fmt: skip
+            except (clients.CheckFailed, RuntimeError, OSError) as exc:
+                for cell, _ in live:
+                    cell.valid = False
+                    cell.notes.append(f"failed: {exc}")
     for row, *_ in THREAD_ROWS:
         if row.startswith("view waiting"):
             ideal = 64 / apps.SLEEP_SECONDS
@@ -617,9 +598,10 @@ def threads_table(cells: list[Cell], readme: bool = False) -> str:
 
 THREADS_METHOD = """bridge on uvicorn with `Bridge(app, max_threads=N)` (adaptive, the default;
 `N` is the ceiling) and `Bridge(app, max_threads=N, adaptive_threads=False)` (all `N`
-run at once). The ORM view is the Django view above under `wrk -c32`; the 20 ms view
-is `time.sleep(0.02)` under `wrk -c256`, whose ideal with 64 threads is 3,200 req/s.
-The adaptive runs get a 3 s warm-up, the time the controller needs to climb from 8
+run at once), every count of one view started together and measured in turns. The
+ORM view is the Django view above under `wrk -c32`; the 20 ms view is
+`time.sleep(0.02)` under `wrk -c256`, whose ideal with 64 threads is 3,200 req/s.
+Every count gets a 3 s warm-up, the time the controller needs to climb from 8
 threads to 64 (it doubles every 0.5 s while the CPU is idle and calls queue).
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .groups import Cell, Section, _number, _ratio, all_serving, wrk_in_turns
+from .groups import Cell, Section, Start, _number, _ratio, all_serving, wrk_in_turns
 from .workloads import Plan, Progress
 
 CEILING = "pure ASGI"
@@ -42,11 +42,12 @@ CONNECTIONS = 32
 def limits(plan: Plan, out: Path, progress: Progress) -> Section:
     """Every contender's hello world, measured in turns on its own uvicorn process."""
     starts = [
-        (Cell("hello world", label, "req/s"), "uvicorn", target) for label, target, _ in CONTENDERS
+        Start(Cell("hello world", label, "req/s"), "uvicorn", target)
+        for label, target, _ in CONTENDERS
     ]
-    with all_serving(out, progress, starts, 32, {}) as live:
+    with all_serving(out, progress, starts, {}) as live:
         wrk_in_turns(live, plan, out, progress, connections=CONNECTIONS)
-    cells = [cell for cell, _, _ in starts]
+    cells = [start.cell for start in starts]
     contenders = "\n".join(f"- **{label}**: {what}" for label, _, what in CONTENDERS)
     return Section(
         "limits",
