@@ -477,8 +477,8 @@ def frameworks(plan: Plan, out: Path, progress: Progress) -> Section:
                         cell.notes.append(f"failed: {exc}")
         for row in grid:
             for cell, first in zip(row, grid[0], strict=True):
-                if not first.valid and first.value is None and cell is not first:
-                    cell.valid = False
+                if cell.value is None and cell.valid and not first.valid:
+                    cell.valid = False  # its server never started: say why on every view
                     cell.notes = list(first.notes)
             cells.extend(row)
     return Section(
