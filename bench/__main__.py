@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         facts = {**report.machine(), "loop": runner.uvicorn_loop()}
         load = facts["load average at start (1, 5, 15 min)"]
         print(f"Writing to {out}; {facts['cpus (nproc)']} cpus, load average {load}.")
+        warning = busy_warning(os.getloadavg()[0], os.cpu_count() or 1)
+        if warning:
+            print(warning, flush=True)
         if args.idle_connections:
             os.environ["BENCH_IDLE_CONNECTIONS"] = str(args.idle_connections)
         only = set(args.only or ())
@@ -138,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"Written: {out / 'results.md'}, results.json, chart.png, benchmarks.md, readme.md")
     return 0
+
+
+def busy_warning(load: float, cpus: int) -> str:
+    """A warning when the machine is already busy, or '' when it is not."""
+    if load <= cpus:
+        return ""
+    return (
+        f"Warning: the load average is {load:.1f} on {cpus} cpus. Past the cores, the CPU is "
+        "shared by thread, so contenders with many threads (bridge, the thread hops) get more "
+        "of it than single-threaded ones and the ratios lean their way; publish from a quiet "
+        "machine."
+    )
 
 
 def profiling_run(out: Path, seconds: int) -> Path:

@@ -308,6 +308,10 @@ def _special(contender: str, app_name: str) -> Any:
             from .djangosite.wsgi import channels
 
             return channels()
+    if contender in ("hop", "inline") and app_name == "micro":
+        from . import reference
+
+        return reference.hop(micro, threads()) if contender == "hop" else reference.inline(micro)
     if contender == "djangoasgi" and app_name == "django":
         from .djangosite.wsgi import asgi
 

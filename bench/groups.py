@@ -12,7 +12,7 @@ import http.client
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,49 +89,114 @@ def expected_length(port: int, path: str) -> int:
     return len(body)
 
 
-def wrk_cell(
-    cell: Cell,
+@dataclass(frozen=True)
+class Start:
+    """One contender of a group measured in turns: its cell, server, target and threads."""
+
+    cell: Cell
+    server: str
+    target: str
+    threads: int = 32
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def all_serving(
+    out: Path, progress: Progress, starts: list[Start], env: dict[str, str]
+) -> Iterator[list[tuple[Cell, runner.Server]]]:
+    """Every contender started at once; one that fails to start marks its cell INVALID
+    and is left out. All are stopped on the way out."""
+    with ExitStack() as stack:
+        live: list[tuple[Cell, runner.Server]] = []
+        for start in starts:
+            cell = start.cell
+            try:
+                server = serving(
+                    out, start.server, start.target, start.threads, {**env, **start.env}
+                )
+                live.append((cell, stack.enter_context(server)))
+            except RuntimeError as exc:
+                cell.valid = False
+                cell.notes.append(f"failed: {exc}")
+                progress(f"{cell.row:24} {cell.contender:24} {cell.brief()}")
+        yield live
+
+
+def wrk_in_turns(
+    live: list[tuple[Cell, runner.Server]],
     plan: Plan,
     out: Path,
-    port: int,
-    path: str,
-    *,
+    progress: Progress,
+    path: str = "/hello",
     connections: int = 32,
-    warmup: float | None = None,
-    settle: str = "/hello",
+    warmup: int | None = None,
+    settle: str | None = None,
 ) -> None:
-    """Measure ``path`` with wrk: a warm-up, then the median of ``plan.runs`` checked runs."""
+    """A warm-up each (``warmup`` seconds, else the plan's), then ``plan.runs`` rounds
+    of wrk with the contenders in turns.
+
+    Taking turns puts a change in the machine's load (it may be shared) on every
+    contender alike, so the ratios of one run hold when the absolute figures do not.
+    Each cell gets the median of its rounds, and every response is checked.
+    """
     script = out / "check.lua"
     script.write_text(runner.CHECK_LUA)
-    expect = expected_length(port, path)
-    url = f"http://127.0.0.1:{port}{path}"
+    expect: dict[int, int] = {}
+    rounds: dict[int, list[runner.WrkResult]] = {}
+    for index, (cell, process) in enumerate(live):
+        try:
+            expect[index] = expected_length(process.port, path)
+        except (clients.CheckFailed, OSError) as exc:
+            cell.valid = False
+            cell.notes.append(f"failed: {exc}")
+            continue
+        rounds[index] = []
 
-    def run(seconds: int) -> runner.WrkResult:
+    def run(index: int, seconds: int) -> runner.WrkResult:
+        port = live[index][1].port
         result = runner.run_wrk(
-            script, url, connections=connections, seconds=seconds, expect_length=expect
+            script,
+            f"http://127.0.0.1:{port}{path}",
+            connections=connections,
+            seconds=seconds,
+            expect_length=expect[index],
         )
-        clients.settle(port, settle)
+        clients.settle(port, settle or path)  # what wrk left queued is served first
         return result
 
     seconds = plan.warmup_seconds if warmup is None else warmup
-    if seconds:
-        run(max(1, round(seconds)))
-    else:
-        clients.warm_up(port, path, 20)
-    runs = [run(plan.seconds) for _ in range(plan.runs)]
-    cell.value = statistics.median(r.requests_per_second for r in runs)
-    cell.p50_ms = statistics.median(r.p50_ms for r in runs)
-    cell.p99_ms = statistics.median(r.p99_ms for r in runs)
-    for result in runs:
-        if not result.valid:
-            cell.valid = False
-            cell.notes.append(
-                f"{result.bad_status} non-2xx, {result.bad_length} wrong length, {result.good} good"
+    for index in rounds:
+        if seconds:
+            run(index, seconds)
+        else:
+            clients.warm_up(live[index][1].port, path, 20)
+    for number in range(plan.runs):
+        for index in rounds:
+            cell = live[index][0]
+            result = run(index, plan.seconds)
+            rounds[index].append(result)
+            progress(
+                f"round {number + 1}/{plan.runs} {cell.row:18} {cell.contender:24} "
+                f"{result.requests_per_second:,.1f} req/s" + ("" if result.valid else "  INVALID")
             )
-        if result.socket_errors:
-            cell.notes.append(
-                "socket errors: " + ", ".join(f"{n} {k}" for k, n in result.socket_errors.items())
-            )
+    for index, runs in rounds.items():
+        cell = live[index][0]
+        cell.value = statistics.median(r.requests_per_second for r in runs)
+        cell.p50_ms = statistics.median(r.p50_ms for r in runs)
+        cell.p99_ms = statistics.median(r.p99_ms for r in runs)
+        cell.extra["rounds"] = len(runs)
+        for result in runs:
+            if not result.valid:
+                cell.valid = False
+                cell.notes.append(
+                    f"{result.bad_status} non-2xx, {result.bad_length} wrong length, "
+                    f"{result.good} good"
+                )
+            if result.socket_errors:
+                cell.notes.append(
+                    "socket errors: "
+                    + ", ".join(f"{n} {kind}" for kind, n in result.socket_errors.items())
+                )
 
 
 def attempt(
@@ -192,6 +257,9 @@ SERVERS: list[tuple[str, str, tuple[str, str] | None]] = [
 ]
 
 
+HOP = "minimal thread hop"
+
+
 def file_size(plan: Plan) -> int:
     return (16 if plan.quick else 256) * MIB
 
@@ -211,22 +279,35 @@ def servers(plan: Plan, out: Path, progress: Progress) -> Section:
     size = file_size(plan)
     env = {"BENCH_FILE": str(make_file(out, size))}
     for label, server, native in SERVERS:
-        runs = [("bridge", server, "bridge__micro"), ("pure ASGI", server, "asgi__micro")]
+        runs = [
+            ("bridge", server, "bridge__micro"),
+            ("pure ASGI", server, "asgi__micro"),
+            # bench/reference.py: it holds whole bodies in memory, so hello world only.
+            (HOP, server, "hop__micro"),
+        ]
         if native is not None:
             runs.append((native[0], native[1], "wsgi__micro"))
-        for contender, key, target in runs:
-            hello = Cell(label, contender, "req/s")
-            download = Cell(label, contender, "MiB/s")
+        hellos = [
+            Start(Cell(label, contender, "req/s"), key, target) for contender, key, target in runs
+        ]
+        cells += [start.cell for start in hellos]
+        # One server's contenders side by side, in turns; the next server's after them.
+        with all_serving(out, progress, hellos, env) as live:
+            try:
+                wrk_in_turns(live, plan, out, progress)
+            except (clients.CheckFailed, RuntimeError, OSError) as exc:
+                for cell, _ in live:
+                    cell.valid = False
+                    cell.notes.append(f"failed: {exc}")
+            for hello, process in live:
+                if hello.contender == HOP:
+                    continue
+                download = Cell(label, hello.contender, "MiB/s")
 
-            def measure(
-                key: str = key, target: str = target, hello: Cell = hello, download: Cell = download
-            ) -> None:
-                with serving(out, key, target, 32, env) as process:
-                    wrk_cell(hello, plan, out, process.port, "/hello")
-                    attempt(download, progress, lambda: _download(download, plan, process, size))
+                def fetch(download: Cell = download, process: runner.Server = process) -> None:
+                    _download(download, plan, process, size)
 
-            cells.append(attempt(hello, progress, measure))
-            cells.append(download)
+                cells.append(attempt(download, progress, fetch))
     return Section(
         "servers",
         "Every server: bridge beside the server's own pure-ASGI hello and its native WSGI mode",
@@ -250,10 +331,10 @@ def _hello_cells(cells: list[Cell]) -> list[Cell]:
 
 def servers_table(cells: list[Cell]) -> str:
     lines = [
-        "| server | bridge req/s | pure-ASGI hello req/s | bridge / ceiling | native WSGI "
-        "| native req/s | bridge p99 ms | ceiling p99 ms | 256 MiB file: bridge MiB/s "
-        "| pure ASGI MiB/s | native MiB/s |",
-        "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
+        "| server | bridge req/s | pure-ASGI hello req/s | bridge / ceiling | minimal hop req/s "
+        "| bridge / hop | native WSGI | native req/s | bridge p99 ms | ceiling p99 ms "
+        "| 256 MiB file: bridge MiB/s | pure ASGI MiB/s | native MiB/s |",
+        "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
     for label, _, native in SERVERS:
         bridge = _find(cells, label, "bridge")
@@ -266,6 +347,8 @@ def servers_table(cells: list[Cell]) -> str:
         lines.append(
             f"| {label} | **{_shown(bridge)}** | {_shown(ceiling)} "
             f"| {_ratio(_value(cells, label, 'bridge'), _value(cells, label, 'pure ASGI'))} "
+            f"| {_shown(_find(cells, label, HOP))} "
+            f"| {_ratio(_value(cells, label, 'bridge'), _value(cells, label, HOP))} "
             f"| {native[0] if native else 'none'} | {_shown(native_hello)} "
             f"| {_number(bridge.p99_ms, 2)} | {_number(ceiling.p99_ms if ceiling else None, 2)} "
             f"| {_shown(by_contender.get('bridge'))} | {_shown(by_contender.get('pure ASGI'))} "
@@ -277,8 +360,9 @@ def servers_table(cells: list[Cell]) -> str:
 
 def servers_readme(cells: list[Cell]) -> str:
     lines = [
-        "| server | bridge hello req/s | that server's pure-ASGI hello | ratio | native WSGI |",
-        "|---|--:|--:|--:|--:|",
+        "| server | bridge hello req/s | that server's pure-ASGI hello | ratio "
+        "| minimal thread hop | bridge / hop | native WSGI |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for label, _, native in SERVERS:
         bridge = _value(cells, label, "bridge")
@@ -286,9 +370,10 @@ def servers_readme(cells: list[Cell]) -> str:
             continue
         ceiling = _value(cells, label, "pure ASGI")
         own = f"{native[0]} {_shown(_find(cells, label, native[0]))}" if native else ""
+        hop = _value(cells, label, HOP)
         lines.append(
             f"| {label} | **{_number(bridge)}** | {_number(ceiling)} "
-            f"| {_ratio(bridge, ceiling)} | {own} |"
+            f"| {_ratio(bridge, ceiling)} | {_number(hop)} | {_ratio(bridge, hop)} | {own} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -296,9 +381,14 @@ def servers_readme(cells: list[Cell]) -> str:
 SERVERS_METHOD = """Each server runs one process with one worker and is started fresh for each
 contender: `Bridge(micro)` (the same adapter as the main table, adaptive threads,
 `max_threads=32`), a pure-ASGI app answering the same bytes (the server's ceiling),
-and the server's own WSGI mode where it has one (granian `--interface wsgi` with 32
+the minimal thread hop of the `limits` group (`bench/reference.py`: minimal environ,
+`run_in_executor` on 32 threads, two sends; hello world only, as it holds bodies in
+memory), and the server's own WSGI mode where it has one (granian `--interface wsgi` with 32
 blocking threads, hypercorn serving the WSGI callable itself, gunicorn `-k sync`).
-Hello world is `wrk -t1 -c32` as in the main table. The file download is one client
+Hello world is `wrk -t1 -c32` as in the main table, but one server's contenders are
+all started together and measured in turns (a warm-up each, then three rounds, each
+contender once a round; the median is kept), so the ratios within a server hold on
+a busy machine; the servers follow one another. The file download is one client
 reading a {size} MiB file served through `wsgi.file_wrapper` (the pure-ASGI app sends
 it with `http.response.pathsend` where the server offers that extension, else in 1 MiB
 chunks); median of three downloads after one warm-up. uvicorn and daphne have no native
@@ -365,25 +455,32 @@ def frameworks(plan: Plan, out: Path, progress: Progress) -> Section:
         app = framework.lower()
         if plan.quick and framework != "Django":
             contenders = contenders[:1]  # --quick checks the harness: Flask under bridge only
-        for contender, server, wrapper, threads in contenders:
-            row_cells = [Cell(f"{framework} {view}", contender, "req/s") for view, _ in VIEWS]
-
-            def measure(
-                server: str = server, target: str = f"{wrapper}__{app}", threads: int = threads,
-                row_cells: list[Cell] = row_cells,
-            ) -> None:  # fmt: skip
-                with serving(out, server, target, threads, env) as process:
-                    for cell, (_, path) in zip(row_cells, VIEWS, strict=True):
-                        attempt(cell, progress, lambda c=cell, p=path: wrk_cell(
-                            c, plan, out, process.port, p))  # fmt: skip
-
-            started = Cell(framework, contender, "")
-            attempt(started, progress, measure, quiet=True)
-            if not started.valid:
-                for cell in row_cells:
-                    cell.valid = False
-                    cell.notes = started.notes
-            cells.extend(row_cells)
+        # cells[view][contender]; the first view's cells stand for the started servers.
+        grid = [
+            [Cell(f"{framework} {view}", contender, "req/s") for contender, *_ in contenders]
+            for view, _ in VIEWS
+        ]
+        starts = [
+            Start(grid[0][n], server, f"{wrapper}__{app}", threads)
+            for n, (_, server, wrapper, threads) in enumerate(contenders)
+        ]
+        # One framework's contenders side by side, view by view, in turns.
+        with all_serving(out, progress, starts, env) as live:
+            column = {id(cell): n for n, cell in enumerate(grid[0])}
+            for row, (_, path) in zip(grid, VIEWS, strict=True):
+                view_live = [(row[column[id(cell)]], process) for cell, process in live]
+                try:
+                    wrk_in_turns(view_live, plan, out, progress, path=path)
+                except (clients.CheckFailed, RuntimeError, OSError) as exc:
+                    for cell, _ in view_live:
+                        cell.valid = False
+                        cell.notes.append(f"failed: {exc}")
+        for row in grid:
+            for cell, first in zip(row, grid[0], strict=True):
+                if cell.value is None and cell.valid and not first.valid:
+                    cell.valid = False  # its server never started: say why on every view
+                    cell.notes = list(first.notes)
+            cells.extend(row)
     return Section(
         "frameworks",
         "Django and Flask, through bridge, Django's own ASGI handler and gunicorn",
@@ -415,8 +512,10 @@ apps, SQLite; `bench/djangosite`) with three views: a constant, one ORM query
 in Flask (`bench/flasksite`: `sqlite3` for the query, Jinja for the page). One process
 each: bridge over the project's WSGI application on uvicorn (adaptive threads,
 `max_threads=32`), Django's own ASGI handler on uvicorn, gunicorn `-k sync` and
-`-k gthread --threads {gthreads}`. `wrk -t1 -c32`, every response's status and length
-checked; the expected length is read once before the runs.
+`-k gthread --threads {gthreads}`. One framework's contenders are started together and
+each view is measured in turns (a warm-up each, then three rounds, one run of each
+contender a round), `wrk -t1 -c32`, every response's status and length checked; the
+expected length is read once before the runs.
 """
 
 
@@ -438,25 +537,25 @@ def thread_counts(plan: Plan, out: Path, progress: Progress) -> Section:
         if plan.quick:
             fixed = [quick]  # --quick checks the harness: one fixed count per view
         contenders = [("adaptive", ceiling, "1"), *((f"fixed {n}", n, "0") for n in fixed)]
-        for contender, threads, adaptive in contenders:
-            cell = Cell(row, contender, "req/s")
-            # The adaptive pool finds its level in the first seconds: a longer warm-up.
-            warmup = (
-                None if adaptive == "0" else max(plan.warmup_seconds, 3 if not plan.quick else 1)
-            )
-
-            def measure(
-                cell: Cell = cell, threads: int = threads, adaptive: str = adaptive,
-                warmup: float | None = warmup, target: str = target, path: str = path,
-                settle: str = settle, connections: int = connections,
-            ) -> None:  # fmt: skip
-                with serving(
-                    out, "uvicorn", target, threads, {**env, "BENCH_ADAPTIVE": adaptive}
-                ) as p:
-                    wrk_cell(cell, plan, out, p.port, path, connections=connections,
-                             warmup=warmup, settle=settle)  # fmt: skip
-
-            cells.append(attempt(cell, progress, measure))
+        starts = [
+            Start(Cell(row, contender, "req/s"), "uvicorn", target, threads,
+                  {"BENCH_ADAPTIVE": adaptive})
+            for contender, threads, adaptive in contenders
+        ]  # fmt: skip
+        cells += [start.cell for start in starts]
+        # Every count side by side, in turns. The adaptive pool finds its level in the
+        # first seconds, so every warm-up is as long as it needs.
+        warmup = max(plan.warmup_seconds, 1 if plan.quick else 3)
+        with all_serving(out, progress, starts, env) as live:
+            try:
+                wrk_in_turns(
+                    live, plan, out, progress, path=path, connections=connections,
+                    warmup=warmup, settle=settle,
+                )  # fmt: skip
+            except (clients.CheckFailed, RuntimeError, OSError) as exc:
+                for cell, _ in live:
+                    cell.valid = False
+                    cell.notes.append(f"failed: {exc}")
     for row, *_ in THREAD_ROWS:
         if row.startswith("view waiting"):
             ideal = 64 / apps.SLEEP_SECONDS
@@ -499,9 +598,10 @@ def threads_table(cells: list[Cell], readme: bool = False) -> str:
 
 THREADS_METHOD = """bridge on uvicorn with `Bridge(app, max_threads=N)` (adaptive, the default;
 `N` is the ceiling) and `Bridge(app, max_threads=N, adaptive_threads=False)` (all `N`
-run at once). The ORM view is the Django view above under `wrk -c32`; the 20 ms view
-is `time.sleep(0.02)` under `wrk -c256`, whose ideal with 64 threads is 3,200 req/s.
-The adaptive runs get a 3 s warm-up, the time the controller needs to climb from 8
+run at once), every count of one view started together and measured in turns. The
+ORM view is the Django view above under `wrk -c32`; the 20 ms view is
+`time.sleep(0.02)` under `wrk -c256`, whose ideal with 64 threads is 3,200 req/s.
+Every count gets a 3 s warm-up, the time the controller needs to climb from 8
 threads to 64 (it doubles every 0.5 s while the CPU is idle and calls queue).
 """
 

@@ -11,6 +11,7 @@ import importlib
 from .groups import Group
 
 GROUPS: dict[str, str] = {
+    "limits": "bench.limits:limits",
     "servers": "bench.groups:servers",
     "frameworks": "bench.groups:frameworks",
     "threads": "bench.groups:thread_counts",

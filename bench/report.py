@@ -126,8 +126,8 @@ Produced by `scripts/bench`, which writes this file into its results directory
 table of the run into the block of the same name here (between its
 `<!-- bench:NAME -->` markers) and into the README, and leaves the rest of both
 files as it is: `scripts/bench --only idle --publish` refreshes the idle-connection
-table alone. Groups: `micro` (the table below), `servers`, `frameworks`, `threads`,
-`idle`; `--profile` samples the hot path instead.
+table alone. Groups: `micro` (the table below), `limits`, `servers`, `frameworks`,
+`threads`, `idle`; `--profile` samples the hot path instead.
 """
 
 MARK = "<!-- bench:{} -->"

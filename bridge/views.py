@@ -16,6 +16,7 @@ import contextvars
 import inspect
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
@@ -125,26 +126,38 @@ async def serve_view(
         request = request_class(environ)
         request.path_params = values
         context: contextvars.Context | None = None
-        with request:  # closes the uploaded files spooled to disk
-            try:
-                if route.is_async:
-                    async with pool.request_context():
-                        result = await route.view(request, **values)
-                else:
-                    # The view runs, and its response iterates, in one context of its own.
-                    context = contextvars.copy_context()
-                    result = await pool.run(
-                        context.run, _call_sync_view, route.view, request, values
-                    )
-                    cycle.release()
-                response = make_response(result, route.view)
-            except HTTPException as exc:
-                response = exc.get_response(environ)
-            except Exception:
-                logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
-                await cycle.answer(500)
-                return cycle.close()
-            return await send_response(cycle, response, environ, pool, admission, context)
+        try:
+            if route.is_async:
+                async with pool.request_context():
+                    result = await route.view(request, **values)
+            else:
+                # The view runs, and its response iterates, in one context of its own.
+                context = contextvars.copy_context()
+                result = await pool.run(context.run, _call_sync_view, route.view, request, values)
+                cycle.release()
+            response = make_response(result, route.view)
+            del result
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        except Exception:
+            logger.exception("Exception in view %s for %s", route.view.__qualname__, route.rule)
+            request.close()
+            await cycle.answer(500)
+            return cycle.close()
+        # From here only the response's body may need the request: held weakly, a
+        # stream whose body does not refer to it keeps no request or environ alive.
+        # Parsed uploads keep it, so their files are closed here, not by the collector.
+        held = weakref.ref(request)
+        uploads = request if "files" in request.__dict__ else None
+        sending = send_response(cycle, response, environ, pool, admission, context)
+        del request, environ, response
+        try:
+            return await sending
+        finally:
+            alive = held()
+            if alive is not None:
+                alive.close()  # the uploaded files spooled to disk
+            del uploads
     finally:
         cycle.release()
 
@@ -178,8 +191,10 @@ async def send_response(
             response.status_code, headers, length, list(response.iter_encoded())
         )
     stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
+    status = response.status_code
+    del environ, response, body  # an open stream needs its body alone
     # An endless stream (an SSE feed) ends with its final chunk when the server stops.
-    return await cycle.stream(response.status_code, headers, length, draining().stream(stream))
+    return await cycle.stream(status, headers, length, draining().stream(stream))
 
 
 async def serve_websocket(
@@ -205,9 +220,16 @@ async def serve_websocket(
         logger.info("Refused a websocket handshake: %s", exc)
         await reject_handshake(scope, receive, send, exc.status, exc.text)
         return Outcome(exc.status)
-    socket = WebSocket(scope, receive, send, request_class(environ))
+
+    def handshake() -> Request:
+        # Built when the view first reads socket.request; many idle sockets never do.
+        # The environ is built above all the same: its checks decide the handshake.
+        request = request_class(environ)
+        request.path_params = values
+        return request
+
+    socket = WebSocket(scope, receive, send, handshake)
     socket.path_params = values
-    socket.request.path_params = values
     try:
         await route.view(socket, **values)
     except WebSocketDisconnect:

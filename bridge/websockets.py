@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ._types import Message, Receive, Scope, Send
@@ -24,17 +24,29 @@ class WebSocket:
     """One websocket connection: ``accept()``, then receive and send text, bytes or JSON.
 
     ``request`` is a werkzeug ``Request`` of the handshake, so cookies (and with them
-    the legacy session), headers and the query string read as in any view.
+    the legacy session), headers and the query string read as in any view. Given as
+    a function, it is built on first use: a socket that never reads it holds no
+    environ, which is most of what an idle connection would otherwise cost.
     """
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, request: Request | Callable[[], Request]
+    ) -> None:
         self.scope = scope
-        self.request = request
+        self._request = request
         self.path_params: dict[str, Any] = {}
         self._receive = receive
         self._send = send
         self.accepted = False
         self.closed = False
+
+    @property
+    def request(self) -> Request:
+        """The handshake as a werkzeug ``Request``."""
+        request = self._request
+        if not isinstance(request, Request):
+            request = self._request = request()
+        return request
 
     async def accept(
         self, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None

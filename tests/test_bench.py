@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from bench import report
+from bench.__main__ import busy_warning
 from bench.groups import Cell, Section, threads_table
 from bench.idle import idle_table
+from bench.limits import CONTENDERS as LIMIT_CONTENDERS
+from bench.limits import limits_table, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,6 +107,7 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     servers = {(c.row, c.contender) for c in cells["servers"] if c.unit == "req/s" and c.value}
     for server in ("uvicorn", "granian (ASGI)", "hypercorn", "daphne", "gunicorn -k asgi"):
         assert {(server, "bridge"), (server, "pure ASGI")} <= servers, servers
+        assert (server, "minimal thread hop") in servers, servers
     assert ("granian (ASGI)", "granian WSGI") in servers
     # The 16 MiB file came through whole on every server (the client checks the bytes).
     files = [c for c in cells["servers"] if c.unit == "MiB/s"]
@@ -121,6 +125,36 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
         assert f"<!-- bench:{group} -->" in document
     readme = (out / "readme.md").read_text()
     assert "<!-- bench:readme-idle -->" in readme and "<!-- bench:readme-servers -->" in readme
+
+
+@pytest.mark.live
+@pytest.mark.timeout(120)
+@needs_wrk
+def test_quick_limits_prints_every_contender_from_one_run(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    text = bench(out, "--only", "limits", timeout=100)
+
+    labels = [label for label, _, _ in LIMIT_CONTENDERS]
+    assert labels == [
+        "pure ASGI",
+        "inline on the loop",
+        "minimal thread hop",
+        "bridge, metrics=False",
+        "bridge, defaults",
+    ]
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [line.split(" | ")[0].removeprefix("| ") for line in rows] == labels, text
+    for line in rows:
+        # Every response was checked, and every row has its two ratios.
+        assert line.endswith("| ok |"), line
+        assert re.search(r"\| [\d.]+x \| [\d.]+x \|", line), line
+    assert rows[0].startswith("| pure ASGI | ") and "| 1.00x |" in rows[0]
+    assert re.search(r"bridge's defaults serve [\d.]+x what `metrics=False` does", text), text
+    data = json.loads((out / "results.json").read_text())
+    cells = [Cell(**cell) for cell in data["sections"]["limits"]]
+    assert [c.contender for c in cells] == labels
+    assert all(c.valid and c.value and c.extra["rounds"] == 1 for c in cells), cells
+    assert "<!-- bench:readme-limits -->" in (out / "readme.md").read_text()
 
 
 # -- the report, without servers ----------------------------------------------------------
@@ -165,6 +199,36 @@ def test_publish_touches_only_the_groups_that_ran(tmp_path: Path) -> None:
     readme = (root / "README.md").read_text()
     assert "new headline" in readme and "old headline" not in readme
     assert readme.endswith("the rest\n")
+
+
+def test_a_busy_machine_is_named_before_the_run() -> None:
+    assert busy_warning(1.9, 2) == ""
+    warning = busy_warning(10.4, 2)
+    assert warning.startswith("Warning: the load average is 10.4 on 2 cpus.")
+    assert "publish from a quiet machine" in warning
+
+
+def test_the_limits_table_divides_by_the_ceiling_and_the_hop() -> None:
+    values = [40_000.0, 36_000.0, 16_000.0, 18_000.0, 17_200.0]
+    cells = [
+        Cell("hello world", label, "req/s", value=value)
+        for (label, _, _), value in zip(LIMIT_CONTENDERS, values, strict=True)
+    ]
+    table = limits_table(cells)
+    assert "| pure ASGI | 40,000 | 1.00x | 2.50x |" in table
+    assert "| minimal thread hop | 16,000 | 0.40x | 1.00x |" in table
+    assert "| bridge, defaults | **17,200** | 0.43x | 1.07x |" in table
+    assert summary(cells) == (
+        "bridge's defaults serve 0.96x what `metrics=False` does, 1.07x the minimal "
+        "thread hop and 0.43x the pure-ASGI ceiling."
+    )
+    cells[2].valid = False
+    cells[2].notes.append("3 non-2xx, 0 wrong length, 9 good")
+    table = limits_table(cells)
+    assert "| minimal thread hop | INVALID |  |  |" in table
+    assert "| bridge, defaults | **17,200** | 0.43x |  |" in table
+    assert "- minimal thread hop: 3 non-2xx" in table
+    assert summary(cells).startswith("Some contenders failed")
 
 
 def test_the_thread_table_compares_adaptive_with_the_best_fixed_count() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from wsgiref.validate import validator
@@ -190,6 +192,160 @@ def test_async_generator_body_streams_and_stops_on_disconnect() -> None:
     assert client.status == 200 and client.headers[b"content-type"].startswith(b"text/event")
     assert client.body.startswith(b"data: 1\n\ndata: 2\n\n")
     assert state["closed"] and not client.finished
+
+
+def _idle_feed_app(closed: list[int]) -> Bridge:
+    """An async route whose stream sends one event and then waits, as a quiet SSE feed does."""
+    app = Bridge(validator(legacy))
+
+    @app.route("/sse")
+    async def sse(req: Request) -> Response:
+        async def feed() -> AsyncIterator[bytes]:
+            try:
+                yield b"data: hello\n\n"
+                await asyncio.Event().wait()
+            finally:
+                closed.append(1)
+
+        return Response(feed(), mimetype="text/event-stream")
+
+    return app
+
+
+async def _open_feeds(app: Bridge, count: int) -> list[tuple[Client, asyncio.Task[None]]]:
+    feeds = []
+    for _ in range(count):
+        client = Client(complete=True)
+        feeds.append(
+            (client, asyncio.ensure_future(app(http_scope("/sse"), client.receive, client.send)))
+        )
+    while not all(c.body == b"data: hello\n\n" for c, _ in feeds):
+        await asyncio.sleep(0.01)
+    for _ in range(5):  # whatever sent the event has finished
+        await asyncio.sleep(0)
+    return feeds
+
+
+def test_an_idle_stream_holds_its_request_task_and_one_listener_only() -> None:
+    # The cost of an open, silent stream is in its tasks: one is the server's own,
+    # the other waits for the client to leave. No sender or producer waits beside them.
+    closed: list[int] = []
+    app = _idle_feed_app(closed)
+
+    async def main() -> None:
+        ((first, opened),) = await _open_feeds(app, 1)  # and the metrics' probe, once
+        before = len(asyncio.all_tasks())
+        feeds = await _open_feeds(app, 5)
+        assert len(asyncio.all_tasks()) - before == 2 * len(feeds)
+        feeds.append((first, opened))
+        before -= 2
+        for client, _ in feeds:
+            client.disconnect()
+        done, _ = await asyncio.wait([task for _, task in feeds], timeout=2)
+        assert len(done) == len(feeds)
+        for task in done:
+            # The listener's cancellation was taken back: the request ended normally.
+            assert task.result() is None
+            assert getattr(task, "cancelling", lambda: 0)() == 0
+        assert len(asyncio.all_tasks()) == before
+        assert len(closed) == len(feeds)
+        for client, _ in feeds:
+            assert client.status == 200 and not client.finished
+
+    asyncio.run(main())
+
+
+def test_an_idle_stream_the_server_cancels_closes_its_body_and_stays_cancelled() -> None:
+    closed: list[int] = []
+    app = _idle_feed_app(closed)
+
+    async def main() -> None:
+        ((client, task),) = await _open_feeds(app, 1)
+        before = len(asyncio.all_tasks())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled() and closed == [1]
+        assert not client.finished  # the response was cut, not completed
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == before - 2  # the listener went with it
+
+    asyncio.run(main())
+
+
+def test_an_open_stream_keeps_the_request_only_if_its_body_refers_to_it() -> None:
+    # A quiet stream should not hold the environ and request for its whole life; a
+    # body that reads the request still can, and one with uploads keeps it to close them.
+    app = Bridge(validator(legacy))
+    held: dict[str, Any] = {}
+    gates: list[asyncio.Event] = []
+
+    @app.route("/quiet")
+    async def quiet(req: Request) -> Response:
+        held["quiet"] = weakref.ref(req)
+
+        async def feed() -> AsyncIterator[bytes]:
+            yield b"data: hello\n\n"
+            await gates[0].wait()
+
+        return Response(feed(), mimetype="text/event-stream")
+
+    @app.route("/upload", methods=["POST"])
+    async def upload(req: Request) -> Response:
+        held["upload"] = weakref.ref(req)
+        held["file"] = req.files["f"].stream
+
+        async def feed() -> AsyncIterator[bytes]:
+            yield b"data: hello\n\n"
+            await gates[0].wait()
+
+        return Response(feed(), mimetype="text/event-stream")
+
+    @app.route("/reads")
+    async def reads(req: Request) -> Response:
+        held["reads"] = weakref.ref(req)
+
+        async def feed() -> AsyncIterator[bytes]:
+            yield b"data: hello\n\n"
+            await gates[0].wait()
+            yield f"data: {req.args['who']}\n\n".encode()
+
+        return Response(feed(), mimetype="text/event-stream")
+
+    body = b"--b\r\nContent-Disposition: form-data; name=f; filename=a.txt\r\n\r\nxyz\r\n--b--\r\n"
+    headers = [
+        (b"content-type", b"multipart/form-data; boundary=b"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    async def main() -> list[Client]:
+        gates.append(asyncio.Event())
+        clients = [Client(), Client([body]), Client()]
+        scopes = [
+            http_scope("/quiet"),
+            http_scope("/upload", method="POST", headers=headers),
+            http_scope("/reads", query_string=b"who=ada"),
+        ]
+        tasks = [
+            asyncio.ensure_future(app(scope, client.receive, client.send))
+            for scope, client in zip(scopes, clients, strict=True)
+        ]
+        while not all(client.body for client in clients):
+            await asyncio.sleep(0.01)
+        gc.collect()
+        assert held["quiet"]() is None  # freed while its stream is still open
+        assert held["upload"]() is not None and not held["file"].closed
+        assert held["reads"]() is not None  # its body still needs it
+        gates[0].set()
+        clients[0].disconnect()
+        clients[1].disconnect()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        return clients
+
+    quiet_client, upload_client, read = asyncio.run(main())
+    assert quiet_client.body == upload_client.body == b"data: hello\n\n"
+    assert read.body == b"data: hello\n\ndata: ada\n\n" and read.finished
+    assert held["file"].closed  # closed when its response ended
 
 
 def test_sync_iterator_body_from_a_view_streams_through_a_thread() -> None:

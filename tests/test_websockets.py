@@ -8,7 +8,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from bridge import Bridge, WebSocket
+from bridge import Bridge, Request, WebSocket
 
 from .test_views import legacy
 
@@ -177,3 +177,38 @@ def test_a_handshake_past_max_header_count_gets_431_with_the_http_response_exten
         "body": b"Request Header Fields Too Large\n",
     }
     assert len(sent) == 2
+
+
+class CountedRequest(Request):
+    """A request class that counts how many handshakes were turned into requests."""
+
+    made = 0
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        super().__init__(environ)
+        CountedRequest.made += 1
+
+
+def test_the_handshake_request_is_built_only_when_the_view_reads_it() -> None:
+    # An idle socket that never reads ws.request holds no Request (its headers and
+    # cookies parsed); the environ is still built, since its checks decide the handshake.
+    app = Bridge(validator(legacy), request_class=CountedRequest)
+    seen: list[tuple[str, int, bool]] = []
+
+    @app.websocket("/quiet")
+    async def quiet(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("hello")
+
+    @app.websocket("/reads/<int:n>")
+    async def reads(ws: WebSocket, n: int) -> None:
+        await ws.accept()
+        first = ws.request
+        seen.append((first.cookies["user"], first.path_params["n"], ws.request is first))
+
+    CountedRequest.made = 0
+    assert converse(app, "/quiet", [CONNECT])[1] == {"type": "websocket.send", "text": "hello"}
+    assert CountedRequest.made == 0
+    converse(app, "/reads/7", [CONNECT])
+    assert CountedRequest.made == 1
+    assert seen == [("ada", 7, True)]

@@ -103,7 +103,8 @@ class RequestCycle:
         self.sender = Sender(framing, send, self.loop, self._listen, self._client_gone)
         self._listener: asyncio.Task[None] | None = None
         self._closed = False  # close() has run: no listener starts after it
-        self._producer: asyncio.Task[None] | None = None
+        self._producer: asyncio.Task[Any] | None = None  # the request's task, in stream()
+        self._stopped_producer = False  # the listener cancelled it: the client left
         self._admission: Admission | None = None
         # The whole-body deadline on the loop's clock, set by the first body wait; and
         # when reading stopped for a thread (that wait does not count against it).
@@ -364,7 +365,9 @@ class RequestCycle:
         if self.body is not None:
             self.body.fail(ClientDisconnected("The client disconnected before the body was sent."))
         producer = self._producer
-        if producer is not None and not producer.done():
+        # The producer itself (the current task) sees the client gone at its next chunk.
+        if producer not in (None, asyncio.current_task()) and not self._stopped_producer:
+            self._stopped_producer = True
             producer.cancel()
 
     # -- the outcome ----------------------------------------------------------------------
@@ -439,33 +442,36 @@ class RequestCycle:
         content_length: int | None,
         body: AsyncIterable[Any],
     ) -> Outcome:
-        """Send an async iterable body under the same framing rule, on the loop."""
+        """Send an async iterable body under the same framing rule, in the request's task.
+
+        An idle stream holds that task and the listener, nothing more: when the client
+        leaves, the listener cancels the task, which ends the body and carries on.
+        """
         self.sender.start(status, headers, content_length)
         self._listen()
-        producer = self._producer = self.loop.create_task(self._produce(body))
-        try:
-            await asyncio.wait({producer})
-        except asyncio.CancelledError:
-            producer.cancel()
-            await asyncio.wait({producer})
-            self.cancelled()
-            raise
+        await self._produce(body)
         return await self.finish()
 
     async def _produce(self, body: AsyncIterable[Any]) -> None:
         error: BaseException | None = None
+        cancelled: asyncio.CancelledError | None = None
         sender = self.sender
+        self._producer = asyncio.current_task()
         try:
             async for chunk in body:
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
                 if sender.push_on_loop(data):
                     break
                 await sender.drained()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             error = ClientDisconnected("The client disconnected during the response.")
+            if not self._absorb_stop():
+                cancelled = exc  # the server's own: it goes on once the body is closed
         except Exception as exc:
             error = exc
         finally:
+            self._producer = None
+            self._absorb_stop()  # a body that swallowed the cancellation still ends here
             close = getattr(body, "aclose", None)
             if close is not None:
                 try:
@@ -473,3 +479,17 @@ class RequestCycle:
                 except Exception as exc:  # pragma: no cover (a broken aclose)
                     error = error or exc
         self.app_done(error, "a view's response body")
+        if cancelled is not None:
+            self.cancelled()
+            raise cancelled
+
+    def _absorb_stop(self) -> bool:
+        """Take back the listener's cancellation of the request's task, if it made one;
+        True when no one else (the server) cancelled the task too."""
+        if not self._stopped_producer:
+            return False
+        self._stopped_producer = False
+        # Task.uncancel (3.11) keeps asyncio.timeout and TaskGroup right in the task;
+        # before it, a cancellation carries no count to take back.
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)
+        return uncancel is None or uncancel() == 0

@@ -53,7 +53,6 @@ class Sender:
         self._lock = threading.Lock()
         self._space: threading.Condition | None = None  # the thread waits for the sender
         self._drained: asyncio.Future[None] | None = None  # an async producer waits
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits
         self._wake_pending = False  # a call_soon_threadsafe to the loop is on its way
         self._sending = False  # a sender (task or inline) owns send()
         self._task: asyncio.Task[None] | None = None
@@ -108,7 +107,7 @@ class Sender:
         with self._lock:
             done = framing.body(data, whole)
             if not self._wake_pending and framing.pending:
-                wake = self._waiter is not None or not self._sending
+                wake = not self._sending
                 self._wake_pending = wake
             throttle = framing.backlog > framing.buffer_size and framing.state is State.STREAMING
         if wake:
@@ -191,11 +190,8 @@ class Sender:
         with self._lock:
             if not self.framing.finished or self.framing.pending:
                 self.framing.client_gone()
-            waiter, self._waiter = self._waiter, None
             if self._space is not None:
                 self._space.notify_all()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
         self._wake_drained()
 
     # -- sending (loop) ------------------------------------------------------------------
@@ -206,11 +202,6 @@ class Sender:
             self._sending = True
             self._task = self._loop.create_task(self._pump())
             self._on_stream()  # the response streams: watch for the client leaving
-            return
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def send(self, message: Message) -> int:
         """Send one message and record it; return the body bytes in it."""
@@ -261,19 +252,21 @@ class Sender:
         return self.framing.state is State.CUT
 
     async def _pump(self) -> None:
-        """Send what the framing machine queues until it is finished."""
+        """Send what the framing machine queues, and end once nothing is queued.
+
+        An idle stream keeps no sending task waiting: the next chunk starts a new one
+        (``kick``), so an open, silent response costs no more than its listener.
+        """
         framing = self.framing
         lock = self._lock
         while True:
             with lock:
                 messages = framing.take()
                 if not messages:
-                    if framing.finished:
-                        return
-                    waiter = self._waiter = self._loop.create_future()
-            if not messages:
-                await waiter
-                continue
+                    # Under the lock: a thread pushing after this sees no sender and
+                    # wakes the loop, which starts the next one.
+                    self._sending = framing.finished
+                    return
             sent = 0
             for message in messages:
                 sent += await self.send(message)

@@ -45,11 +45,20 @@ def cpu_bound(limit: int) -> tuple[float, float]:
     return ORM[below] + share * (ORM[above] - ORM[below]), 0.98
 
 
-def drive(controller: HillClimb, model: Model, windows: int, noise: float = 0.0) -> list[float]:
-    """Feed ``windows`` saturated half-second windows; return the throughput of each."""
+def drive(
+    controller: HillClimb,
+    model: Model,
+    windows: int,
+    noise: float = 0.0,
+    limits: list[int] | None = None,
+) -> list[float]:
+    """Feed ``windows`` saturated half-second windows; return the throughput of each
+    (and append the limit each window ran at to ``limits``)."""
     jitter = random.Random(18)
     rates = []
     for _ in range(windows):
+        if limits is not None:
+            limits.append(controller.limit)
         rate, load = model(controller.limit)
         rate *= 1 + jitter.uniform(-noise, noise)
         rates.append(rate)
@@ -126,6 +135,65 @@ def test_the_limit_stays_between_one_and_the_ceiling() -> None:
     for _ in range(5):
         alone.starved()
     assert alone.limit == 1
+
+
+# Measured later on the same machine (docs/benchmarks.md): one thread is best, and
+# every count from two to eight loses about a fifth.
+ORM_ONE = {1: 573.0, 2: 478.0, 4: 461.0, 8: 468.0, 16: 420.0, 32: 367.0}
+
+
+def table_model(table: dict[int, float]) -> Model:
+    def model(limit: int) -> tuple[float, float]:
+        below = max(k for k in table if k <= limit)
+        above = min((k for k in table if k >= limit), default=below)
+        share = 0.0 if above == below else (limit - below) / (above - below)
+        return table[below] + share * (table[above] - table[below]), 0.98
+
+    return model
+
+
+def test_a_view_best_on_one_thread_rests_there_instead_of_probing_every_other_window() -> None:
+    controller = HillClimb(32)
+    limits: list[int] = []
+    rates = drive(controller, table_model(ORM_ONE), 120, noise=0.03, limits=limits)
+    settled = rates[10:]
+    assert sum(settled) / len(settled) >= 0.97 * ORM_ONE[1]
+    # After the descent, a probe of two threads comes ever more rarely (rests of 1,
+    # 2, 4 ... 16 windows); bouncing between one and two would put half the windows
+    # at two.
+    assert limits[-1] == 1
+    assert limits[20:].count(2) <= 8, limits
+
+
+def test_a_rest_ends_at_once_when_calls_start_waiting_instead_of_computing() -> None:
+    controller = HillClimb(64)
+    drive(controller, table_model(ORM_ONE), 60)
+    assert controller.limit == 1 and controller.resting
+    limits = []
+    for _ in range(8):
+        drive(controller, io_bound, 1)
+        limits.append(controller.limit)
+    assert limits[:7] == [2, 4, 8, 16, 32, 64, 64], limits
+
+
+def test_a_rest_ends_when_the_throughput_at_its_level_moves_by_a_fifth() -> None:
+    controller = HillClimb(32)
+    drive(controller, table_model(ORM_ONE), 60)
+    assert controller.limit == 1 and controller.resting
+    # Same busy CPU, but each call now also waits on something: a third more
+    # throughput at two threads than at one, and the rest's level moved.
+    drive(controller, lambda limit: (300.0 * min(limit, 3), 0.98), 1)
+    assert controller.resting == 0
+    drive(controller, lambda limit: (300.0 * min(limit, 3), 0.98), 6)
+    assert controller.limit >= 3
+
+
+def test_a_move_that_hurt_is_undone_exactly() -> None:
+    controller = HillClimb(32, start=8)
+    drive(controller, lambda limit: (500.0, 0.98), 1)  # flat and busy: a probe down
+    assert controller.limit == 7
+    drive(controller, lambda limit: (500.0 if limit == 8 else 400.0, 0.98), 1)
+    assert controller.limit == 8 and controller.resting == 1
 
 
 def test_at_the_floor_a_second_thread_is_tried() -> None:
