@@ -180,23 +180,57 @@ def wrk_in_turns(
                 f"{result.requests_per_second:,.1f} req/s" + ("" if result.valid else "  INVALID")
             )
     for index, runs in rounds.items():
-        cell = live[index][0]
-        cell.value = statistics.median(r.requests_per_second for r in runs)
-        cell.p50_ms = statistics.median(r.p50_ms for r in runs)
-        cell.p99_ms = statistics.median(r.p99_ms for r in runs)
-        cell.extra["rounds"] = len(runs)
-        for result in runs:
-            if not result.valid:
-                cell.valid = False
-                cell.notes.append(
-                    f"{result.bad_status} non-2xx, {result.bad_length} wrong length, "
-                    f"{result.good} good"
-                )
-            if result.socket_errors:
-                cell.notes.append(
-                    "socket errors: "
-                    + ", ".join(f"{n} {kind}" for kind, n in result.socket_errors.items())
-                )
+        summarise(live[index][0], runs)
+
+
+def summarise(cell: Cell, runs: list[runner.WrkResult]) -> None:
+    """The median of ``runs`` into ``cell``, and every bad response in its notes."""
+    cell.value = statistics.median(r.requests_per_second for r in runs)
+    cell.p50_ms = statistics.median(r.p50_ms for r in runs)
+    cell.p99_ms = statistics.median(r.p99_ms for r in runs)
+    cell.extra["rounds"] = len(runs)
+    for result in runs:
+        if not result.valid:
+            cell.valid = False
+            cell.notes.append(
+                f"{result.bad_status} non-2xx, {result.bad_length} wrong length, {result.good} good"
+            )
+        if result.socket_errors:
+            cell.notes.append(
+                "socket errors: "
+                + ", ".join(f"{n} {kind}" for kind, n in result.socket_errors.items())
+            )
+
+
+def wrk_cell(
+    cell: Cell,
+    plan: Plan,
+    out: Path,
+    port: int,
+    path: str,
+    *,
+    connections: int = 32,
+    settle: str = "/hello",
+) -> None:
+    """One contender's ``path`` alone (several paths of one server, say): a warm-up,
+    then the median of ``plan.runs`` checked wrk runs."""
+    script = out / "check.lua"
+    script.write_text(runner.CHECK_LUA)
+    expect = expected_length(port, path)
+    url = f"http://127.0.0.1:{port}{path}"
+
+    def run(seconds: int) -> runner.WrkResult:
+        result = runner.run_wrk(
+            script, url, connections=connections, seconds=seconds, expect_length=expect
+        )
+        clients.settle(port, settle)
+        return result
+
+    if plan.warmup_seconds:
+        run(plan.warmup_seconds)
+    else:
+        clients.warm_up(port, path, 20)
+    summarise(cell, [run(plan.seconds) for _ in range(plan.runs)])
 
 
 def attempt(

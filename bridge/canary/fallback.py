@@ -13,34 +13,24 @@ import logging
 from collections.abc import Callable
 
 from .._types import Message, Receive, Send
+from ..shadow.runner import BoundedCopy
 
 
-class BodyCopy:
-    """``receive`` for the view: passes every message on, and keeps up to ``limit`` body bytes."""
+class BodyCopy(BoundedCopy):
+    """``receive`` for the view: passes every message on, and keeps up to ``limit`` body
+    bytes (the shadow routes' bounded copy, ``shadow.runner.BoundedCopy``)."""
 
-    __slots__ = ("_receive", "chunks", "complete", "gone", "limit", "size")
+    __slots__ = ("_receive", "gone")
 
     def __init__(self, receive: Receive, limit: int) -> None:
+        super().__init__(limit)
         self._receive = receive
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] | None = []  # None: over the limit, dropped
-        self.complete = False
         self.gone = False
 
     async def receive(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
-            chunks = self.chunks
-            if chunks is not None:
-                body = message.get("body", b"")
-                self.size += len(body)
-                if self.size > self.limit:
-                    self.chunks = None
-                elif body:
-                    chunks.append(bytes(body))
-            if not message.get("more_body", False):
-                self.complete = True
+            self.keep(message)
         elif message["type"] == "http.disconnect":
             self.gone = True
         return message
@@ -58,8 +48,7 @@ class BodyCopy:
             nonlocal first
             if first:
                 first = False
-                body = b"".join(self.chunks or ())
-                return {"type": "http.request", "body": body, "more_body": not self.complete}
+                return {"type": "http.request", "body": self.body, "more_body": not self.complete}
             return await self._receive()
 
         return receive
