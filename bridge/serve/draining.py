@@ -60,10 +60,14 @@ def retire(connection: Any) -> bool:
     return True
 
 
-class DrainingH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol that answers the first request of a connection it just accepted."""
+class Retiring:
+    """What both of uvicorn's HTTP protocols get here: the app served through
+    ``logs.marked``, a ``shutdown()`` that answers an unread connection, and one request
+    then close on a connection kept for that. Mixed in before the uvicorn class."""
 
     retiring = False
+    app: Any
+    cycle: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,30 +75,19 @@ class DrainingH11Protocol(H11Protocol):
 
     def shutdown(self) -> None:
         if not retire(self):
-            super().shutdown()
+            super().shutdown()  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.retiring and self.cycle is not None:
             self.cycle.keep_alive = False  # one request, then close
 
 
+class DrainingH11Protocol(Retiring, H11Protocol):
+    """uvicorn's h11 protocol that answers the first request of a connection it just accepted."""
+
+
 if HttpToolsProtocol is not None:
 
-    class DrainingHttpToolsProtocol(HttpToolsProtocol):
+    class DrainingHttpToolsProtocol(Retiring, HttpToolsProtocol):
         """uvicorn's httptools protocol that answers the first request of a new connection."""
-
-        retiring = False
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.app = marked(self.app)  # each request task gets its own log note
-
-        def shutdown(self) -> None:
-            if not retire(self):
-                super().shutdown()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.retiring and self.cycle is not None:
-                self.cycle.keep_alive = False  # one request, then close
