@@ -118,6 +118,7 @@ class RedisBackend:
         self._version = 0  # bumped when the set of channels changes
         self._reading_version = -1  # the version the reader's current XREAD covers
         self._reader_id: int | None = None  # the reader connection's CLIENT ID
+        self._reading: Any = None  # the reader's own connection, while it is open
         self._changed = asyncio.Event()
         # Events waiting for Redis, oldest first; those whose own XADD outlived its
         # deadline carry it, since it may still land.
@@ -163,6 +164,12 @@ class RedisBackend:
         if tasks:
             await asyncio.wait(tasks, timeout=BLOCK_MS / 1000 + 1)
         self._reader = self._flusher = None
+        # A reader cancelled inside its own close (or past the wait) leaves its
+        # connection open: close it here, before the loop that owns it ends.
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            with contextlib.suppress(Exception):
+                await reading.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -299,7 +306,7 @@ class RedisBackend:
     async def _read_forever(self) -> None:
         attempt = 0
         while not self._stopping:
-            connection = self._client_for(
+            connection = self._reading = self._client_for(
                 single_connection_client=True, socket_timeout=BLOCK_MS / 1000 + 10
             )
             try:
@@ -321,6 +328,7 @@ class RedisBackend:
                 self._reader_id = None
                 with contextlib.suppress(Exception):
                     await connection.aclose()
+                self._reading = None
 
     async def _read(self, connection: Any) -> None:
         hub = self._hub
