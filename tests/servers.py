@@ -57,6 +57,12 @@ def accepts(port: int) -> bool:
         return True
 
 
+def answers(url: str) -> bool:
+    """True once an HTTP request to ``url`` gets any answer."""
+    httpx.get(url, timeout=5)
+    return True
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """Wait until something accepts connections on ``port``, or fail."""
     poll_until_ready(process, lambda: accepts(port), f"The server on port {port}", timeout=timeout)

@@ -8,13 +8,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.serve.test_cli_live import ROOT, STARTUP_SECONDS, free_port, stop
+from tests.servers import answers, poll_until_ready
 
 pytestmark = pytest.mark.live
 
@@ -30,15 +30,9 @@ def run_and_fail(argv: list[str], port: int, log: Path) -> None:
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                httpx.get(base + "/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        poll_until_ready(
+            process, lambda: answers(base + "/"), "bridge", log.read_text, STARTUP_SECONDS
+        )
         assert httpx.get(base + "/boom", timeout=10).status_code == 500
         with pytest.raises(httpx.RemoteProtocolError):  # the cut is visible to the client
             httpx.get(base + "/cut", timeout=10)
@@ -98,15 +92,13 @@ def served_access_lines(tmp_path: Path, *args: str) -> list[str]:
         process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        poll_until_ready(
+            process,
+            lambda: answers(f"http://127.0.0.1:{port}/"),
+            "bridge",
+            log.read_text,
+            STARTUP_SECONDS,
+        )
         headers = {"user-agent": "lifecycle-test", "referer": "http://example.test/"}
         httpx.get(f"http://127.0.0.1:{port}/slow?0", headers=headers, timeout=5)
         process.terminate()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.serve.test_cli_live import ROOT, STARTUP_SECONDS, free_port, stop
+from tests.servers import answers, poll_until_ready
 
 pytestmark = pytest.mark.live
 
@@ -52,15 +53,13 @@ def running(
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        poll_until_ready(
+            process,
+            lambda: answers(f"http://127.0.0.1:{port}/"),
+            "bridge",
+            log.read_text,
+            STARTUP_SECONDS,
+        )
         yield process
     finally:
         stop(process)

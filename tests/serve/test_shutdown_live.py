@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from tests.serve.test_cli_live import ROOT, STARTUP_SECONDS, free_port, stop
+from tests.servers import answers, poll_until_ready
 
 pytestmark = pytest.mark.live
 
@@ -88,15 +89,9 @@ def test_sigterm_ends_streams_lets_requests_finish_and_runs_on_shutdown(
         process = subprocess.Popen(command(kind, port), cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                httpx.get(base + "/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        poll_until_ready(
+            process, lambda: answers(base + "/"), "bridge", log.read_text, STARTUP_SECONDS
+        )
         signalled = time.monotonic()
         events, slow, close_code = asyncio.run(open_everything(base, process))
         process.wait(GRACE + 1)
