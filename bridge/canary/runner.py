@@ -63,6 +63,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._types import Receive, Scope, Send
+from ..shadow.runner import Legacy
 from ..sticky import draw
 from ..wsgi.environ import RequestPath
 from .config import Canary
@@ -81,8 +82,8 @@ CHANNEL = "bridge.canary"
 # worker serves on the code's setting rather than not at all (it catches up later).
 START_WAIT = 2.0
 
-# The legacy app, and a route's view, each answering and counted (Bridge._legacy, _route).
-Legacy = Callable[[RequestPath, Scope, Receive, Send], Awaitable[None]]
+# A route's view answering and counted (Bridge._route); the legacy app is served as
+# for shadow routes (shadow.runner.Legacy).
 ServeView = Callable[[Any, dict[str, Any], RequestPath, Scope, Receive, Send], Awaitable[None]]
 
 
