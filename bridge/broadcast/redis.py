@@ -114,6 +114,9 @@ class RedisBackend:
         self._client: Any = None  # redis.asyncio.Redis, for XADD, XRANGE, CLIENT UNBLOCK
         self._reader: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # Wake-ups sent after a watch; stop() ends them before it closes the client,
+        # or one caught mid-command reconnects to a closed pool and leaks its socket.
+        self._wakers: set[asyncio.Task[None]] = set()
         self._positions: dict[str, str] = {}  # channel -> last id read
         self._version = 0  # bumped when the set of channels changes
         self._reading_version = -1  # the version the reader's current XREAD covers
@@ -158,7 +161,7 @@ class RedisBackend:
             with contextlib.suppress(*UNREACHABLE):
                 await self._client.client_unblock(self._reader_id)
         sending = [p.sending for p in self._outbox if p.sending is not None]
-        tasks = [t for t in (self._reader, self._flusher, *sending) if t is not None]
+        tasks = [t for t in (self._reader, self._flusher, *sending, *self._wakers) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -287,7 +290,10 @@ class RedisBackend:
         self._positions.setdefault(channel, start)
         self._version += 1
         self._changed.set()
-        asyncio.get_running_loop().create_task(self._wake())
+        if not self._stopping:
+            waker = asyncio.get_running_loop().create_task(self._wake())
+            self._wakers.add(waker)
+            waker.add_done_callback(self._wakers.discard)
 
     def unwatch(self, channel: str) -> None:
         self._positions.pop(channel, None)
@@ -297,7 +303,12 @@ class RedisBackend:
         """Unblock the reader's XREAD until it reads with the new set of channels."""
         for _ in range(200):
             reader_id, client = self._reader_id, self._client
-            if self._reading_version >= self._version or reader_id is None or client is None:
+            if (
+                self._stopping
+                or self._reading_version >= self._version
+                or reader_id is None
+                or client is None
+            ):
                 return
             with contextlib.suppress(*UNREACHABLE):
                 await client.client_unblock(reader_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
@@ -161,6 +162,21 @@ def test_stop_ends_every_subscription(make: Factory) -> None:
                 await asyncio.wait_for(waiting, 5)
 
     asyncio.run(main())
+
+
+def test_stop_leaves_no_task_behind(make: Factory) -> None:
+    # A task left running after stop() is cancelled when the loop ends; one caught
+    # inside a Redis command leaves its connection open (a ResourceWarning later).
+    async def main() -> list[str]:
+        broadcast = make()
+        async with contextlib.AsyncExitStack() as stack:
+            for channel in ("a", "b", "c", "d", "e"):
+                await stack.enter_async_context(broadcast.subscribe(channel))
+            await broadcast.stop()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        return sorted(task.get_coro().__qualname__ for task in others)  # type: ignore[union-attr]
+
+    assert asyncio.run(main()) == []
 
 
 def test_bad_urls_ids_and_bounds_are_refused_with_the_fix() -> None:
