@@ -133,7 +133,9 @@ async def serve_view(
             else:
                 # The view runs, and its response iterates, in one context of its own.
                 context = contextvars.copy_context()
-                result = await pool.run(context.run, _call_sync_view, route.view, request, values)
+                result = await pool.run(
+                    context.run, _call_sync_view, route.view, request, values, waits=cycle.outcome
+                )
                 cycle.release()
             response = make_response(result, route.view)
             del result

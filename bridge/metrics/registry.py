@@ -42,7 +42,6 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wsgi.cycle import Outcome
@@ -86,10 +85,6 @@ PATH_CACHE_BYTES = 512 * 1024
 _PATH_ENTRY_BYTES = 100  # a str's header (49 bytes) and a dict slot, rounded up
 _MAX_CACHED_PATH = 1024
 
-_current: ContextVar[RouteStats | None] = ContextVar("bridge_route_stats", default=None)
-_set_current = _current.set
-_reset_current = _current.reset
-_get_current = _current.get
 _clock = time.perf_counter
 
 
@@ -172,7 +167,6 @@ class Metrics:
                 "This Metrics object already belongs to another Bridge; give each Bridge its own."
             )
         self.pool = pool
-        pool.on_wait = _observe_wait
 
     def attach(self, key: str, source: Source) -> None:
         """Show ``source`` too: its snapshot under ``key`` of the dashboard's data, and its
@@ -253,10 +247,9 @@ class Metrics:
         probe = self._probe
         if probe is None or probe.done():
             self.start()
-        # The request's whole cost here: a context variable (the pool files the
-        # thread wait under it), one clock pair, and a few increments, the latency's
-        # histogram filed by its bucket index.
-        token = _set_current(stats)
+        # The request's whole cost here: one clock pair and a few increments, each
+        # histogram filed by its bucket index. The pool wrote the thread wait on the
+        # outcome, so nothing is set aside for it while the request runs.
         start = _clock()
         try:
             outcome = await serving
@@ -266,6 +259,12 @@ class Metrics:
         else:
             if outcome.status >= 500 or outcome.cut:  # Outcome.failed, without the call
                 stats.errors += 1
+            waited = outcome.waited
+            if waited is not None:
+                wait = stats.wait
+                wait.counts[bisect_left(BOUNDS, waited)] += 1
+                wait.count += 1
+                wait.sum += waited
         finally:
             elapsed = _clock() - start
             stats.requests += 1
@@ -273,7 +272,6 @@ class Metrics:
             latency.counts[bisect_left(BOUNDS, elapsed)] += 1
             latency.count += 1
             latency.sum += elapsed
-            _reset_current(token)
 
     def blocked(self, stats: RouteStats, seconds: float) -> None:
         """Count a step that held the loop for ``seconds``, and warn if not warned lately."""
@@ -477,13 +475,3 @@ class Source(Protocol):
     def snapshot(self) -> Any: ...
 
     def prometheus(self) -> str: ...
-
-
-def _observe_wait(seconds: float) -> None:
-    """The pool's hook, on the loop after each call: file the wait under its route."""
-    stats = _get_current()
-    if stats is not None:
-        wait = stats.wait
-        wait.counts[bisect_left(BOUNDS, seconds)] += 1
-        wait.count += 1
-        wait.sum += seconds

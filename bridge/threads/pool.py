@@ -69,7 +69,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
@@ -126,9 +126,6 @@ class ThreadPool:
         self._lock = threading.Lock()
         _POOLS.add(self)
         self._results: _Results | None = None  # the way back to the loop of the last run()
-        # Called on the loop after each call with the seconds it waited for a thread
-        # (bridge.metrics sets it); None skips the two clock reads.
-        self.on_wait: Callable[[float], None] | None = None
         # How many calls may run at once, below max_threads (bridge.threads.sizing); None: all.
         self.gate: Gate | None = None
 
@@ -153,9 +150,16 @@ class ThreadPool:
         return list(self._threads)
 
     async def run(
-        self, func: Callable[..., T], *args: Any, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        func: Callable[..., T],
+        *args: Any,
+        loop: asyncio.AbstractEventLoop | None = None,
+        waits: Waits | None = None,
     ) -> T:
         """Run ``func(*args)`` in a pool thread, in a copy of this context; await its result.
+
+        ``waits``: the request's record, whose ``waited`` grows by the seconds the call
+        waited for a thread (bridge.metrics files it with the request's route).
 
         Cancelled before a thread took it, the call never starts; cancelled later, the
         coroutines it started on the loop with ``async_to_sync`` are cancelled. ``loop``
@@ -166,10 +170,9 @@ class ThreadPool:
             loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         results = self._results_for(loop)
-        on_wait = self.on_wait
         # A call that finds an idle worker waits only for the handoff: it is filed as
         # no wait, without clock reads in two threads. Only queued calls are timed.
-        timing = None if on_wait is None or self._idle > self._queued else [time.perf_counter()]
+        timing = None if waits is None or self._idle > self._queued else [time.perf_counter()]
         call = _Call(results, future, func, args, contextvars.copy_context(), timing)
         self.in_flight += 1
         try:
@@ -181,11 +184,12 @@ class ThreadPool:
             raise
         finally:
             self.in_flight -= 1
-            if on_wait is not None:
+            if waits is not None:
+                waited = waits.waited or 0.0
                 if timing is None:
-                    on_wait(0.0)
-                elif len(timing) == 2:
-                    on_wait(timing[1] - timing[0])
+                    waits.waited = waited
+                elif len(timing) == 2:  # not when withdrawn before it started
+                    waits.waited = waited + timing[1] - timing[0]
 
     def borrow(self, func: Callable[[], object]) -> _Call:
         """Queue ``func()`` for a pool thread, with no result to wait for (a lane's loop);
@@ -279,6 +283,12 @@ class ThreadPool:
             self._queued += len(threads)
         for _ in threads:
             self._queue.put(None)
+
+
+class Waits(Protocol):
+    """A request's record of the time its calls waited for a thread (None: no call)."""
+
+    waited: float | None
 
 
 class _Call:

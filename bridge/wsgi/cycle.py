@@ -61,6 +61,7 @@ class Outcome:
     sent: int = 0  # body bytes handed to the server
     cut: bool = False  # headers went out but the body was cut (an error after them)
     client_gone: bool = False  # the client left before the response was complete
+    waited: float | None = None  # seconds its calls waited for a thread; None: no call
 
     @property
     def failed(self) -> bool:

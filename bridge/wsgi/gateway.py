@@ -75,10 +75,13 @@ async def run_wsgi(
     """
     extensions = cycle.scope.get("extensions") or {}
     try:
+        loop, waits = cycle.loop, cycle.outcome
         if context is None:
-            await pool.run(call_app, app, environ, cycle, extensions, loop=cycle.loop)
+            await pool.run(call_app, app, environ, cycle, extensions, loop=loop, waits=waits)
         else:
-            await pool.run(context.run, call_app, app, environ, cycle, extensions, loop=cycle.loop)
+            await pool.run(
+                context.run, call_app, app, environ, cycle, extensions, loop=loop, waits=waits
+            )
     except asyncio.CancelledError:
         # The server gave up on this request: stop the thread at its next chunk.
         cycle.cancelled()

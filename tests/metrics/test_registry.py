@@ -273,7 +273,6 @@ def test_a_streamed_response_that_fails_counts_as_an_error() -> None:
 def test_metrics_off_leaves_no_hooks() -> None:
     app = make_app(metrics=False)
     assert app.metrics is None
-    assert app.pool.on_wait is None
     assert get(app, "/items/3").body == b"item 3"
     assert get(app, "/a").status == 200
     with pytest.raises(ValueError, match="drop metrics=False"):
