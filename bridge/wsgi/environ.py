@@ -162,6 +162,19 @@ def _path_bytes(scope: Scope) -> bytes:
     return b"/".join(kept + raw_segments[len(raw_segments) - agreed :])
 
 
+# The keys every environ has with the same value.
+_CONSTANT: Environ = {
+    "wsgi.version": (1, 0),
+    "wsgi.errors": ERRORS,
+    "wsgi.multithread": True,
+    "wsgi.run_once": False,
+    # The server delivers exactly the body the client sent, chunked or not, and
+    # signals its end; frameworks such as Flask read chunked bodies only when this
+    # is set.
+    "wsgi.input_terminated": True,
+}
+
+
 def build_environ(
     scope: Scope,
     body: Any,
@@ -177,27 +190,18 @@ def build_environ(
     """
     _, script_name, path_info = path if path is not None else locate(scope)
     scheme = scope.get("scheme", "http")
-    environ: Environ = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": script_name,
-        "PATH_INFO": path_info,
-        # The query string stays percent-encoded; any raw non-ASCII byte maps to
-        # the latin-1 character of the same value, as PEP 3333 asks of all CGI values.
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": body,
-        "wsgi.errors": ERRORS,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": multiprocess(),
-        "wsgi.run_once": False,
-        # The server delivers exactly the body the client sent, chunked or not, and
-        # signals its end; frameworks such as Flask read chunked bodies only when
-        # this is set.
-        "wsgi.input_terminated": True,
-        "asgi.scope": scope,
-    }
+    environ: Environ = _CONSTANT.copy()  # a copy costs less than setting each key
+    environ["REQUEST_METHOD"] = scope["method"]
+    environ["SCRIPT_NAME"] = script_name
+    environ["PATH_INFO"] = path_info
+    # The query string stays percent-encoded; any raw non-ASCII byte maps to the
+    # latin-1 character of the same value, as PEP 3333 asks of all CGI values.
+    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/" + scope.get("http_version", "1.1")
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = body
+    environ["wsgi.multiprocess"] = multiprocess()
+    environ["asgi.scope"] = scope
     if file_wrapper is not None:
         environ["wsgi.file_wrapper"] = file_wrapper
     client = scope.get("client")
@@ -213,20 +217,14 @@ def build_environ(
     # Repeated fields are collected and joined once at the end: joining as they come
     # copies the whole value for each repeat, quadratic in the header's size.
     repeated: dict[str, list[str]] = {}
+    keys = _HEADER_KEYS
     for raw_name, raw_value in headers:
-        # ASGI header names are lowercased bytes. A name with "_" would become the
-        # same key as its dashed twin ("x_forwarded_for" spoofing "X-Forwarded-For"),
-        # so, as gunicorn, nginx and Apache do, it is dropped.
-        if b"_" in raw_name:
-            continue
-        name = raw_name.decode("latin-1")
+        key = keys.get(raw_name)
+        if key is None:
+            key = _header_key(raw_name)
+        if not key:
+            continue  # a name with "_": see _header_key
         value = raw_value.decode("latin-1")
-        if name == "content-type":
-            key = "CONTENT_TYPE"
-        elif name == "content-length":
-            key = "CONTENT_LENGTH"
-        else:
-            key = "HTTP_" + name.upper().replace("-", "_")
         if key in environ:
             parts = repeated.get(key)
             if parts is None:
@@ -259,6 +257,31 @@ def build_environ(
     environ["SERVER_NAME"] = name
     environ["SERVER_PORT"] = port
     return environ
+
+
+# Header names seen so far and their environ keys ("" for a dropped name): most
+# requests repeat a few dozen names, and the translation is a third of the environ's
+# cost. Bounded, since a client chooses its names: past the bound, names are
+# translated each time.
+_HEADER_KEYS: dict[bytes, str] = {}
+_MAX_HEADER_KEYS = 512
+
+
+def _header_key(raw_name: bytes) -> str:
+    """The environ key of an ASGI header name (lowercased bytes); "" to drop it."""
+    if b"_" in raw_name:
+        # It would become the same key as its dashed twin ("x_forwarded_for" spoofing
+        # "X-Forwarded-For"), so, as gunicorn, nginx and Apache do, it is dropped.
+        key = ""
+    elif raw_name == b"content-type":
+        key = "CONTENT_TYPE"
+    elif raw_name == b"content-length":
+        key = "CONTENT_LENGTH"
+    else:
+        key = "HTTP_" + raw_name.decode("latin-1").upper().replace("-", "_")
+    if len(_HEADER_KEYS) < _MAX_HEADER_KEYS:
+        _HEADER_KEYS[raw_name] = key
+    return key
 
 
 def _combine(key: str, parts: list[str]) -> str:

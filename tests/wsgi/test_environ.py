@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import bridge.wsgi.environ as environ_module
 from bridge.wsgi.environ import (
     ERRORS,
     ConflictingHeaders,
@@ -132,6 +133,25 @@ def test_underscore_headers_are_dropped() -> None:
     assert build(scope)["HTTP_X_USER"] == "alice"
     scope = http_scope(headers=[(b"x_user", b"admin")])
     assert "HTTP_X_USER" not in build(scope)
+
+
+def test_the_header_name_cache_stays_bounded_under_endless_new_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client that invents a new header name on every request must not grow the
+    # translation cache; names past the bound are still translated, each time.
+    monkeypatch.setattr(environ_module, "_HEADER_KEYS", {})
+    for number in range(3 * environ_module._MAX_HEADER_KEYS):
+        scope = http_scope(
+            headers=[(f"x-probe-{number}".encode(), b"1"), (f"x_probe_{number}".encode(), b"2")]
+        )
+        environ = build(scope)
+        assert environ[f"HTTP_X_PROBE_{number}"] == "1"
+        assert sum(key.startswith("HTTP_X_PROBE") for key in environ) == 1
+    assert len(environ_module._HEADER_KEYS) <= environ_module._MAX_HEADER_KEYS
+    # The names cached first still translate from the cache, dropped ones included.
+    assert environ_module._HEADER_KEYS[b"x-probe-0"] == "HTTP_X_PROBE_0"
+    assert environ_module._HEADER_KEYS.get(b"x_probe_0", "") == ""
 
 
 def test_header_values_are_latin1_strings() -> None:
