@@ -35,6 +35,7 @@ class Cell:
     valid: bool = True
     notes: list[str] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
+    rounds: list[float] = field(default_factory=list)  # each round's value, in turn order
 
     def brief(self) -> str:
         value = "-" if self.value is None else f"{self.value:,.1f} {self.unit}"
@@ -185,7 +186,8 @@ def wrk_in_turns(
 
 def summarise(cell: Cell, runs: list[runner.WrkResult]) -> None:
     """The median of ``runs`` into ``cell``, and every bad response in its notes."""
-    cell.value = statistics.median(r.requests_per_second for r in runs)
+    cell.rounds = [r.requests_per_second for r in runs]
+    cell.value = statistics.median(cell.rounds)
     cell.p50_ms = statistics.median(r.p50_ms for r in runs)
     cell.p99_ms = statistics.median(r.p99_ms for r in runs)
     cell.extra["rounds"] = len(runs)
