@@ -41,12 +41,57 @@ def parse_status(status: object) -> int:
     A missing reason phrase (``"200"``) is accepted, as gunicorn accepts it; anything
     else that is not a three-digit code is refused.
     """
+    code = _STATUS_CODES.get(status) if type(status) is str else None
+    if code is not None:
+        return code
     if not isinstance(status, str):
         raise ResponseError(f"The status must be a str such as '200 OK', not {status!r}.")
     match = _STATUS.match(status)
     if match is None or "\r" in status or "\n" in status:
         raise ResponseError(f"The status {status!r} is not a three-digit code and a reason.")
-    return int(match.group(1))
+    code = int(match.group(1))
+    if len(_STATUS_CODES) < _MAX_CACHED:
+        _STATUS_CODES[status] = code
+    return code
+
+
+# Status lines and header names an application sent before, already checked: an app
+# sends the same few on every response, and checking them was most of start_response.
+# Bounded, since an app may put request data in them: past the bound, each is checked
+# every time.
+_MAX_CACHED = 512
+_STATUS_CODES: dict[str, int] = {}
+_NAMES: dict[str, bytes] = {}  # a valid name -> its lowercased bytes
+
+
+def _raw_name(name: str) -> bytes:
+    """The ASGI form of a response header name, checked once and then remembered."""
+    raw_name = _NAMES.get(name)
+    if raw_name is None:
+        if not _TOKEN.match(name):
+            raise ResponseError(f"The response header name {name!r} is not a valid HTTP token.")
+        raw_name = name.lower().encode("latin-1")
+        if len(_NAMES) < _MAX_CACHED:
+            _NAMES[name] = raw_name
+    return raw_name
+
+
+def _raw_value(name: str, value: str) -> bytes:
+    """A response header value as latin-1 bytes, refused if it could split the response."""
+    if value.isascii() and value.isprintable():
+        return value.encode("ascii")  # the common case: nothing to refuse in it
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ResponseError(
+            f"The value of the response header {name!r} contains CR, LF or NUL, "
+            "which would split the response; remove them."
+        )
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ResponseError(
+            f"The value of the response header {name!r} is not latin-1; "
+            "encode it (for example RFC 8187 or percent-encoding) first."
+        ) from None
 
 
 def encode_headers(headers: object) -> tuple[RawHeaders, int | None]:
@@ -69,21 +114,8 @@ def encode_headers(headers: object) -> tuple[RawHeaders, int | None]:
         name, value = item
         if not (isinstance(name, str) and isinstance(value, str)):
             raise ResponseError(f"The response header {item!r} must have a str name and value.")
-        if not _TOKEN.match(name):
-            raise ResponseError(f"The response header name {name!r} is not a valid HTTP token.")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ResponseError(
-                f"The value of the response header {name!r} contains CR, LF or NUL, "
-                "which would split the response; remove them."
-            )
-        try:
-            raw_value = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ResponseError(
-                f"The value of the response header {name!r} is not latin-1; "
-                "encode it (for example RFC 8187 or percent-encoding) first."
-            ) from None
-        raw_name = name.lower().encode("latin-1")
+        raw_name = _raw_name(name)
+        raw_value = _raw_value(name, value)
         if raw_name in HOP_BY_HOP:
             continue
         if raw_name == b"content-length":
