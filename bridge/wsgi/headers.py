@@ -108,14 +108,21 @@ def encode_headers(headers: object) -> tuple[RawHeaders, int | None]:
         )
     raw: RawHeaders = []
     content_length: int | None = None
+    names = _NAMES
     for item in headers:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ResponseError(f"A response header must be a (name, value) tuple, not {item!r}.")
         name, value = item
-        if not (isinstance(name, str) and isinstance(value, str)):
-            raise ResponseError(f"The response header {item!r} must have a str name and value.")
-        raw_name = _raw_name(name)
-        raw_value = _raw_value(name, value)
+        # The common case inline, with no call: a remembered name (only str names are)
+        # and a value of printable ASCII, which cannot hold CR, LF or NUL.
+        raw_name = names.get(name) if type(name) is str else None
+        if raw_name is not None and type(value) is str and value.isascii() and value.isprintable():
+            raw_value = value.encode("ascii")
+        else:
+            if not (isinstance(name, str) and isinstance(value, str)):
+                raise ResponseError(f"The response header {item!r} must have a str name and value.")
+            raw_name = _raw_name(name)
+            raw_value = _raw_value(name, value)
         if raw_name in HOP_BY_HOP:
             continue
         if raw_name == b"content-length":
