@@ -15,9 +15,10 @@ import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
+from typing import Any
 
 from .. import __version__
 from .._types import ASGIApp
@@ -70,6 +71,8 @@ class Recipe:
     limit_request_field_size: int | None = None
     # The live events' Broadcast URL, set as $BRIDGE_BROADCAST_URL before the app loads.
     broadcast: str | None = None
+    # Bridge options from the budget flags (BUDGET_FLAGS), for the Bridge bridge builds.
+    budgets: dict[str, float | int | None] = field(default_factory=dict)
     # Each request from an empty context, for a server that cannot (bridge.observe.hygiene).
     fresh_context: bool = False
     # gunicorn's --access-logformat: each response logged in it by gunicorn's own logger,
@@ -112,14 +115,19 @@ def build(recipe: Recipe, obj: object = None) -> Built:
         sys.path.insert(0, app_dir)
     if recipe.broadcast:
         os.environ[BROADCAST_VARIABLE] = recipe.broadcast
-    options = {}
+    options: dict[str, Any] = dict(recipe.budgets)
     if recipe.limit_request_fields is not None:
         options["max_header_count"] = recipe.limit_request_fields
     if obj is None:
         obj = _import(recipe.app)
-    loaded = wrap_app(obj, recipe.app, threads=recipe.threads, options=options)
+    try:
+        loaded = wrap_app(obj, recipe.app, threads=recipe.threads, options=options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(_budget_refused(exc, recipe.budgets)) from None
     if recipe.threads is not None and loaded.kind != "wsgi":
         raise UsageError(_threads_unused(recipe.threads, loaded))
+    if recipe.budgets and loaded.kind != "wsgi":
+        raise UsageError(_budgets_unused(recipe.budgets, loaded))
     app: ASGIApp = loaded.app
     given = getattr(getattr(loaded.bridge, "broadcast", None), "url", recipe.broadcast)
     if recipe.broadcast and given != recipe.broadcast:
@@ -189,6 +197,55 @@ def _threads_unused(threads: int, loaded: Loaded) -> str:
     )
 
 
+# bridge serve's flags for the budgets of the Bridge it builds around a WSGI app, and
+# the Bridge option each sets ("none" turns an optional one off).
+BUDGET_FLAGS = {
+    "--max-body-size": "max_body_size",
+    "--body-timeout": "body_timeout",
+    "--body-deadline": "body_deadline",
+    "--max-uploads": "max_uploads",
+    "--max-pending": "max_pending",
+}
+
+
+def _budget(kind: Callable[[str], float | int]) -> Callable[[str], float | int | None]:
+    """The argparse type of a budget flag: a number of ``kind``, or "none"."""
+
+    def parse(text: str) -> float | int | None:
+        if text.lower() == "none":
+            return None
+        return kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
+def _flag_of(option: str) -> str:
+    return next(flag for flag, name in BUDGET_FLAGS.items() if name == option)
+
+
+def _budget_refused(exc: Exception, budgets: dict[str, float | int | None]) -> str:
+    """A Bridge option's own error, led by the flag that set it."""
+    for option in budgets:
+        if f"Bridge({option}=" in str(exc):
+            return f"{_flag_of(option)}: {exc}"
+    return str(exc)
+
+
+def _budgets_unused(budgets: dict[str, float | int | None], loaded: Loaded) -> str:
+    flags = ", ".join(_flag_of(option) for option in budgets)
+    if loaded.bridge is not None:
+        settings = ", ".join(f"{option}=..." for option in budgets)
+        return (
+            f'{flags} does not reach "{loaded.text}", which builds its own Bridge: set '
+            f"{settings} there, or drop {flags}."
+        )
+    return (
+        f'{flags} does not reach "{loaded.text}", an ASGI application with no legacy '
+        f"request path; drop {flags}."
+    )
+
+
 def _mountable(text: str, threads: int | None) -> ASGIApp:
     obj = _import(text)
     if classify(obj, text) == "wsgi":
@@ -238,6 +295,7 @@ def run(
     app_dir: str = ".",
     broadcast: str | None = None,
     access_log_format: str | None = None,
+    budgets: Mapping[str, float | int | None] | None = None,
 ) -> None:
     """Serve ``app``, an app string or the application itself, until a signal stops it.
 
@@ -323,6 +381,7 @@ def run(
         limit_request_fields=limit_request_fields,
         limit_request_field_size=limit_request_field_size,
         broadcast=broadcast or None,
+        budgets=dict(budgets or {}),
         fresh_context=server == "daphne",
         access_log_format=ours,
     )
@@ -622,6 +681,43 @@ def build_parser() -> argparse.ArgumentParser:
     add("--limit-request-line", type=int, help="longest request line; 414 past it")
     add("--limit-request-fields", type=int, help="most header fields (100); 431 past it")
     add("--limit-request-field_size", type=int, help="longest header field; 431 past it")
+    add(
+        "--max-body-size",
+        type=_budget(int),
+        metavar="BYTES",
+        default=argparse.SUPPRESS,
+        help="largest request body (1 GiB; none for no limit); 413 past it",
+    )
+    add(
+        "--body-timeout",
+        type=_budget(float),
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="longest wait for the "
+        "next piece of a request body (60; none to wait forever); 408 past it",
+    )
+    add(
+        "--body-deadline",
+        type=_budget(float),
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="longest time to "
+        "receive a whole request body (300; none for no deadline); 408 past it",
+    )
+    add(
+        "--max-uploads",
+        type=_budget(int),
+        metavar="N",
+        default=argparse.SUPPRESS,
+        help="request bodies arriving at once (1000); 503 past it",
+    )
+    add(
+        "--max-pending",
+        type=_budget(int),
+        metavar="N",
+        default=argparse.SUPPRESS,
+        help="requests waiting for a legacy thread (2048); 503 past it",
+    )
     add("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's parser")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     add("--access-log", action=argparse.BooleanOptionalAction, default=True)
@@ -809,6 +905,11 @@ def serve(args: argparse.Namespace, mounts: list[tuple[str, str]]) -> None:
         app_dir=args.app_dir,
         broadcast=args.broadcast or os.environ.get(BROADCAST_VARIABLE),
         access_log_format=_access_log_format(args),
+        budgets={
+            option: getattr(args, option)
+            for option in BUDGET_FLAGS.values()
+            if hasattr(args, option)  # the flags default to absent: None means "none"
+        },
     )
 
 

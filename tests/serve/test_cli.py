@@ -92,6 +92,54 @@ def test_threads_for_an_app_with_its_own_bridge_is_refused(
     )
 
 
+def test_budget_flags_for_an_app_with_its_own_bridge_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["serve", f"{APPS}:bridged", "--body-timeout", "5", "--max-uploads", "10"]
+    assert error_of(capsys, argv) == (
+        f'bridge: error: --body-timeout, --max-uploads does not reach "{APPS}:bridged", which '
+        "builds its own Bridge: set body_timeout=..., max_uploads=... there, or drop "
+        "--body-timeout, --max-uploads."
+    )
+    assert error_of(capsys, ["serve", f"{APPS}:asgi_app", "--max-body-size", "none"]) == (
+        f'bridge: error: --max-body-size does not reach "{APPS}:asgi_app", an ASGI '
+        "application with no legacy request path; drop --max-body-size."
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "sentence"),
+    [
+        ("--max-uploads", "0", "--max-uploads: Bridge(max_uploads=0): max_uploads must be"),
+        ("--max-pending", "none", "--max-pending: Bridge(max_pending=None): max_pending must"),
+        ("--body-timeout", "-1", "--body-timeout: Bridge(body_timeout=-1.0): body_timeout must"),
+    ],
+)
+def test_bad_budget_values_name_the_flag(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, sentence: str
+) -> None:
+    assert error_of(capsys, ["serve", f"{APPS}:pid_app", flag, value]).startswith(
+        f"bridge: error: {sentence}"
+    )
+
+
+def test_budget_flags_build_the_bridge_with_them() -> None:
+    budgets: dict[str, float | int | None] = {
+        "max_body_size": 10,
+        "body_timeout": None,
+        "body_deadline": 30.0,
+        "max_uploads": 7,
+        "max_pending": 3,
+    }
+    bridge = build(Recipe(f"{APPS}:pid_app", budgets=budgets)).loaded.bridge
+    assert isinstance(bridge, Bridge)
+    assert (bridge.limits.max_body_size, bridge.limits.body_timeout) == (10, None)
+    assert bridge.limits.body_deadline == 30.0
+    assert bridge.pool.max_pending == 3
+    # The recipe reaches the workers as JSON: the budgets survive the trip.
+    assert json.loads(json.dumps(cli.asdict(Recipe("x", budgets=budgets))))["budgets"] == budgets
+
+
 def test_check_factory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", f"{APPS}:create_app(2)"]) == 0
     out = capsys.readouterr().out.splitlines()

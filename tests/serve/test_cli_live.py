@@ -273,6 +273,23 @@ def test_limit_concurrency(tmp_path: Path) -> None:
         assert slow == [200]
 
 
+def test_budget_flags_answer_413_and_408(tmp_path: Path) -> None:
+    """--max-body-size and --body-timeout reach the Bridge bridge serve builds."""
+    argv = [f"{APPS}:pid_app", "--max-body-size", "10", "--body-timeout", "0.5"]
+    with serve(tmp_path, *argv) as s:
+        with httpx.Client(base_url=s.url, timeout=10) as client:
+            assert client.post("/", content=b"x" * 20).status_code == 413
+            assert client.post("/", content=b"x" * 5).status_code == 200
+        port = int(s.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            # Three of the eight bytes it declares, then nothing: a stalled upload.
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nabc")
+            started = time.monotonic()
+            response = conn.recv(65536)
+            assert response.startswith(b"HTTP/1.1 408"), response
+            assert time.monotonic() - started < 5
+
+
 def test_timeout_keep_alive(tmp_path: Path) -> None:
     """An idle keep-alive connection is closed after --timeout-keep-alive seconds."""
     with serve(tmp_path, f"{APPS}:where_app", "--timeout-keep-alive", "1") as s:
