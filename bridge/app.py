@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
@@ -428,28 +428,30 @@ class Bridge:
         meter = self.metrics
         await (serving if meter is None else meter.measure(meter.legacy_for(path.route), serving))
 
-    async def _route(
+    # _route and _serve_route return the coroutine that serves rather than await it: no
+    # frame of theirs stays suspended beside a long response (an open SSE stream).
+
+    def _route(
         self, route: Route, values: dict[str, Any], path: RequestPath, scope: Scope,
         receive: Receive, send: Send,
-    ) -> None:  # fmt: skip
+    ) -> Awaitable[object]:  # fmt: skip
         serving = self._serve_route(route, values, path, scope, receive, send)
         meter = self.metrics
         if meter is None:
-            await serving
-            return
+            return serving
         on_loop = route.is_async and route.wsgi is None
-        await meter.measure(meter.route_stats(route), serving, on_loop)
+        return meter.measure(meter.route_stats(route), serving, on_loop)
 
-    async def _serve_route(
+    def _serve_route(
         self, route: Route, values: dict[str, Any], path: RequestPath, scope: Scope,
         receive: Receive, send: Send,
-    ) -> Outcome:  # fmt: skip
+    ) -> Coroutine[Any, Any, Outcome]:  # fmt: skip
         """A route's view answers (a shadow run's view too)."""
         cycle = RequestCycle(scope, receive, send, self.limits, path)
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
-            return await serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
-        return await serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
+            return serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
+        return serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
 
     async def _mount(
         self, mount: Mount, path: RequestPath, scope: Scope, receive: Receive, send: Send

@@ -17,7 +17,7 @@ import inspect
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -162,39 +162,41 @@ async def serve_view(
         cycle.release()
 
 
-async def send_response(
+def send_response(
     cycle: RequestCycle,
     response: Response,
     environ: Environ,
     pool: ThreadPool,
     admission: Admission,
     context: contextvars.Context | None = None,
-) -> Outcome:
+) -> Coroutine[Any, Any, Outcome]:
     """Send a view's response: on the loop when its body is in memory or async; a
-    synchronous iterator in a thread, in ``context`` (the sync view's) if given."""
+    synchronous iterator in a thread, in ``context`` (the sync view's) if given.
+
+    It returns the coroutine that sends, so an open stream keeps no frame of it."""
     body = response.response
     if not (response.is_sequence or hasattr(body, "__aiter__")):
         # A synchronous iterator may block: iterate it in a thread, as WSGI, with a
         # slot of its own.
         if not cycle.admit(admission):
-            await cycle.answer(503, admission.refusal())
-            return cycle.close()
-        return await run_wsgi(cycle, pool, response, environ, context)
+            return _refuse(cycle, 503, admission.refusal())
+        return run_wsgi(cycle, pool, response, environ, context)
     try:
         headers, length = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
     except Exception:
         logger.exception("The view's response has invalid headers.")
-        await cycle.answer(500)
-        return cycle.close()
+        return _refuse(cycle, 500)
     if response.is_sequence:
-        return await cycle.respond(
-            response.status_code, headers, length, list(response.iter_encoded())
-        )
-    stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
-    status = response.status_code
-    del environ, response, body  # an open stream needs its body alone
+        return cycle.respond(response.status_code, headers, length, list(response.iter_encoded()))
+    # An open stream needs its body alone: neither the response nor the environ.
     # An endless stream (an SSE feed) ends with its final chunk when the server stops.
-    return await cycle.stream(status, headers, length, draining().stream(stream))
+    stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
+    return cycle.stream(response.status_code, headers, length, stream, draining())
+
+
+async def _refuse(cycle: RequestCycle, status: int, text: str | None = None) -> Outcome:
+    await cycle.answer(status, text)
+    return cycle.close()
 
 
 async def serve_websocket(

@@ -277,6 +277,31 @@ def test_an_idle_stream_the_server_cancels_closes_its_body_and_stays_cancelled()
     asyncio.run(main())
 
 
+def test_the_shutdown_ends_idle_streams_with_their_final_chunk_and_closes_their_bodies() -> None:
+    from bridge.lifespan import draining
+
+    closed: list[int] = []
+    app = _idle_feed_app(closed)
+
+    async def main() -> None:
+        feeds = await _open_feeds(app, 3)
+        draining().begin()  # the server stopped accepting (serve/draining.py)
+        done, _ = await asyncio.wait([task for _, task in feeds], timeout=2)
+        assert len(done) == len(feeds)
+        for task in done:
+            assert task.result() is None and getattr(task, "cancelling", lambda: 0)() == 0
+        for client, _ in feeds:
+            assert client.status == 200 and client.finished  # completed, not cut
+            assert client.body == b"data: hello\n\n"
+        assert closed == [1, 1, 1]
+        # A stream that starts during the shutdown ends at once, its body never started.
+        late = Client(complete=True)
+        await late.run(app, http_scope("/sse"))
+        assert late.status == 200 and late.finished and late.body == b""
+
+    asyncio.run(main())
+
+
 def test_an_open_stream_keeps_the_request_only_if_its_body_refers_to_it() -> None:
     # A quiet stream should not hold the environ and request for its whole life; a
     # body that reads the request still can, and one with uploads keeps it to close them.

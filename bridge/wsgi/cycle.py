@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
 from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
@@ -21,6 +21,9 @@ from .environ import HeaderError, RequestPath, build_environ
 from .filewrapper import FileWrapper
 from .framing import Framing, State, closing_headers, plain_response
 from .sender import Sender
+
+if TYPE_CHECKING:
+    from ..lifespan import Draining
 
 logger = logging.getLogger("bridge")
 
@@ -441,24 +444,35 @@ class RequestCycle:
         headers: RawHeaders,
         content_length: int | None,
         body: AsyncIterable[Any],
+        drain: Draining | None = None,
     ) -> Outcome:
         """Send an async iterable body under the same framing rule, in the request's task.
 
-        An idle stream holds that task and the listener, nothing more: when the client
-        leaves, the listener cancels the task, which ends the body and carries on.
+        An idle stream holds that task, this frame and the listener, nothing more: when
+        the client leaves, the listener cancels the task, which ends the body and
+        carries on; when the server shuts down, ``drain`` ends it with its final chunk.
         """
-        self.sender.start(status, headers, content_length)
+        sender = self.sender
+        sender.start(status, headers, content_length)
         self._listen()
-        await self._produce(body)
-        return await self.finish()
-
-    async def _produce(self, body: AsyncIterable[Any]) -> None:
         error: BaseException | None = None
         cancelled: asyncio.CancelledError | None = None
-        sender = self.sender
-        self._producer = asyncio.current_task()
+        task = self._producer = asyncio.current_task()
+        iterator = body.__aiter__()
         try:
-            async for chunk in body:
+            while drain is None or drain.hold(task):
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if drain is None or not drain.started or self._stopped_producer:
+                        raise
+                    _uncancel(task)  # the drain's: the body ends, the response completes
+                    break
+                finally:
+                    if drain is not None:
+                        drain.release(task)
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
                 if sender.push_on_loop(data):
                     break
@@ -472,7 +486,7 @@ class RequestCycle:
         finally:
             self._producer = None
             self._absorb_stop()  # a body that swallowed the cancellation still ends here
-            close = getattr(body, "aclose", None)
+            close = getattr(iterator, "aclose", None)
             if close is not None:
                 try:
                     await close()
@@ -482,6 +496,7 @@ class RequestCycle:
         if cancelled is not None:
             self.cancelled()
             raise cancelled
+        return await self.finish()
 
     def _absorb_stop(self) -> bool:
         """Take back the listener's cancellation of the request's task, if it made one;
@@ -489,7 +504,12 @@ class RequestCycle:
         if not self._stopped_producer:
             return False
         self._stopped_producer = False
-        # Task.uncancel (3.11) keeps asyncio.timeout and TaskGroup right in the task;
-        # before it, a cancellation carries no count to take back.
-        uncancel = getattr(asyncio.current_task(), "uncancel", None)
-        return uncancel is None or uncancel() == 0
+        return _uncancel(asyncio.current_task()) == 0
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> int:
+    """Take back one cancellation of ``task``: the count left (0 before Python 3.11)."""
+    # Task.uncancel (3.11) keeps asyncio.timeout and TaskGroup right in the task;
+    # before it, a cancellation carries no count to take back.
+    uncancel = getattr(task, "uncancel", None)
+    return 0 if uncancel is None else int(uncancel())
