@@ -465,17 +465,17 @@ class Bridge:
         serving = serve_mount(app, child, receive, send)
         await meter.measure(meter.stats(mount.prefix, "mount"), serving, on_loop=True)
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[object]:
+        # Returns the coroutine that serves, as _route does: an idle socket keeps no
+        # frame of this one.
         path = locate(scope)
         found = self.router.match_websocket(path.route)
         if found is None:
             mount = self.router.match_mount(path.route)
             if mount is not None:
                 child = mounted_scope(scope, mount.prefix, path.route, self.state)
-                await guarded(mount.app, self.limits)(child, receive, send)
-            else:
-                await no_websocket(receive, send)
-            return
+                return guarded(mount.app, self.limits)(child, receive, send)
+            return no_websocket(receive, send)
         route, values = found
         serving = serve_websocket(
             route, values, path, scope, receive, send, self.limits, self.request_class
@@ -483,6 +483,5 @@ class Bridge:
         # Counted as a "websocket" route of its own: one request per connection.
         meter = self.metrics
         if meter is None:
-            await serving
-            return
-        await meter.measure(meter.stats(route.rule, "websocket"), serving)
+            return serving
+        return meter.measure(meter.stats(route.rule, "websocket"), serving)

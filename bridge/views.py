@@ -211,22 +211,26 @@ async def serve_websocket(
 ) -> Outcome:
     """Run a websocket view; the outcome's status is 101 (switched protocols), 400 or 431
     if the handshake was refused, or 500 if the view raised."""
-    try:
-        environ = build_environ(
+
+    def environ() -> Environ:
+        return build_environ(
             {**scope, "method": "GET"},
             RequestBody(),
             max_header_count=limits.max_header_count,
             path=path,
         )
+
+    try:
+        environ()  # its checks decide the handshake; the environ itself is not kept
     except HeaderError as exc:
         logger.info("Refused a websocket handshake: %s", exc)
         await reject_handshake(scope, receive, send, exc.status, exc.text)
         return Outcome(exc.status)
 
     def handshake() -> Request:
-        # Built when the view first reads socket.request; many idle sockets never do.
-        # The environ is built above all the same: its checks decide the handshake.
-        request = request_class(environ)
+        # Built when the view first reads socket.request; many idle sockets never do,
+        # and hold no environ (2 KiB) meanwhile. The same scope passes the same checks.
+        request = request_class(environ())
         request.path_params = values
         return request
 
