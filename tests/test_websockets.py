@@ -215,6 +215,7 @@ def test_an_idle_websocket_keeps_no_environ_until_the_view_reads_its_request() -
             sent.append(message)
 
         tasks = []
+        before = environs()  # the module-level templates some parts of bridge keep
         for _ in range(3):
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             inbox.put_nowait(CONNECT)
@@ -222,7 +223,7 @@ def test_an_idle_websocket_keeps_no_environ_until_the_view_reads_its_request() -
             tasks.append(asyncio.ensure_future(app(websocket_scope("/idle"), inbox.get, send)))
         while len(sent) < 6:
             await asyncio.sleep(0.01)
-        assert environs() == 0
+        assert environs() == before
         for inbox in inboxes:
             inbox.put_nowait({"type": "websocket.receive", "text": "hi"})
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
