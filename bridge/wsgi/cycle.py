@@ -454,6 +454,7 @@ class RequestCycle:
         """
         sender = self.sender
         sender.start(status, headers, content_length)
+        del headers  # the framing machine lets go of them once they are out
         self._listen()
         error: BaseException | None = None
         cancelled: asyncio.CancelledError | None = None
