@@ -56,7 +56,7 @@ class CycleLimits:
     body_deadline: float | None = DEFAULT_BODY_DEADLINE
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What happened to one request, for metrics: replaces a status code standing for all."""
 
@@ -82,6 +82,24 @@ class RequestCycle:
     The response goes through ``sender`` (a ``Sender``), which the application's
     thread feeds; everything else here runs on the event loop.
     """
+
+    __slots__ = (
+        "_admission",
+        "_closed",
+        "_deadline",
+        "_listener",
+        "_paused",
+        "_producer",
+        "_stopped_producer",
+        "body",
+        "limits",
+        "loop",
+        "outcome",
+        "path",
+        "receive",
+        "scope",
+        "sender",
+    )
 
     def __init__(
         self,

@@ -136,6 +136,24 @@ class Framing:
     and the backlog past which the producer should wait for the client.
     """
 
+    __slots__ = (
+        "_held",
+        "_held_bytes",
+        "_outbox",
+        "backlog",
+        "body_allowed",
+        "buffer_size",
+        "content_length",
+        "head",
+        "headers",
+        "http10",
+        "overflowed",
+        "path",
+        "state",
+        "status",
+        "written",
+    )
+
     def __init__(
         self,
         *,

@@ -34,6 +34,22 @@ class Sender:
     ``status`` and ``sent`` record what went out, for the request's outcome.
     """
 
+    __slots__ = (
+        "_drained",
+        "_lock",
+        "_loop",
+        "_on_gone",
+        "_on_stream",
+        "_send",
+        "_sending",
+        "_space",
+        "_task",
+        "_wake_pending",
+        "framing",
+        "sent",
+        "status",
+    )
+
     def __init__(
         self,
         framing: Framing,
