@@ -335,13 +335,19 @@ class RequestCycle:
     def _listen(self) -> None:
         """Start the listener (once): the rest of the body, then the disconnect."""
         if self._listener is None and not self._closed:
-            self._listener = self.loop.create_task(self._run_listener())
+            body = self.body
+            if body is None or body.complete:
+                # The common case, and an open stream's whole cost here: the smallest
+                # coroutine that can wait for the disconnect.
+                listening = self._await_disconnect()
+            else:
+                listening = self._receive_rest_then_disconnect(body)
+            self._listener = self.loop.create_task(listening)
 
-    async def _run_listener(self) -> None:
-        body = self.body
+    async def _receive_rest_then_disconnect(self, body: RequestBody) -> None:
         max_size = self.limits.max_body_size
         try:
-            while body is not None and not body.complete and body.error is None:
+            while not body.complete and body.error is None:
                 message = await self._receive(True)
                 if message["type"] != "http.request":
                     self._client_gone()
@@ -363,6 +369,10 @@ class RequestCycle:
             seconds = limits.body_deadline if expired else limits.body_timeout
             assert seconds is not None
             self._body_failed(408, BodyTimeout(seconds))
+        del body  # a long response does not keep the request body for its listener
+        await self._await_disconnect()
+
+    async def _await_disconnect(self) -> None:
         # Once the body is in (or refused), nothing but a disconnect is of interest;
         # whatever else a server sends is dropped (without holding the loop).
         while (await self.receive())["type"] != "http.disconnect":
