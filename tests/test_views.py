@@ -312,6 +312,7 @@ def test_an_open_stream_keeps_the_request_only_if_its_body_refers_to_it() -> Non
     @app.route("/quiet")
     async def quiet(req: Request) -> Response:
         held["quiet"] = weakref.ref(req)
+        held["quiet body"] = weakref.ref(req.environ["wsgi.input"])
 
         async def feed() -> AsyncIterator[bytes]:
             yield b"data: hello\n\n"
@@ -363,6 +364,7 @@ def test_an_open_stream_keeps_the_request_only_if_its_body_refers_to_it() -> Non
             await asyncio.sleep(0.01)
         gc.collect()
         assert held["quiet"]() is None  # freed while its stream is still open
+        assert held["quiet body"]() is None  # and its request body with it
         assert held["upload"]() is not None and not held["file"].closed
         assert held["reads"]() is not None  # its body still needs it
         gates[0].set()

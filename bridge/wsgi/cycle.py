@@ -483,6 +483,12 @@ class RequestCycle:
         sender = self.sender
         sender.start(status, headers, content_length)
         del headers  # the framing machine lets go of them once they are out
+        received = self.body
+        if received is not None and received.complete and not received.spooled:
+            # Whole and in memory: nothing to close or to fail later, so the stream does
+            # not keep it (a body that reads the request keeps it through the request).
+            self.body = None
+        del received
         self._listen()
         error: BaseException | None = None
         cancelled: asyncio.CancelledError | None = None
