@@ -121,7 +121,7 @@ class RequestCycle:
             http10=scope.get("http_version") == "1.0",
             buffer_size=limits.response_buffer_size,
         )
-        self.sender = Sender(framing, send, self.loop, self._listen, self._client_gone)
+        self.sender = Sender(framing, send, self.loop, self)
         self._listener: asyncio.Task[None] | None = None
         self._closed = False  # close() has run: no listener starts after it
         self._producer: asyncio.Task[Any] | None = None  # the request's task, in stream()
@@ -400,6 +400,11 @@ class RequestCycle:
         if producer not in (None, asyncio.current_task()) and not self._stopped_producer:
             self._stopped_producer = True
             producer.cancel()
+
+    # What the sender tells its owner (sender.Owner): the response streams, or its
+    # send found the client gone.
+    on_stream = _listen
+    on_gone = _client_gone
 
     # -- the outcome ----------------------------------------------------------------------
 
