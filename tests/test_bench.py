@@ -260,3 +260,18 @@ def test_cpu_per_request_in_process_prints_every_contender(
         "pure ASGI (the harness alone)",
     ]
     assert all(float(line.split("|")[2]) > 0 for line in table[3:])
+
+
+def test_idle_memory_in_process_counts_what_bridge_adds_to_a_connection(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import idle_memory
+
+    assert idle_memory.main(["--connections", "50", "--top", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in out[2:6]}
+    assert set(rows) == {(k, c) for k in ("sse", "ws") for c in ("bridge", "plain ASGI")}
+    over = {key: float(line.split("|")[4]) for key, line in rows.items()}
+    assert over[("sse", "plain ASGI")] == over[("ws", "plain ASGI")] == 0
+    assert over[("sse", "bridge")] > 0 and over[("ws", "bridge")] > 0  # it costs something
+    assert out.count("") == 2 and "sse, bridge: the 3 largest allocation sites" in out
