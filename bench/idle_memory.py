@@ -128,11 +128,21 @@ async def measure(app: ASGI, kind: str, count: int, top: int = 0) -> tuple[float
     return held, sites
 
 
-async def run(kinds: list[str], count: int, top: int) -> list[str]:
-    contenders: list[tuple[str, ASGI]] = [
+def contenders(kind: str) -> list[tuple[str, ASGI]]:
+    """bridge, and the plain feed last; for SSE, references in between."""
+    bridge: list[tuple[str, ASGI]] = [
         ("bridge", feeds.bridge_feed(apps.micro, 4)),
-        ("plain ASGI", feeds.asgi_feed(apps.asgi_micro)),
+        ("bridge, metrics=False", feeds.bridge_feed(apps.micro, 4, metrics=False)),
     ]
+    if kind == "sse":
+        bridge += [
+            ("Starlette StreamingResponse", feeds.starlette_feed()),
+            ("the same generator by hand, one listener", feeds.generator_feed()),
+        ]
+    return [*bridge, ("plain ASGI", feeds.asgi_feed(apps.asgi_micro))]
+
+
+async def run(kinds: list[str], count: int, top: int) -> list[str]:
     lines = [
         "| feed | contender | KiB per connection | over plain ASGI, KiB |",
         "|---|---|--:|--:|",
@@ -140,13 +150,13 @@ async def run(kinds: list[str], count: int, top: int) -> list[str]:
     details: list[str] = []
     for kind in kinds:
         held: dict[str, float] = {}
-        for name, app in contenders:
+        for name, app in contenders(kind):
             held[name], sites = await measure(app, kind, count, top if name == "bridge" else 0)
             if sites:
                 details += ["", f"{kind}, bridge: the {top} largest allocation sites", *sites]
-        for name, _ in contenders:
-            over = held[name] - held["plain ASGI"]
-            lines.append(f"| {kind} | {name} | {held[name]:.2f} | {over:.2f} |")
+        for name, value in held.items():
+            over = value - held["plain ASGI"]
+            lines.append(f"| {kind} | {name} | {value:.2f} | {over:.2f} |")
     return lines + details
 
 
