@@ -385,7 +385,9 @@ class Bridge:
                     await self.canaries.serve(*found, path, scope, receive, send)
                     return
                 if found is not None:
-                    await self._route(*found, path, scope, receive, send)
+                    serving = self._route(*found, path, scope, receive, send)
+                    del found, path  # what serves keeps what it needs; a long stream no more
+                    await serving
                     return
                 mount = router.match_mount(path.route)
                 if mount is not None:

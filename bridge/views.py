@@ -136,7 +136,7 @@ async def serve_view(
                 result = await pool.run(context.run, _call_sync_view, route.view, request, values)
                 cycle.release()
             response = make_response(result, route.view)
-            del result
+            del result, values  # an open stream keeps neither
         except HTTPException as exc:
             response = exc.get_response(environ)
         except Exception:

@@ -162,6 +162,7 @@ class RequestCycle:
             logger.info("Refused a request: %s", exc)
             await self.answer(exc.status, exc.text)
             return None
+        self.path = None  # in the environ now
         intake = admission.intake if admission is not None else None
         if not await self.receive_body(environ, whole, intake):
             return None
