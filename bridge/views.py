@@ -13,6 +13,7 @@ through ``async_to_sync`` while its thread waits.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import json
 import logging
@@ -211,29 +212,16 @@ async def serve_websocket(
 ) -> Outcome:
     """Run a websocket view; the outcome's status is 101 (switched protocols), 400 or 431
     if the handshake was refused, or 500 if the view raised."""
-
-    def environ() -> Environ:
-        return build_environ(
-            {**scope, "method": "GET"},
-            RequestBody(),
-            max_header_count=limits.max_header_count,
-            path=path,
-        )
-
     try:
-        environ()  # its checks decide the handshake; the environ itself is not kept
+        # Its checks decide the handshake; the environ itself is not kept (2 KiB).
+        _handshake_environ(scope, path, limits)
     except HeaderError as exc:
         logger.info("Refused a websocket handshake: %s", exc)
         await reject_handshake(scope, receive, send, exc.status, exc.text)
         return Outcome(exc.status)
-
-    def handshake() -> Request:
-        # Built when the view first reads socket.request; many idle sockets never do,
-        # and hold no environ (2 KiB) meanwhile. The same scope passes the same checks.
-        request = request_class(environ())
-        request.path_params = values
-        return request
-
+    # Built when the view first reads socket.request; many idle sockets never do. One
+    # partial, not closures over the arguments, is what an idle socket keeps for it.
+    handshake = functools.partial(_handshake, scope, values, path, limits, request_class)
     socket = WebSocket(scope, receive, send, handshake)
     socket.path_params = values
     try:
@@ -250,6 +238,29 @@ async def serve_websocket(
     if not socket.closed:
         await socket.close(1000)
     return Outcome(101)
+
+
+def _handshake_environ(scope: Scope, path: RequestPath, limits: CycleLimits) -> Environ:
+    """A websocket handshake's environ; raises ``HeaderError`` for headers bridge refuses."""
+    return build_environ(
+        {**scope, "method": "GET"},
+        RequestBody(),
+        max_header_count=limits.max_header_count,
+        path=path,
+    )
+
+
+def _handshake(
+    scope: Scope,
+    values: dict[str, Any],
+    path: RequestPath,
+    limits: CycleLimits,
+    request_class: type[Request],
+) -> Request:
+    """A websocket's handshake as a ``Request`` (``WebSocket.request``)."""
+    request = request_class(_handshake_environ(scope, path, limits))
+    request.path_params = values
+    return request
 
 
 async def no_websocket(receive: Receive, send: Send) -> None:
