@@ -19,13 +19,13 @@ EVENT = b"data: hello\n\n"
 GREETING = "hello"
 
 
-def bridge_feed(legacy: Any, threads: int) -> Any:
+def bridge_feed(legacy: Any, threads: int, metrics: bool = True) -> Any:
     """The feed on ``Bridge(legacy)``; ``legacy`` answers ``/hello`` (``bench.apps.micro``)."""
     from werkzeug.wrappers import Response
 
     from bridge import Bridge, Request, WebSocket, WebSocketDisconnect
 
-    app = Bridge(legacy, max_threads=threads)
+    app = Bridge(legacy, max_threads=threads, metrics=metrics)
 
     @app.route("/sse")
     async def sse(request: Request) -> Response:
@@ -50,6 +50,59 @@ def bridge_feed(legacy: Any, threads: int) -> Any:
     return app
 
 
+def generator_feed() -> Any:
+    """``/sse`` by hand in plain ASGI, but idle the way bridge's view is: the same async
+    generator waiting on an ``asyncio.Event``, and one task that listens for the
+    disconnect. The least any framework can keep for a view of that shape."""
+
+    async def events() -> AsyncIterator[bytes]:
+        yield EVENT
+        await asyncio.Event().wait()
+
+    async def feed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None and scope["path"] == "/sse"
+
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            task.cancel()
+
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        listener = asyncio.get_running_loop().create_task(listen())
+        try:
+            async for chunk in events():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except asyncio.CancelledError:
+            await listener
+            return
+        listener.cancel()
+        await send({"type": "http.response.body", "body": b""})
+
+    return feed
+
+
+def starlette_feed() -> Any:
+    """``/sse`` as Starlette's ``StreamingResponse`` of the same generator."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def sse(request: Any) -> StreamingResponse:
+        async def events() -> AsyncIterator[bytes]:
+            yield EVENT
+            await asyncio.Event().wait()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    return Starlette(routes=[Route("/sse", sse)])
+
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
 def asgi_feed(fallback: Any) -> Any:
     """The floor: the same three paths with nothing between the server and the app;
     ``fallback`` (``bench.apps.asgi_micro``) answers ``/hello``."""
@@ -71,16 +124,7 @@ def asgi_feed(fallback: Any) -> Any:
         if scope["path"] != "/sse":
             await fallback(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream"),
-                    (b"cache-control", b"no-cache"),
-                ],
-            }
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await send({"type": "http.response.body", "body": EVENT, "more_body": True})
         while (await receive())["type"] != "http.disconnect":
             pass

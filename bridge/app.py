@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ._types import ASGIApp, Receive, Scope, Send, WSGIApp
@@ -385,7 +385,9 @@ class Bridge:
                     await self.canaries.serve(*found, path, scope, receive, send)
                     return
                 if found is not None:
-                    await self._route(*found, path, scope, receive, send)
+                    serving = self._route(*found, path, scope, receive, send)
+                    del found, path  # what serves keeps what it needs; a long stream no more
+                    await serving
                     return
                 mount = router.match_mount(path.route)
                 if mount is not None:
@@ -428,28 +430,30 @@ class Bridge:
         meter = self.metrics
         await (serving if meter is None else meter.measure(meter.legacy_for(path.route), serving))
 
-    async def _route(
+    # _route and _serve_route return the coroutine that serves rather than await it: no
+    # frame of theirs stays suspended beside a long response (an open SSE stream).
+
+    def _route(
         self, route: Route, values: dict[str, Any], path: RequestPath, scope: Scope,
         receive: Receive, send: Send,
-    ) -> None:  # fmt: skip
+    ) -> Awaitable[object]:  # fmt: skip
         serving = self._serve_route(route, values, path, scope, receive, send)
         meter = self.metrics
         if meter is None:
-            await serving
-            return
+            return serving
         on_loop = route.is_async and route.wsgi is None
-        await meter.measure(meter.route_stats(route), serving, on_loop)
+        return meter.measure(meter.route_stats(route), serving, on_loop)
 
-    async def _serve_route(
+    def _serve_route(
         self, route: Route, values: dict[str, Any], path: RequestPath, scope: Scope,
         receive: Receive, send: Send,
-    ) -> Outcome:  # fmt: skip
+    ) -> Coroutine[Any, Any, Outcome]:  # fmt: skip
         """A route's view answers (a shadow run's view too)."""
         cycle = RequestCycle(scope, receive, send, self.limits, path)
         if route.wsgi is not None:
             extra = {"bridge.path_params": values}
-            return await serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
-        return await serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
+            return serve_wsgi(cycle, route.wsgi, self.pool, self.admission, extra)
+        return serve_view(cycle, route, values, self.pool, self.admission, self.request_class)
 
     async def _mount(
         self, mount: Mount, path: RequestPath, scope: Scope, receive: Receive, send: Send
@@ -463,17 +467,17 @@ class Bridge:
         serving = serve_mount(app, child, receive, send)
         await meter.measure(meter.stats(mount.prefix, "mount"), serving, on_loop=True)
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[object]:
+        # Returns the coroutine that serves, as _route does: an idle socket keeps no
+        # frame of this one.
         path = locate(scope)
         found = self.router.match_websocket(path.route)
         if found is None:
             mount = self.router.match_mount(path.route)
             if mount is not None:
                 child = mounted_scope(scope, mount.prefix, path.route, self.state)
-                await guarded(mount.app, self.limits)(child, receive, send)
-            else:
-                await no_websocket(receive, send)
-            return
+                return guarded(mount.app, self.limits)(child, receive, send)
+            return no_websocket(receive, send)
         route, values = found
         serving = serve_websocket(
             route, values, path, scope, receive, send, self.limits, self.request_class
@@ -481,6 +485,5 @@ class Bridge:
         # Counted as a "websocket" route of its own: one request per connection.
         meter = self.metrics
         if meter is None:
-            await serving
-            return
-        await meter.measure(meter.stats(route.rule, "websocket"), serving)
+            return serving
+        return meter.measure(meter.stats(route.rule, "websocket"), serving)

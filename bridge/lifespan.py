@@ -273,13 +273,25 @@ class Draining:
         for task in list(self._waiting):
             task.cancel(_DRAIN_MESSAGE)
 
+    def hold(self, task: asyncio.Task[Any] | None) -> bool:
+        """List ``task`` while its stream waits for its next item; False once the
+        shutdown has begun, when the stream should end instead."""
+        if self.started:
+            return False
+        if task is not None:
+            self._waiting.add(task)
+        return True
+
+    def release(self, task: asyncio.Task[Any] | None) -> None:
+        """The stream's next item came (or it ended): ``task`` is no longer waiting."""
+        self._waiting.discard(task)
+
     async def stream(self, body: AsyncIterable[T]) -> AsyncIterator[T]:
         """``body``'s items until it ends or the server begins to shut down; then it is closed."""
         task = asyncio.current_task()
         iterator = body.__aiter__()
         try:
-            while not self.started and task is not None:
-                self._waiting.add(task)
+            while task is not None and self.hold(task):
                 try:
                     item = await iterator.__anext__()
                 except StopAsyncIteration:
@@ -292,7 +304,7 @@ class Draining:
                         uncancel()
                     return
                 finally:
-                    self._waiting.discard(task)
+                    self.release(task)
                 yield item
         finally:
             close = getattr(iterator, "aclose", None)

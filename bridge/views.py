@@ -13,11 +13,12 @@ through ``async_to_sync`` while its thread waits.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -138,7 +139,7 @@ async def serve_view(
                 )
                 cycle.release()
             response = make_response(result, route.view)
-            del result
+            del result, values  # an open stream keeps neither
         except HTTPException as exc:
             response = exc.get_response(environ)
         except Exception:
@@ -164,39 +165,41 @@ async def serve_view(
         cycle.release()
 
 
-async def send_response(
+def send_response(
     cycle: RequestCycle,
     response: Response,
     environ: Environ,
     pool: ThreadPool,
     admission: Admission,
     context: contextvars.Context | None = None,
-) -> Outcome:
+) -> Coroutine[Any, Any, Outcome]:
     """Send a view's response: on the loop when its body is in memory or async; a
-    synchronous iterator in a thread, in ``context`` (the sync view's) if given."""
+    synchronous iterator in a thread, in ``context`` (the sync view's) if given.
+
+    It returns the coroutine that sends, so an open stream keeps no frame of it."""
     body = response.response
     if not (response.is_sequence or hasattr(body, "__aiter__")):
         # A synchronous iterator may block: iterate it in a thread, as WSGI, with a
         # slot of its own.
         if not cycle.admit(admission):
-            await cycle.answer(503, admission.refusal())
-            return cycle.close()
-        return await run_wsgi(cycle, pool, response, environ, context)
+            return _refuse(cycle, 503, admission.refusal())
+        return run_wsgi(cycle, pool, response, environ, context)
     try:
         headers, length = encode_headers(response.get_wsgi_headers(environ).to_wsgi_list())
     except Exception:
         logger.exception("The view's response has invalid headers.")
-        await cycle.answer(500)
-        return cycle.close()
+        return _refuse(cycle, 500)
     if response.is_sequence:
-        return await cycle.respond(
-            response.status_code, headers, length, list(response.iter_encoded())
-        )
-    stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
-    status = response.status_code
-    del environ, response, body  # an open stream needs its body alone
+        return cycle.respond(response.status_code, headers, length, list(response.iter_encoded()))
+    # An open stream needs its body alone: neither the response nor the environ.
     # An endless stream (an SSE feed) ends with its final chunk when the server stops.
-    return await cycle.stream(status, headers, length, draining().stream(stream))
+    stream: AsyncIterable[Any] = body  # type: ignore[assignment]  # it has __aiter__
+    return cycle.stream(response.status_code, headers, length, stream, draining())
+
+
+async def _refuse(cycle: RequestCycle, status: int, text: str | None = None) -> Outcome:
+    await cycle.answer(status, text)
+    return cycle.close()
 
 
 async def serve_websocket(
@@ -212,24 +215,15 @@ async def serve_websocket(
     """Run a websocket view; the outcome's status is 101 (switched protocols), 400 or 431
     if the handshake was refused, or 500 if the view raised."""
     try:
-        environ = build_environ(
-            {**scope, "method": "GET"},
-            RequestBody(),
-            max_header_count=limits.max_header_count,
-            path=path,
-        )
+        # Its checks decide the handshake; the environ itself is not kept (2 KiB).
+        _handshake_environ(scope, path, limits)
     except HeaderError as exc:
         logger.info("Refused a websocket handshake: %s", exc)
         await reject_handshake(scope, receive, send, exc.status, exc.text)
         return Outcome(exc.status)
-
-    def handshake() -> Request:
-        # Built when the view first reads socket.request; many idle sockets never do.
-        # The environ is built above all the same: its checks decide the handshake.
-        request = request_class(environ)
-        request.path_params = values
-        return request
-
+    # Built when the view first reads socket.request; many idle sockets never do. One
+    # partial, not closures over the arguments, is what an idle socket keeps for it.
+    handshake = functools.partial(_handshake, scope, values, path, limits, request_class)
     socket = WebSocket(scope, receive, send, handshake)
     socket.path_params = values
     try:
@@ -246,6 +240,29 @@ async def serve_websocket(
     if not socket.closed:
         await socket.close(1000)
     return Outcome(101)
+
+
+def _handshake_environ(scope: Scope, path: RequestPath, limits: CycleLimits) -> Environ:
+    """A websocket handshake's environ; raises ``HeaderError`` for headers bridge refuses."""
+    return build_environ(
+        {**scope, "method": "GET"},
+        RequestBody(),
+        max_header_count=limits.max_header_count,
+        path=path,
+    )
+
+
+def _handshake(
+    scope: Scope,
+    values: dict[str, Any],
+    path: RequestPath,
+    limits: CycleLimits,
+    request_class: type[Request],
+) -> Request:
+    """A websocket's handshake as a ``Request`` (``WebSocket.request``)."""
+    request = request_class(_handshake_environ(scope, path, limits))
+    request.path_params = values
+    return request
 
 
 async def no_websocket(receive: Receive, send: Send) -> None:

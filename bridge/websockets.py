@@ -63,28 +63,32 @@ class WebSocket:
 
     async def receive(self) -> Message:
         """The next ``websocket.receive`` message; raises ``WebSocketDisconnect`` at the end."""
-        message = await self._receive()
+        return self._received(await self._receive())
+
+    def _received(self, message: Message) -> Message:
+        # The typed receives await the server's receive themselves rather than through
+        # receive(): a socket waiting for its next message keeps one coroutine less.
         if message["type"] == "websocket.disconnect":
             self.closed = True
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason") or "")
         return message
 
     async def receive_text(self) -> str:
-        message = await self.receive()
+        message = self._received(await self._receive())
         text = message.get("text")
         if text is None:
             raise TypeError("The client sent a binary message where text was expected.")
         return str(text)
 
     async def receive_bytes(self) -> bytes:
-        message = await self.receive()
+        message = self._received(await self._receive())
         data = message.get("bytes")
         if data is None:
             raise TypeError("The client sent a text message where binary was expected.")
         return bytes(data)
 
     async def receive_json(self) -> Any:
-        message = await self.receive()
+        message = self._received(await self._receive())
         raw = message.get("text")
         return json.loads(raw if raw is not None else message["bytes"])
 
@@ -92,7 +96,7 @@ class WebSocket:
         """Every message until the client disconnects (text as ``str``, binary as ``bytes``)."""
         while True:
             try:
-                message = await self.receive()
+                message = self._received(await self._receive())
             except WebSocketDisconnect:
                 return
             text = message.get("text")

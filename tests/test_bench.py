@@ -265,3 +265,28 @@ def test_cpu_per_request_in_process_prints_every_contender(
         "pure ASGI (the harness alone)",
     ]
     assert all(float(line.split("|")[2]) > 0 for line in table[3:])
+
+
+def test_idle_memory_in_process_counts_what_bridge_adds_to_a_connection(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import idle_memory
+
+    assert idle_memory.main(["--connections", "50", "--top", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    table = out[2 : out.index("")]
+    over = {
+        (cells[1], cells[2]): float(cells[4])
+        for cells in ([c.strip() for c in line.split("|")] for line in table)
+    }
+    by_hand = "the same generator by hand, one listener"
+    assert list(over) == [
+        *[("sse", name) for name in ("bridge", "bridge, metrics=False")],
+        *[("sse", name) for name in ("Starlette StreamingResponse", by_hand, "plain ASGI")],
+        *[("ws", name) for name in ("bridge", "bridge, metrics=False", "plain ASGI")],
+    ]
+    assert over[("sse", "plain ASGI")] == over[("ws", "plain ASGI")] == 0
+    # The view's own generator and one listener are the least any framework keeps.
+    assert 0 < over[("sse", by_hand)] < over[("sse", "bridge")]
+    assert over[("ws", "bridge")] > 0
+    assert "sse, bridge: the 3 largest allocation sites" in out

@@ -84,7 +84,7 @@ START_WAIT = 2.0
 
 # A route's view answering and counted (Bridge._route); the legacy app is served as
 # for shadow routes (shadow.runner.Legacy).
-ServeView = Callable[[Any, dict[str, Any], RequestPath, Scope, Receive, Send], Awaitable[None]]
+ServeView = Callable[[Any, dict[str, Any], RequestPath, Scope, Receive, Send], Awaitable[object]]
 
 
 class Route(Protocol):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._types import Environ, Message, RawHeaders, Receive, Scope, Send
 from ..errors import BodyError, BodyTimeout, BodyTooLarge, ClientDisconnected
@@ -21,6 +21,9 @@ from .environ import HeaderError, RequestPath, build_environ
 from .filewrapper import FileWrapper
 from .framing import Framing, State, closing_headers, plain_response
 from .sender import Sender
+
+if TYPE_CHECKING:
+    from ..lifespan import Draining
 
 logger = logging.getLogger("bridge")
 
@@ -53,7 +56,7 @@ class CycleLimits:
     body_deadline: float | None = DEFAULT_BODY_DEADLINE
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What happened to one request, for metrics: replaces a status code standing for all."""
 
@@ -81,6 +84,24 @@ class RequestCycle:
     thread feeds; everything else here runs on the event loop.
     """
 
+    __slots__ = (
+        "_admission",
+        "_closed",
+        "_deadline",
+        "_listener",
+        "_paused",
+        "_producer",
+        "_stopped_producer",
+        "body",
+        "limits",
+        "loop",
+        "outcome",
+        "path",
+        "receive",
+        "scope",
+        "sender",
+    )
+
     def __init__(
         self,
         scope: Scope,
@@ -101,7 +122,7 @@ class RequestCycle:
             http10=scope.get("http_version") == "1.0",
             buffer_size=limits.response_buffer_size,
         )
-        self.sender = Sender(framing, send, self.loop, self._listen, self._client_gone)
+        self.sender = Sender(framing, send, self.loop, self)
         self._listener: asyncio.Task[None] | None = None
         self._closed = False  # close() has run: no listener starts after it
         self._producer: asyncio.Task[Any] | None = None  # the request's task, in stream()
@@ -142,6 +163,7 @@ class RequestCycle:
             logger.info("Refused a request: %s", exc)
             await self.answer(exc.status, exc.text)
             return None
+        self.path = None  # in the environ now
         intake = admission.intake if admission is not None else None
         if not await self.receive_body(environ, whole, intake):
             return None
@@ -315,13 +337,19 @@ class RequestCycle:
     def _listen(self) -> None:
         """Start the listener (once): the rest of the body, then the disconnect."""
         if self._listener is None and not self._closed:
-            self._listener = self.loop.create_task(self._run_listener())
+            body = self.body
+            if body is None or body.complete:
+                # The common case, and an open stream's whole cost here: the smallest
+                # coroutine that can wait for the disconnect.
+                listening = self._await_disconnect()
+            else:
+                listening = self._receive_rest_then_disconnect(body)
+            self._listener = self.loop.create_task(listening)
 
-    async def _run_listener(self) -> None:
-        body = self.body
+    async def _receive_rest_then_disconnect(self, body: RequestBody) -> None:
         max_size = self.limits.max_body_size
         try:
-            while body is not None and not body.complete and body.error is None:
+            while not body.complete and body.error is None:
                 message = await self._receive(True)
                 if message["type"] != "http.request":
                     self._client_gone()
@@ -343,6 +371,10 @@ class RequestCycle:
             seconds = limits.body_deadline if expired else limits.body_timeout
             assert seconds is not None
             self._body_failed(408, BodyTimeout(seconds))
+        del body  # a long response does not keep the request body for its listener
+        await self._await_disconnect()
+
+    async def _await_disconnect(self) -> None:
         # Once the body is in (or refused), nothing but a disconnect is of interest;
         # whatever else a server sends is dropped (without holding the loop).
         while (await self.receive())["type"] != "http.disconnect":
@@ -370,6 +402,11 @@ class RequestCycle:
         if producer not in (None, asyncio.current_task()) and not self._stopped_producer:
             self._stopped_producer = True
             producer.cancel()
+
+    # What the sender tells its owner (sender.Owner): the response streams, or its
+    # send found the client gone.
+    on_stream = _listen
+    on_gone = _client_gone
 
     # -- the outcome ----------------------------------------------------------------------
 
@@ -442,24 +479,42 @@ class RequestCycle:
         headers: RawHeaders,
         content_length: int | None,
         body: AsyncIterable[Any],
+        drain: Draining | None = None,
     ) -> Outcome:
         """Send an async iterable body under the same framing rule, in the request's task.
 
-        An idle stream holds that task and the listener, nothing more: when the client
-        leaves, the listener cancels the task, which ends the body and carries on.
+        An idle stream holds that task, this frame and the listener, nothing more: when
+        the client leaves, the listener cancels the task, which ends the body and
+        carries on; when the server shuts down, ``drain`` ends it with its final chunk.
         """
-        self.sender.start(status, headers, content_length)
+        sender = self.sender
+        sender.start(status, headers, content_length)
+        del headers  # the framing machine lets go of them once they are out
+        received = self.body
+        if received is not None and received.complete and not received.spooled:
+            # Whole and in memory: nothing to close or to fail later, so the stream does
+            # not keep it (a body that reads the request keeps it through the request).
+            self.body = None
+        del received
         self._listen()
-        await self._produce(body)
-        return await self.finish()
-
-    async def _produce(self, body: AsyncIterable[Any]) -> None:
         error: BaseException | None = None
         cancelled: asyncio.CancelledError | None = None
-        sender = self.sender
-        self._producer = asyncio.current_task()
+        task = self._producer = asyncio.current_task()
+        iterator = body.__aiter__()
         try:
-            async for chunk in body:
+            while drain is None or drain.hold(task):
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if drain is None or not drain.started or self._stopped_producer:
+                        raise
+                    _uncancel(task)  # the drain's: the body ends, the response completes
+                    break
+                finally:
+                    if drain is not None:
+                        drain.release(task)
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
                 if sender.push_on_loop(data):
                     break
@@ -473,7 +528,7 @@ class RequestCycle:
         finally:
             self._producer = None
             self._absorb_stop()  # a body that swallowed the cancellation still ends here
-            close = getattr(body, "aclose", None)
+            close = getattr(iterator, "aclose", None)
             if close is not None:
                 try:
                     await close()
@@ -483,6 +538,7 @@ class RequestCycle:
         if cancelled is not None:
             self.cancelled()
             raise cancelled
+        return await self.finish()
 
     def _absorb_stop(self) -> bool:
         """Take back the listener's cancellation of the request's task, if it made one;
@@ -490,7 +546,12 @@ class RequestCycle:
         if not self._stopped_producer:
             return False
         self._stopped_producer = False
-        # Task.uncancel (3.11) keeps asyncio.timeout and TaskGroup right in the task;
-        # before it, a cancellation carries no count to take back.
-        uncancel = getattr(asyncio.current_task(), "uncancel", None)
-        return uncancel is None or uncancel() == 0
+        return _uncancel(asyncio.current_task()) == 0
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> int:
+    """Take back one cancellation of ``task``: the count left (0 before Python 3.11)."""
+    # Task.uncancel (3.11) keeps asyncio.timeout and TaskGroup right in the task;
+    # before it, a cancellation carries no count to take back.
+    uncancel = getattr(task, "uncancel", None)
+    return 0 if uncancel is None else int(uncancel())

@@ -136,6 +136,24 @@ class Framing:
     and the backlog past which the producer should wait for the client.
     """
 
+    __slots__ = (
+        "_held",
+        "_held_bytes",
+        "_outbox",
+        "backlog",
+        "body_allowed",
+        "buffer_size",
+        "content_length",
+        "head",
+        "headers",
+        "http10",
+        "overflowed",
+        "path",
+        "state",
+        "status",
+        "written",
+    )
+
     def __init__(
         self,
         *,
@@ -348,7 +366,9 @@ class Framing:
     def _commit(self) -> None:
         """Send the headers (with no Content-Length added) and what is held; stream on."""
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-        self._outbox.append(self._start_message(self.headers))
+        # Once out, the headers are not needed again: a long stream does not keep them.
+        headers, self.headers = self.headers, []
+        self._outbox.append(self._start_message(headers))
         self._outbox.append({"type": "http.response.body", "body": data, "more_body": True})
         self.backlog += len(data)
         self._held = []

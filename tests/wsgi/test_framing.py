@@ -81,6 +81,7 @@ def test_holding_a_streamed_body_goes_out_with_its_first_chunk() -> None:
     assert not framing.body(b"ab")
     assert framing.state is State.STREAMING and framing.headers_sent
     assert framing.take() == [start(200, CT), body(b"ab", more=True)]  # no length added
+    assert framing.headers == []  # out, and not kept for the rest of a long stream
     framing.body(b"cd")
     framing.body(b"ef")
     assert framing.take() == [body(b"cd", more=True), body(b"ef", more=True)]

@@ -40,8 +40,7 @@ class Recorder:
             Framing(buffer_size=buffer_size),
             self.send,
             asyncio.get_running_loop(),
-            self.on_stream,
-            self.on_gone,
+            self,
         )
 
     def on_stream(self) -> None:
