@@ -152,7 +152,8 @@ def stepped(
             _judge(start, threshold, clock, metrics, stats)
             raise
         _judge(start, threshold, clock, metrics, stats)
-        error = None
+        # An idle stream waits here for as long as it is open: keep no reading.
+        start = error = None
         try:
             value = yield signal
         except GeneratorExit:
