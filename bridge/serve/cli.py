@@ -197,15 +197,23 @@ def _threads_unused(threads: int, loaded: Loaded) -> str:
     )
 
 
-# bridge serve's flags for the budgets of the Bridge it builds around a WSGI app, and
-# the Bridge option each sets ("none" turns an optional one off).
-BUDGET_FLAGS = {
-    "--max-body-size": "max_body_size",
-    "--body-timeout": "body_timeout",
-    "--body-deadline": "body_deadline",
-    "--max-uploads": "max_uploads",
-    "--max-pending": "max_pending",
-}
+# bridge serve's flags for the budgets of the Bridge it builds around a WSGI app: the
+# Bridge option each sets ("none" turns an optional one off), its kind and its help.
+BUDGET_FLAGS: dict[str, tuple[str, type[int] | type[float], str, str]] = {
+    "--max-body-size": (
+        "max_body_size", int, "BYTES", "largest request body (1 GiB; none for no limit); 413"
+    ),
+    "--body-timeout": (
+        "body_timeout", float, "SECONDS",
+        "longest wait for the next piece of a request body (60; none to wait forever); 408",
+    ),
+    "--body-deadline": (
+        "body_deadline", float, "SECONDS",
+        "longest time to receive a whole request body (300; none for no deadline); 408",
+    ),
+    "--max-uploads": ("max_uploads", int, "N", "request bodies arriving at once (1000); 503"),
+    "--max-pending": ("max_pending", int, "N", "requests waiting for a legacy thread (2048); 503"),
+}  # fmt: skip
 
 
 def _budget(kind: Callable[[str], float | int]) -> Callable[[str], float | int | None]:
@@ -221,7 +229,7 @@ def _budget(kind: Callable[[str], float | int]) -> Callable[[str], float | int |
 
 
 def _flag_of(option: str) -> str:
-    return next(flag for flag, name in BUDGET_FLAGS.items() if name == option)
+    return next(flag for flag, (name, *_) in BUDGET_FLAGS.items() if name == option)
 
 
 def _budget_refused(exc: Exception, budgets: dict[str, float | int | None]) -> str:
@@ -681,43 +689,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--limit-request-line", type=int, help="longest request line; 414 past it")
     add("--limit-request-fields", type=int, help="most header fields (100); 431 past it")
     add("--limit-request-field_size", type=int, help="longest header field; 431 past it")
-    add(
-        "--max-body-size",
-        type=_budget(int),
-        metavar="BYTES",
-        default=argparse.SUPPRESS,
-        help="largest request body (1 GiB; none for no limit); 413 past it",
-    )
-    add(
-        "--body-timeout",
-        type=_budget(float),
-        metavar="SECONDS",
-        default=argparse.SUPPRESS,
-        help="longest wait for the "
-        "next piece of a request body (60; none to wait forever); 408 past it",
-    )
-    add(
-        "--body-deadline",
-        type=_budget(float),
-        metavar="SECONDS",
-        default=argparse.SUPPRESS,
-        help="longest time to "
-        "receive a whole request body (300; none for no deadline); 408 past it",
-    )
-    add(
-        "--max-uploads",
-        type=_budget(int),
-        metavar="N",
-        default=argparse.SUPPRESS,
-        help="request bodies arriving at once (1000); 503 past it",
-    )
-    add(
-        "--max-pending",
-        type=_budget(int),
-        metavar="N",
-        default=argparse.SUPPRESS,
-        help="requests waiting for a legacy thread (2048); 503 past it",
-    )
+    for flag, (_, kind, metavar, text) in BUDGET_FLAGS.items():
+        # Absent unless given, since None is a value here ("none": no limit).
+        add(
+            flag,
+            type=_budget(kind),
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help=f"{text} past it",
+        )
     add("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's parser")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     add("--access-log", action=argparse.BooleanOptionalAction, default=True)
@@ -907,7 +887,7 @@ def serve(args: argparse.Namespace, mounts: list[tuple[str, str]]) -> None:
         access_log_format=_access_log_format(args),
         budgets={
             option: getattr(args, option)
-            for option in BUDGET_FLAGS.values()
+            for option, *_ in BUDGET_FLAGS.values()
             if hasattr(args, option)  # the flags default to absent: None means "none"
         },
     )
