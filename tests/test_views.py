@@ -284,14 +284,9 @@ def test_an_idle_stream_costs_at_most_its_budget_over_the_least_any_framework_ke
     # counted by tracemalloc over 300 open streams. About 2.9 KiB on CPython 3.11: the
     # coroutine chain (dispatch, metrics, view, stream), the cycle and its sender, and
     # the request's thread context. It was 6.4 KiB before idle streams were trimmed.
-    from bench import apps, feeds, idle_memory
+    from tests.idle_budget import kib_per_connection
 
-    async def main() -> tuple[float, float]:
-        bridge, _ = await idle_memory.measure(feeds.bridge_feed(apps.micro, 4), "sse", 300)
-        floor, _ = await idle_memory.measure(feeds.generator_feed(), "sse", 300)
-        return bridge, floor
-
-    bridge, floor = asyncio.run(main())
+    bridge, floor = kib_per_connection("sse", "feeds.generator_feed()")
     assert floor < bridge < floor + 3.5, f"{bridge:.2f} KiB against {floor:.2f} KiB"
 
 

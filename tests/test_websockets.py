@@ -237,14 +237,9 @@ def test_an_idle_websocket_costs_at_most_its_budget_over_plain_asgi() -> None:
     # What bridge keeps for an open, silent websocket beyond the same feed in plain ASGI,
     # counted by tracemalloc over 300 sockets: about 1.9 KiB on CPython 3.11 (the
     # WebSocket, the dispatch's and the metrics' frames); 5.1 KiB while it kept the environ.
-    from bench import apps, feeds, idle_memory
+    from tests.idle_budget import kib_per_connection
 
-    async def main() -> tuple[float, float]:
-        bridge, _ = await idle_memory.measure(feeds.bridge_feed(apps.micro, 4), "ws", 300)
-        plain, _ = await idle_memory.measure(feeds.asgi_feed(apps.asgi_micro), "ws", 300)
-        return bridge, plain
-
-    bridge, plain = asyncio.run(main())
+    bridge, plain = kib_per_connection("ws", "feeds.asgi_feed(apps.asgi_micro)")
     assert plain < bridge < plain + 2.5, f"{bridge:.2f} KiB against {plain:.2f} KiB"
 
 
