@@ -380,12 +380,14 @@ def kept(
         "status": response.status,
         "headers": shown,
         "other_headers": others,
-        "body": _kept_body(raw, body_chars) if show_bodies else None,
+        "body": kept_body(raw, body_chars) if show_bodies else None,
         "body_bytes": len(raw),
     }
 
 
-def _kept_body(raw: bytes, body_chars: int) -> str:
+def kept_body(raw: bytes, body_chars: int) -> str:
+    """A body as text for a report: its first ``body_chars`` characters, and its size
+    when it is longer."""
     body = raw[: body_chars * 4].decode("utf-8", errors="replace")
     if len(body) > body_chars or len(raw) > body_chars * 4:
         body = body[:body_chars] + f"... ({len(raw)} bytes)"

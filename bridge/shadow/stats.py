@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 from .._types import RawHeaders
 from ..metrics.prometheus import escape
 from ..metrics.values import Count
-from .compare import SECRET_HEADERS, Captured, Difference, kept, truncate
+from .compare import SECRET_HEADERS, Captured, Difference, kept, kept_body, truncate
 
 if TYPE_CHECKING:
     from .config import Shadow
@@ -96,16 +96,9 @@ def kept_request(
         "target": truncate(path + ("?" + shown if shown else "")),
         "headers": kept_headers,
         "other_headers": others,
-        "body": _text(body, config.keep_body_chars) if config.show_bodies else None,
+        "body": kept_body(body, config.keep_body_chars) if config.show_bodies else None,
         "body_bytes": len(body),
     }
-
-
-def _text(raw: bytes, chars: int) -> str:
-    text = raw[: chars * 4].decode("utf-8", errors="replace")
-    if len(text) > chars or len(raw) > chars * 4:
-        text = text[:chars] + f"... ({len(raw)} bytes)"
-    return text
 
 
 class ShadowStats:
