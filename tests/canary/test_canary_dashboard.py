@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from bridge import Bridge, Canary
 from tests.asgi import Client, http_scope
 from tests.browser import fresh_page, launched, skip_without_chromium
 from tests.canary.test_canary import build
+from tests.servers import uvicorn_in_thread
 
 TOKEN = "s3cret-token-0123456789"
 RULE = "/items/<int:item_id>"
@@ -139,24 +139,9 @@ def test_the_control_path_takes_post_only() -> None:
 @pytest.fixture
 def served() -> Iterator[tuple[str, Bridge]]:
     """The canary app under uvicorn in a thread, with a dashboard token."""
-    uvicorn = pytest.importorskip("uvicorn")
-    from tests.pages.test_dashboard import free_port
-
     app = app_with(dashboard_token=TOKEN)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            threading.Event().wait(0.02)
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_in_thread(app) as base:
+        yield base, app
 
 
 @pytest.mark.browser

@@ -21,6 +21,7 @@ from bridge.metrics import Metrics
 from bridge.pages import access
 from tests.asgi import Client, http_scope
 from tests.browser import fresh_page, launched, skip_without_chromium
+from tests.servers import uvicorn_in_thread
 
 Environ = dict[str, Any]
 TOKEN = "s3cret-token-0123456789"
@@ -391,7 +392,6 @@ def free_port() -> int:
 @pytest.fixture
 def served_dashboard() -> Iterator[str]:
     """The demo app under uvicorn in a thread, with some traffic of each kind."""
-    uvicorn = pytest.importorskip("uvicorn")
     httpx = pytest.importorskip("httpx")
     app, _ = make(
         dashboard_path="/_bridge/", dashboard_token=TOKEN, metrics=Metrics(history_interval=0.25)
@@ -407,27 +407,13 @@ def served_dashboard() -> Iterator[str]:
 
     app.mount("/v2", api)
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=5) as client:
-            for _ in range(200):
-                if server.started:
-                    break
-                threading.Event().wait(0.02)
-            for round_ in range(12):
-                for path in ("/items/1", "/orders", "/v2/users", "/about/team", "/"):
-                    for _ in range(round_ if path.startswith(("/items", "/v2")) else 4):
-                        client.get(path).raise_for_status()
-                threading.Event().wait(0.1)
+    with uvicorn_in_thread(app) as base, httpx.Client(base_url=base, timeout=5) as client:
+        for round_ in range(12):
+            for path in ("/items/1", "/orders", "/v2/users", "/about/team", "/"):
+                for _ in range(round_ if path.startswith(("/items", "/v2")) else 4):
+                    client.get(path).raise_for_status()
+            threading.Event().wait(0.1)
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.browser

@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from bridge import Bridge, Request
 from bridge.shadow import Shadow
 from tests.browser import browser_fixture, page_fixture
-from tests.serve.test_cli_live import free_port
+from tests.servers import uvicorn_in_thread
 from tests.shadow.test_trust import json_app
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ page = page_fixture()
 def served() -> Iterator[str]:
     """Under uvicorn in a thread: a noisy route that learns its timestamp, and a route
     whose view raises."""
-    uvicorn = pytest.importorskip("uvicorn")
     app = Bridge(validator(json_app), dashboard_path="/_bridge/")
 
     @app.route("/stamp", methods=["GET"], shadow=Shadow(noise=True, ready_after=2))
@@ -43,16 +42,7 @@ def served() -> Iterator[str]:
     async def item(request: Request, item_id: int) -> Response:
         raise KeyError("owner")
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="critical")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{config.port}"
-        for _ in range(500):
-            if server.started:
-                break
-            threading.Event().wait(0.02)
+    with uvicorn_in_thread(app, log_level="critical") as base:
         with httpx.Client(base_url=base, timeout=10) as http:
             for done, path in enumerate(("/stamp", "/stamp", "/items/1", "/items/2"), 1):
                 assert http.get(path).status_code == 200
@@ -61,9 +51,6 @@ def served() -> Iterator[str]:
                         break
                     threading.Event().wait(0.01)
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.browser

@@ -24,6 +24,7 @@ from bridge.shadow.compare import REDACTED
 from bridge.shadow.runner import RequestTee, ResponseCapture, Shadow, replay
 from tests.asgi import Client, http_scope
 from tests.browser import browser_fixture, page_fixture
+from tests.servers import uvicorn_in_thread
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -764,7 +765,6 @@ page = page_fixture()
 @pytest.fixture
 def served_shadows() -> Iterator[str]:
     """Two shadow routes under uvicorn in a thread: one that matches, one that does not."""
-    uvicorn = pytest.importorskip("uvicorn")
     app, _ = make(dashboard_path="/_bridge/")
     app.route("/items/<int:item_id>", methods=["GET"], shadow=Shadow(ready_after=3))(json_view())
 
@@ -773,17 +773,7 @@ def served_shadows() -> Iterator[str]:
         data = {"order": str(order_id), "status": "closed"}
         return Response(json.dumps(data), mimetype="application/json")
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(500):
-            if server.started:
-                break
-            threading.Event().wait(0.02)
+    with uvicorn_in_thread(app) as base:
         secrets = {"Cookie": "session=client-secret", "Authorization": "Bearer client-secret"}
         with httpx.Client(base_url=base, timeout=10, headers=secrets) as http:
             paths = ("/items/1", "/items/2", "/items/1", "/orders/7", "/orders/8")
@@ -796,9 +786,6 @@ def served_shadows() -> Iterator[str]:
                         break
                     threading.Event().wait(0.01)
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.browser
