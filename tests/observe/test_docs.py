@@ -65,17 +65,24 @@ def run_console(
             yield command, expected, actual
 
 
-def test_the_opentelemetry_setup(tmp_path: Path) -> None:
-    code, console, shows = setup("otel_app.py")
-    (tmp_path / "otel_app.py").write_text(code)
+def run_otel_setup(name: str, tmp_path: Path) -> str:
+    """Write the docs' ``name``, run its console as pasted, check the lines the docs say
+    the server prints, and return the server's whole output."""
+    code, console, shows = setup(name)
+    (tmp_path / name).write_text(code)
     log = tmp_path / "server.log"
     for command, expected, actual in run_console(console, tmp_path, {}, log):
         assert actual == expected, command
-    # Stopped with SIGTERM: the providers flushed on lifespan shutdown.
     output = log.read_text()
     assert shows is not None
     for line in shows.strip().splitlines():
         assert line.strip() in output, line
+    return output
+
+
+def test_the_opentelemetry_setup(tmp_path: Path) -> None:
+    # Stopped with SIGTERM: the providers flushed on lifespan shutdown.
+    output = run_otel_setup("otel_app.py", tmp_path)
     spans = [
         json.loads(chunk)
         for chunk in re.findall(r"^\{\n.*?^\}$", output, re.DOTALL | re.MULTILINE)
@@ -91,15 +98,7 @@ def test_the_opentelemetry_setup(tmp_path: Path) -> None:
 
 
 def test_the_django_opentelemetry_setup(tmp_path: Path) -> None:
-    code, console, shows = setup("django_otel_app.py")
-    (tmp_path / "django_otel_app.py").write_text(code)
-    log = tmp_path / "server.log"
-    for command, expected, actual in run_console(console, tmp_path, {}, log):
-        assert actual == expected, command
-    output = log.read_text()
-    assert shows is not None
-    for line in shows.strip().splitlines():
-        assert line.strip() in output, line
+    run_otel_setup("django_otel_app.py", tmp_path)
 
 
 class Collector(BaseHTTPRequestHandler):

@@ -65,6 +65,20 @@ def running(
         stop(process)
 
 
+def answering_pid(url: str, failures: list[str]) -> str | None:
+    """GET / on a new connection (so the kernel spreads them over the workers): the pid
+    of the worker that answered, or None with the failure appended to ``failures``."""
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            response = client.get("/")
+    except httpx.HTTPError as exc:
+        failures.append(repr(exc))
+        return None
+    if response.status_code != 200:
+        failures.append(str(response.status_code))
+    return response.text.rsplit("|", 1)[-1]
+
+
 def whole_server(directory: Path) -> dict[str, int]:
     """Requests by kind and shadow comparisons, summed by prometheus-client over the files."""
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -110,15 +124,9 @@ def test_recycling_drops_nothing_and_the_counts_add_up(tmp_path: Path, kind: str
         failures: list[str] = []
         pids: set[str] = set()
         for _ in range(REQUESTS):
-            try:
-                # A new connection each time, so the kernel spreads them over both workers.
-                with httpx.Client(base_url=url, timeout=10) as client:
-                    response = client.get("/")
-                if response.status_code != 200:
-                    failures.append(str(response.status_code))
-                pids.add(response.text.rsplit("|", 1)[-1])
-            except httpx.HTTPError as exc:
-                failures.append(repr(exc))
+            pid = answering_pid(url, failures)
+            if pid is not None:
+                pids.add(pid)
         assert failures == []
         assert len(pids) >= REQUESTS // MAX_REQUESTS // 2  # really recycled, many times
         assert process.poll() is None
@@ -169,14 +177,9 @@ def test_signals_replace_workers_under_load_and_drop_nothing(tmp_path: Path, kin
 
         def client() -> None:
             while not done.is_set():
-                try:
-                    with httpx.Client(base_url=url, timeout=10) as http:
-                        response = http.get("/")
-                    if response.status_code != 200:
-                        failures.append(str(response.status_code))
-                    pids.append(response.text.rsplit("|", 1)[-1])
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
+                pid = answering_pid(url, failures)
+                if pid is not None:
+                    pids.append(pid)
                 sent[0] += 1
 
         clients = [threading.Thread(target=client) for _ in range(2)]

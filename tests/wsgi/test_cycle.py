@@ -30,6 +30,20 @@ def echo_length(environ: Environ, start_response: Any) -> list[bytes]:
     return [str(total).encode()]
 
 
+def busy_or_echo_length(gate: threading.Event) -> Any:
+    """An app whose ``/busy`` holds its thread until ``gate`` is set; any other path
+    answers the length of its body."""
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/busy":
+            gate.wait(10)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"done"]
+        return echo_length(environ, start_response)
+
+    return app
+
+
 # -- admission -----------------------------------------------------------------------
 
 
@@ -138,13 +152,7 @@ def test_a_request_queued_for_a_thread_stops_reading_its_body() -> None:
     """Flow control: past request_buffer_size a queued upload reads nothing more (the
     server holds the client back) instead of spooling to disk while it waits."""
     gate = threading.Event()
-
-    def app(environ: Environ, start_response: Any) -> list[bytes]:
-        if environ["PATH_INFO"] == "/busy":
-            gate.wait(10)
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"done"]
-        return echo_length(environ, start_response)
+    app = busy_or_echo_length(gate)
 
     bridge = Bridge(validator(app), max_threads=1, request_buffer_size=64 * 1024)
 
@@ -360,13 +368,7 @@ def test_a_trickle_past_the_buffer_gets_408_at_body_deadline_while_the_app_reads
 def test_time_queued_for_a_thread_does_not_count_against_body_deadline() -> None:
     """A body left unread while its request waited for a thread is the server's delay."""
     gate = threading.Event()
-
-    def app(environ: Environ, start_response: Any) -> list[bytes]:
-        if environ["PATH_INFO"] == "/busy":
-            gate.wait(10)
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"done"]
-        return echo_length(environ, start_response)
+    app = busy_or_echo_length(gate)
 
     bridge = Bridge(validator(app), max_threads=1, request_buffer_size=16, body_deadline=0.2)
 
