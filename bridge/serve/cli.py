@@ -26,6 +26,7 @@ from ..app import Bridge
 from ..broadcast.hub import BROADCAST_VARIABLE, Broadcast
 from ..metrics.whole_server import DIRECTORY_VARIABLE as METRICS_VARIABLE
 from ..observe.hygiene import FreshContext
+from ..options import check_options
 from ..threads.pool import DEFAULT_MAX_THREADS
 from ..wsgi.multiprocess import VARIABLE as MULTIPROCESS_VARIABLE
 from . import importer, replay
@@ -120,10 +121,7 @@ def build(recipe: Recipe, obj: object = None) -> Built:
         options["max_header_count"] = recipe.limit_request_fields
     if obj is None:
         obj = _import(recipe.app)
-    try:
-        loaded = wrap_app(obj, recipe.app, threads=recipe.threads, options=options)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(_budget_refused(exc, recipe.budgets)) from None
+    loaded = wrap_app(obj, recipe.app, threads=recipe.threads, options=options)
     if recipe.threads is not None and loaded.kind != "wsgi":
         raise UsageError(_threads_unused(recipe.threads, loaded))
     if recipe.budgets and loaded.kind != "wsgi":
@@ -232,14 +230,6 @@ def _flag_of(option: str) -> str:
     return next(flag for flag, (name, *_) in BUDGET_FLAGS.items() if name == option)
 
 
-def _budget_refused(exc: Exception, budgets: dict[str, float | int | None]) -> str:
-    """A Bridge option's own error, led by the flag that set it."""
-    for option in budgets:
-        if f"Bridge({option}=" in str(exc):
-            return f"{_flag_of(option)}: {exc}"
-    return str(exc)
-
-
 def _budgets_unused(budgets: dict[str, float | int | None], loaded: Loaded) -> str:
     flags = ", ".join(_flag_of(option) for option in budgets)
     if loaded.bridge is not None:
@@ -330,6 +320,13 @@ def run(
     ):
         if value is not None and value < 0:
             raise UsageError(f"{flag} {value:g} must be 0 or more.")
+    for option, budget in (budgets or {}).items():
+        # Bridge's own rule for the option, before the app is imported: its sentence,
+        # led by the flag that set it.
+        try:
+            check_options(**{option: budget})
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{_flag_of(option)}: {exc}") from None
     if reload and workers > 1:
         raise UsageError("--reload runs one process for development; drop --workers or --reload.")
     adapter = SERVERS[server]
