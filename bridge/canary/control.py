@@ -151,8 +151,13 @@ class CanaryControl:
         its error rate may exceed the legacy arm's by at most ``max_error_rate``."""
         if self._setting[0] != RUNNING:
             return
-        view_rate, legacy_rate, requests = self.error_rates()
+        view_rate, legacy_rate, requests, legacy_requests = self.error_rates()
         if requests < self.config.min_requests:
+            return
+        # The legacy arm is the baseline. While it takes a share, it needs as many
+        # requests as the view's before it counts: one that has seen none yet would
+        # pass for faultless. At a share of 1 it has none to give, and the baseline is 0.
+        if self._setting[1] < 1.0 and legacy_requests < self.config.min_requests:
             return
         if view_rate - legacy_rate <= self.config.max_error_rate:
             return
@@ -173,17 +178,17 @@ class CanaryControl:
         if announce is not None:
             announce(self.rule, ROLLED_BACK, 0.0)
 
-    def error_rates(self) -> tuple[float, float, int]:
-        """The view's and the legacy arm's error rates since the last change, and the
-        view's requests since then."""
+    def error_rates(self) -> tuple[float, float, int, int]:
+        """The view's and the legacy arm's error rates since the last change, and each
+        arm's requests since then."""
         rates = []
         for name in (VIEW, LEGACY):
             arm = self.arms[name]
             requests, errors = self._since[name]
             requests = arm.requests - requests
             rates.append(((arm.errors - errors) / requests if requests else 0.0, requests))
-        (view_rate, view_requests), (legacy_rate, _) = rates
-        return view_rate, legacy_rate, view_requests
+        (view_rate, view_requests), (legacy_rate, legacy_requests) = rates
+        return view_rate, legacy_rate, view_requests, legacy_requests
 
     # -- reading ------------------------------------------------------------------------
 

@@ -287,6 +287,35 @@ def test_rollback_compares_with_the_legacy_arms_error_rate() -> None:
     assert app.canary("/x").state == "running"  # both fail alike: the view is no worse
 
 
+def test_a_legacy_arm_that_has_seen_too_few_requests_is_no_baseline() -> None:
+    def down_legacy(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [b"legacy is down too"]
+
+    app = Bridge(validator(down_legacy), adaptive_threads=False)
+    canary = Canary(share=0.5, key="cookie:sid", fallback=False, min_requests=5)
+
+    @app.route("/x", methods=["GET"], canary=canary)
+    async def x(request: Request) -> Response:
+        return Response("also down", status=500, headers={"x-arm": "view"})
+
+    # One user whose key lands on the view's arm: the legacy arm sees nothing yet.
+    user = next(
+        f"sid=user{n}"
+        for n in range(100)
+        if get(app, "/x", cookie=f"sid=user{n}").headers.get(b"x-arm") == b"view"
+    )
+    control = app.canary("/x")
+    control.rollback()
+    control.set(0.5)  # a change: the rule counts afresh from here
+    for _ in range(10):
+        get(app, "/x", cookie=user)
+    assert control.state == "running"  # nothing to compare the view's failures with
+    for n in range(100):  # everyone else: the legacy arm fails as often
+        get(app, "/x", cookie=f"sid=other{n}")
+    assert control.state == "running"
+
+
 def test_set_after_a_rollback_judges_the_view_afresh() -> None:
     app = failing(Canary(share=1.0, max_error_rate=0.2, min_requests=10))
     control = app.canary("/items")
