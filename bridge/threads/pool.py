@@ -118,12 +118,14 @@ class ThreadPool:
         self.in_flight = 0  # calls of run() holding or waiting for a thread; loop-only
         self._queue: SimpleQueue[_Call | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
-        # Under _lock: workers not running a call, items put but not yet taken, and
-        # the state of each call. A new worker starts whenever the items outnumber
-        # the idle workers.
+        # Under _lock: workers not running a call (taking one, or waiting at the gate for
+        # a turn), items put but not yet taken, and the state of each call. A new worker
+        # starts whenever the items outnumber the idle workers.
         self._idle = 0
         self._queued = 0
         self._lock = threading.Lock()
+        # Bumped by shutdown(): a worker of an earlier generation takes no more turns.
+        self._generation = 0
         _POOLS.add(self)
         self._results: _Results | None = None  # the way back to the loop of the last run()
         # How many calls may run at once, below max_threads (bridge.threads.sizing); None: all.
@@ -137,7 +139,12 @@ class ThreadPool:
     @property
     def waiting(self) -> int:
         """Calls and lanes queued for a thread now (a read without the lock: a gauge)."""
-        return max(self._queued - self._idle, 0)
+        return max(self._queued - self._ready(), 0)
+
+    def _ready(self) -> int:
+        """Idle workers that may take a call now: not waiting at the gate for a turn."""
+        gate = self.gate
+        return self._idle if gate is None else self._idle - gate.waiting
 
     @property
     def running(self) -> int:
@@ -172,7 +179,7 @@ class ThreadPool:
         results = self._results_for(loop)
         # A call that finds an idle worker waits only for the handoff: it is filed as
         # no wait, without clock reads in two threads. Only queued calls are timed.
-        timing = None if waits is None or self._idle > self._queued else [time.perf_counter()]
+        timing = None if waits is None or self._ready() > self._queued else [time.perf_counter()]
         call = _Call(results, future, func, args, contextvars.copy_context(), timing)
         self.in_flight += 1
         try:
@@ -196,6 +203,8 @@ class ThreadPool:
         ``withdraw`` the returned call to give up its turn."""
         results = self._results_for(asyncio.get_running_loop())
         call = _Call(results, None, func, (), contextvars.Context(), None)
+        if self.gate is not None:
+            self.gate.open_lane()  # a lane holds its thread while the request awaits
         self._submit(call)
         return call
 
@@ -220,6 +229,8 @@ class ThreadPool:
         self._lock = threading.Lock()
         self._queue = SimpleQueue()
         self._results = None
+        if self.gate is not None:
+            self.gate.forked()
 
     def _submit(self, call: _Call) -> None:
         with self._lock:
@@ -233,6 +244,9 @@ class ThreadPool:
             )
             self._threads.append(thread)
             thread.start()
+        gate = self.gate
+        if gate is not None and gate.waiting and self._queued > self._idle - gate.waiting:
+            gate.saturated = True  # the call waits while workers wait for a turn: the limit binds
         self._queue.put(call)
 
     def _work(self) -> None:
@@ -240,36 +254,44 @@ class ThreadPool:
         local.main_event_loop_pid = os.getpid()
         get = self._queue.get
         lock = self._lock
+        generation = self._generation
+        # bridge.threads.sizing: a worker takes a turn before it takes a call and keeps it
+        # while calls keep coming; a lane (no future) adds a turn while it is queued or
+        # running, since it holds its thread while the request awaits, not the GIL.
+        gate = self.gate
+        turn = False
         while True:
+            if not turn and gate is not None and generation == self._generation:
+                turn = gate.try_enter() or gate.enter(self._backlog)
             call = get()
-            # A lane (no future) keeps its thread for a whole request: it is not gated.
-            gate = self.gate if call is not None and call.future is not None else None
             with lock:
                 self._idle -= 1
                 self._queued -= 1
                 if call is None:
-                    return
+                    break
                 # Claimed here or withdrawn by the loop, under the same lock.
-                started = call.state == _QUEUED and gate is None
+                started = call.state == _QUEUED
                 if started:
                     call.state = _STARTED
                     call.tasks = _Tasks()
-            if gate is not None:
-                # bridge.threads.sizing: wait for a turn (timed as a wait for a thread), then
-                # claim, so a call withdrawn meanwhile still never starts.
-                gate.enter()
-                with lock:
-                    started = call.state == _QUEUED
-                    if started:
-                        call.state = _STARTED
-                        call.tasks = _Tasks()
             if started:
                 call.run(local)
-            if gate is not None:
-                gate.leave()
+            lane = call.future is None
             del call
             with lock:
                 self._idle += 1
+            if turn:
+                assert gate is not None
+                turn = gate.finish(lane)
+            elif lane and gate is not None:
+                gate.close_lane()
+        if turn:
+            assert gate is not None
+            gate.leave()
+
+    def _backlog(self) -> bool:
+        """Whether calls are queued (read without the lock, by a worker waiting for a turn)."""
+        return self._queued > 0
 
     def request_context(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The context an async view runs in: its thread-sensitive ``sync_to_async``
@@ -281,6 +303,9 @@ class ThreadPool:
         with self._lock:
             threads, self._threads = self._threads, []
             self._queued += len(threads)
+            self._generation += 1
+        if self.gate is not None:
+            self.gate.interrupt()  # a worker waiting for a turn goes on to its None
         for _ in threads:
             self._queue.put(None)
 

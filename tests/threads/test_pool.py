@@ -21,6 +21,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from bridge import Bridge, Request
 from bridge.threads.pool import ThreadPool
+from bridge.threads.sizing import Gate, HillClimb
 from tests.asgi import Client, http_scope
 
 Environ = dict[str, Any]
@@ -598,9 +599,14 @@ def test_a_cancelled_call_in_a_batch_does_not_disturb_the_others(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_starts_its_own_workers() -> None:
-    # gunicorn --preload forks workers from a process whose pool may have run calls.
+@pytest.mark.parametrize("gated", [False, True], ids=["fixed", "gated"])
+def test_a_forked_child_starts_its_own_workers(gated: bool) -> None:
+    # gunicorn --preload forks workers from a process whose pool may have run calls. The
+    # parent's worker keeps its turn at the gate; the child's gate must not count it
+    # (with no starvation relief, a turn counted twice would never come free).
     pool = ThreadPool(2, 0)
+    if gated:
+        pool.gate = Gate(HillClimb(2, start=1), starvation=60)
     assert asyncio.run(pool.run(threading.current_thread)) in pool.threads
     parents = pool.threads
     with warnings.catch_warnings():

@@ -234,7 +234,7 @@ class Recording(HillClimb):
         return self.limit
 
 
-def test_the_gate_lets_limit_calls_run_at_once() -> None:
+def test_the_gate_lets_limit_workers_hold_a_turn_at_once() -> None:
     clock = FakeClock()
     gate = Gate(Recording(8, start=2), interval=60, clock=clock, cpu_clock=clock)
     release = threading.Event()
@@ -242,91 +242,213 @@ def test_the_gate_lets_limit_calls_run_at_once() -> None:
     most = 0
     lock = threading.Lock()
 
-    def call() -> None:
+    def worker() -> None:
         nonlocal most
-        gate.enter()
+        assert gate.try_enter() or gate.enter(lambda: True)
         with lock:
             inside.append(1)
-            most = max(most, gate.running)
+            most = max(most, gate.turns)
         release.wait(10)
+        assert gate.finish(lane=False)  # nothing lowered the limit: the turn is kept
         gate.leave()
 
-    threads = [threading.Thread(target=call) for _ in range(6)]
+    threads = [threading.Thread(target=worker) for _ in range(6)]
     for thread in threads:
         thread.start()
     for _ in range(1000):
-        if gate.waiting == 4 and gate.running == 2:
+        if gate.waiting == 4 and gate.turns == 2:
             break
         threading.Event().wait(0.01)
-    assert (gate.running, gate.waiting) == (2, 4)
+    assert (gate.turns, gate.waiting) == (2, 4)
     release.set()
     for thread in threads:
         thread.join(10)
     assert len(inside) == 6 and most == 2
-    assert (gate.running, gate.waiting) == (0, 0)
+    assert (gate.turns, gate.waiting) == (0, 0)
 
 
 def test_the_gate_hands_the_controller_one_window_per_interval() -> None:
     clock = FakeClock()
     controller = Recording(8, start=1)
     gate = Gate(controller, interval=0.5, clock=clock, cpu_clock=lambda: clock.now / 4)
+    assert gate.try_enter()
     for _ in range(3):
-        gate.enter()
-        gate.leave()
+        gate.finish(lane=False)
     clock.now = 0.6
-    gate.enter()
-    gate.leave()
+    gate.finish(lane=False)
     (window,) = controller.windows
     assert window == Window(completed=4, seconds=0.6, cpu_seconds=0.15, saturated=False)
 
 
-def test_a_call_that_waited_marks_the_window_saturated() -> None:
-    clock = FakeClock()
-    controller = Recording(8, start=1)
-    gate = Gate(controller, interval=0.5, clock=clock, cpu_clock=clock)
-    gate.enter()
+def test_a_turn_is_given_back_when_the_limit_falls_below_the_turns_held() -> None:
+    controller = HillClimb(8, start=2)
+    gate = Gate(controller, interval=60)
+    assert gate.try_enter() and gate.try_enter() and not gate.try_enter()
+    controller.limit = 1
+    assert not gate.finish(lane=False)  # one turn too many: this worker gives its back
+    assert gate.finish(lane=False) and gate.turns == 1
 
-    def call() -> None:
-        gate.enter()
-        gate.leave()
 
-    waiter = threading.Thread(target=call)
+def test_a_lane_lets_one_more_worker_through_while_it_lasts() -> None:
+    gate = Gate(HillClimb(8, start=1), interval=60)
+    assert gate.try_enter() and not gate.try_enter()
+    gate.open_lane()
+    assert gate.try_enter()  # the lane's turn
+    assert gate.finish(lane=True) is False  # the lane ended: its extra turn goes
+    assert (gate.turns, gate.lanes) == (1, 0)
+
+
+def test_interrupt_sends_a_waiting_worker_away_without_a_turn() -> None:
+    gate = Gate(HillClimb(8, start=1), interval=60, starvation=60)
+    assert gate.try_enter()
+    entered: list[bool] = []
+    waiter = threading.Thread(target=lambda: entered.append(gate.enter(lambda: True)))
     waiter.start()
-    for _ in range(1000):
-        if gate.waiting:
-            break
-        threading.Event().wait(0.01)
-    clock.now = 1.0
-    gate.leave()
+    while not gate.waiting:
+        threading.Event().wait(0.005)
+    gate.interrupt()
     waiter.join(10)
-    assert controller.windows[0].saturated
+    assert entered == [False] and gate.turns == 1
+
+
+# -- the gate in a pool, with real threads --------------------------------------------------
+
+
+def gated_pool(limit: int, starvation: float = 60, clock: Any = None) -> ThreadPool:
+    pool = ThreadPool(8, 100)
+    controller = Recording(8, start=limit)
+    if clock is None:
+        pool.gate = Gate(controller, interval=60, starvation=starvation)
+    else:
+        pool.gate = Gate(controller, interval=0.5, starvation=starvation, clock=clock)
+    return pool
+
+
+async def running(pool: ThreadPool, count: int) -> None:
+    while pool.busy < count:
+        await asyncio.sleep(0.005)
+
+
+def test_a_busy_pool_at_a_limit_of_one_runs_its_calls_back_to_back_in_one_thread() -> None:
+    # The point of taking a turn before a call: the turn is not handed to another thread
+    # after each call while calls keep coming (each hand-off costs a GIL switch).
+    pool = gated_pool(limit=1)
+    release = threading.Event()
+
+    def call(wait: bool) -> int:
+        if wait:
+            release.wait(10)
+        return threading.get_ident()
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(pool.run(call, True))
+        await running(pool, 1)
+        rest = [asyncio.ensure_future(pool.run(call, False)) for _ in range(30)]
+        assert pool.gate is not None
+        while pool.gate.waiting == 0:  # workers started for the queue wait for a turn
+            await asyncio.sleep(0.005)
+        release.set()
+        return list(await asyncio.gather(first, *rest))
+
+    idents = asyncio.run(main())
+    assert len(pool.threads) > 1 and len(set(idents)) == 1
+    pool.shutdown()
+
+
+def test_calls_queued_while_every_turn_is_taken_mark_the_window_saturated() -> None:
+    clock = FakeClock()
+    pool = gated_pool(limit=1, clock=clock)
+    release = threading.Event()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(pool.run(release.wait, 10))
+        await running(pool, 1)
+        rest = [asyncio.ensure_future(pool.run(int)) for _ in range(3)]
+        await asyncio.sleep(0.05)  # a worker started for them now waits for a turn
+        clock.now = 1.0
+        release.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert pool.gate is not None and isinstance(pool.gate.controller, Recording)
+    assert pool.gate.controller.windows[0].saturated
+    pool.shutdown()
+
+
+def test_calls_one_at_a_time_leave_the_window_unsaturated() -> None:
+    clock = FakeClock()
+    pool = gated_pool(limit=1, clock=clock)
+
+    async def main() -> None:
+        for _ in range(5):
+            await pool.run(int)
+        clock.now = 1.0
+        await pool.run(int)
+
+    asyncio.run(main())
+    assert pool.gate is not None and isinstance(pool.gate.controller, Recording)
+    assert not pool.gate.controller.windows[0].saturated
+    pool.shutdown()
 
 
 def test_calls_that_wait_on_each_other_make_progress() -> None:
     # Two calls at a limit of one, the first waiting for the second: starvation
-    # detection lets the second in after an interval with no completion.
-    gate = Gate(HillClimb(4, start=1), interval=0.05, starvation=0.05)
+    # detection lets the second in after a period with no call completed.
+    pool = ThreadPool(4, 16)
+    pool.gate = Gate(HillClimb(4, start=1), interval=0.05, starvation=0.05)
     second_ran = threading.Event()
 
-    def first() -> None:
-        gate.enter()
-        second_ran.wait(10)
-        gate.leave()
+    async def main() -> None:
+        first = asyncio.ensure_future(pool.run(second_ran.wait, 10))
+        await running(pool, 1)
+        await pool.run(second_ran.set)
+        assert await first
 
-    def second() -> None:
-        gate.enter()
-        second_ran.set()
-        gate.leave()
+    asyncio.run(main())
+    assert pool.gate.limit >= 2
+    pool.shutdown()
 
-    threads = [threading.Thread(target=first)]
-    threads[0].start()
-    while gate.running == 0:
-        threading.Event().wait(0.005)
-    threads.append(threading.Thread(target=second))
-    threads[1].start()
+
+def test_a_lane_runs_while_a_call_holds_the_only_turn() -> None:
+    from asgiref.sync import sync_to_async
+
+    pool = gated_pool(limit=1)
+    release = threading.Event()
+
+    async def main() -> str:
+        first = asyncio.ensure_future(pool.run(release.wait, 10))
+        await running(pool, 1)
+        async with pool.request_context():
+            answer: str = await asyncio.wait_for(sync_to_async(str.upper)("lane"), 10)
+        assert not first.done()
+        release.set()
+        await first
+        return answer
+
+    assert asyncio.run(main()) == "LANE"
+    assert pool.gate is not None and pool.gate.lanes == 0
+    pool.shutdown()
+
+
+def test_shutdown_ends_the_workers_waiting_for_a_turn() -> None:
+    pool = gated_pool(limit=1)
+    release = threading.Event()
+
+    async def main() -> None:
+        calls = [asyncio.ensure_future(pool.run(release.wait, 10)) for _ in range(4)]
+        assert pool.gate is not None
+        while pool.gate.waiting < 3:
+            await asyncio.sleep(0.005)
+        release.set()
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    threads = pool.threads
+    assert len(threads) == 4
+    pool.shutdown()
     for thread in threads:
         thread.join(10)
-    assert second_ran.is_set() and gate.limit >= 2
+    assert not any(thread.is_alive() for thread in threads)
 
 
 # -- in a Bridge --------------------------------------------------------------------------
@@ -355,14 +477,15 @@ def test_a_gated_bridge_serves_every_request() -> None:
     assert asyncio.run(main()) == [200] * 50
     gate = app.pool.gate
     assert gate is not None
-    for _ in range(1000):  # the last worker leaves the gate just after handing back
-        if gate.running == 0:
+    for _ in range(1000):  # the last worker is idle just after handing back
+        if app.pool.busy == 0:
             break
         threading.Event().wait(0.005)
-    assert (gate.running, gate.waiting) == (0, 0)
+    assert app.pool.busy == app.pool.waiting == 0
+    assert gate.turns <= gate.limit and gate.lanes == 0
 
 
-def test_a_call_cancelled_while_waiting_at_the_gate_never_starts() -> None:
+def test_a_call_cancelled_while_every_turn_is_taken_never_starts() -> None:
     pool = ThreadPool(4, 16)
     pool.gate = Gate(HillClimb(4, start=1), starvation=60)
     release = threading.Event()
@@ -380,7 +503,7 @@ def test_a_call_cancelled_while_waiting_at_the_gate_never_starts() -> None:
         second = asyncio.ensure_future(pool.run(call, "second"))
         gate = pool.gate
         assert gate is not None
-        while gate.waiting == 0:  # a worker took the second call and waits for a turn
+        while gate.waiting == 0:  # the second call is queued; a worker waits for a turn
             await asyncio.sleep(0.005)
         second.cancel()
         await asyncio.sleep(0.05)
@@ -388,8 +511,9 @@ def test_a_call_cancelled_while_waiting_at_the_gate_never_starts() -> None:
         await first
         with pytest.raises(asyncio.CancelledError):
             await second
-        while gate.running:
+        while pool.busy:
             await asyncio.sleep(0.005)
 
     asyncio.run(main())
     assert ran == ["first"]
+    pool.shutdown()
