@@ -212,6 +212,8 @@ class ThreadPool:
         results = self._results
         if results is None or results.loop is not loop:
             results = self._results = _Results(loop)
+            if self.gate is not None:
+                self.gate.watch_loop(threading.get_ident())  # on the loop's thread, here
         return results
 
     def withdraw(self, call: _Call) -> bool:
@@ -245,8 +247,10 @@ class ThreadPool:
             self._threads.append(thread)
             thread.start()
         gate = self.gate
-        if gate is not None and gate.waiting and self._queued > self._idle - gate.waiting:
-            gate.saturated = True  # the call waits while workers wait for a turn: the limit binds
+        if gate is not None and len(self._threads) - self._idle >= gate.limit + gate.lanes:
+            # Every turn is inside a call: this call waits for one, so the limit binds. (Calls
+            # queued while turns are free only wait for a worker to get the GIL.)
+            gate.saturated = True
         self._queue.put(call)
 
     def _work(self) -> None:

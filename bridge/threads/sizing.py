@@ -20,10 +20,19 @@ detection).
   thread after every call (measured on the Django ORM view: 1,450 req/s against
   1,110). Workers beyond the limit wait for a turn holding no call, so the queue keeps
   the calls' order.
-* Every ``interval`` (0.5 s) the gate hands the controller one window: the calls
-  completed, the seconds elapsed, the process's CPU seconds, and whether any call
-  was queued while every turn was taken (only then does ``limit`` bound the
-  throughput).
+* The pool's gate starts open (``limit`` is ``max_threads``, as a fixed pool), and
+  closes only on evidence. Every ``interval`` (0.5 s) it hands the controller one
+  window: the calls completed, the seconds elapsed, the process's CPU seconds, the
+  part of them the workers spent (the process's less the event loop's thread's), and
+  whether any call arrived while every turn was inside a call (only then does
+  ``limit`` bound the throughput).
+* Workers that between them use ``CONTENDED`` (half a core) or more hold the GIL
+  most of the time, and fewer of them may serve more, even while the limit binds
+  nothing; the controller then halves ``limit`` window by window until it binds, and
+  climbs from there. A view of a few microseconds leaves the GIL to the loop (its
+  workers use a fifth of a core), and its gate stays open: fewer workers would only
+  take calls off the queue later (measured on hello world: 8 turns serve 6 % less
+  than 32).
 * The CPU seconds per second say whether the GIL has slack. A process that uses
   less than ``SLACK`` (0.7) of a core while calls queue at the gate is waiting,
   not computing: more threads will help, so ``limit`` grows (doubles below 0.35 of
@@ -43,8 +52,8 @@ detection).
   by more than ``REST_BREAK`` (20 %) ends a rest at once: the workload changed.
   For a CPU-bound view whose best count is one thread, probing every other window
   costs about 8 % of its throughput; resting brings that under 2 %.
-* A window in which nothing had to wait changes nothing: the demand, not the
-  limit, set the throughput.
+* A window in which nothing had to wait and the workers did not contend changes
+  nothing: the demand, not the limit, set the throughput.
 * Starvation: a worker that waits for a turn for ``STARVATION`` (0.1 s) while calls
   are queued and no call completes raises ``limit``: doubles it when the CPU is idle
   (the running calls are blocked: long polls, slow queries, calls that wait on one
@@ -67,14 +76,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 # One window of measurements: long enough to hold hundreds of calls at the rates
 # where the thread count matters, short enough to climb from 8 to 64 in 2 s.
 DEFAULT_INTERVAL = 0.5
-# Where the climb starts: enough threads for a few waiting views, few enough for a
-# CPU-bound one to lose little while the controller finds its level (the pool
-# default of Python's ThreadPoolExecutor is min(32, cpus + 4); gunicorn's gthread
-# example configuration uses 2-4 x cpus).
+# Where a controller of its own starts (the pool's gate starts at max_threads): enough
+# threads for a few waiting views, few enough for a CPU-bound one to lose little while
+# the controller finds its level (the pool default of Python's ThreadPoolExecutor is
+# min(32, cpus + 4); gunicorn's gthread example configuration uses 2-4 x cpus).
 DEFAULT_START = 8
 # Below this many CPU seconds per second, the GIL is idle often enough that more
 # threads can overlap their waits.
@@ -87,6 +97,11 @@ STARVATION = 0.1
 # every 8 s costs a CPU-bound view about 1 % (.NET's hill climbing also slows its
 # probing once a level stops paying).
 MAX_REST = 16
+# Workers that use this many CPU seconds per second between them hold the GIL most of
+# the time: they contend for it, and fewer of them may serve more, whether or not any
+# call waits for a turn. Below it the loop, not the workers, is what keeps the GIL busy
+# (a view of a few microseconds), and the gate stays open.
+CONTENDED = 0.5
 # During a rest, a throughput this far from the rest's first window means the
 # workload changed; a busy shared machine's noise rarely reaches it.
 REST_BREAK = 0.2
@@ -99,7 +114,13 @@ class Window:
     completed: int
     seconds: float
     cpu_seconds: float  # the process's CPU time over the window (all threads)
-    saturated: bool  # whether a call waited at the gate: the limit bound the throughput
+    saturated: bool  # whether a call waited for a turn: the limit bound the throughput
+    worker_cpu_seconds: float = 0.0  # the part of it not spent by the event loop's thread
+
+    @property
+    def contended(self) -> bool:
+        """Whether the workers, not the loop, kept the GIL busy: fewer of them might do more."""
+        return self.seconds > 0 and self.worker_cpu_seconds / self.seconds >= CONTENDED
 
     @property
     def throughput(self) -> float:
@@ -129,8 +150,16 @@ class HillClimb:
 
     def update(self, window: Window) -> int:
         """Take one window's measurements; return the limit for the next window."""
-        if not window.saturated or window.completed == 0:
+        if not (window.saturated or window.contended) or window.completed == 0:
             self._previous = None  # demand-bound: this window says nothing about the limit
+            return self.limit
+        if not window.saturated and window.cpu_load >= SLACK:
+            # Workers contend for the GIL, yet no call waits for a turn: the limit is above
+            # what is asked of it, so no move between here and the demand can be judged.
+            # Halve it, to reach the level where it binds in a few windows, not a dozen.
+            self._previous = None
+            self.resting = 0
+            self.limit = max(1, self.limit // 2)
             return self.limit
         throughput = window.throughput
         slack = window.cpu_load < SLACK
@@ -231,6 +260,8 @@ class Gate:
         self.starvation = starvation
         self._clock = clock
         self._cpu_clock = cpu_clock
+        # The event loop's thread's CPU clock, once the pool has seen it (watch_loop).
+        self._loop_cpu_clock: Callable[[], float] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -247,8 +278,12 @@ class Gate:
         self._completed = 0  # since the window opened
         self._total_completed = 0
         self._interrupts = 0
+        # Whether a waiter wakes every ``starvation`` seconds to check for it: one is
+        # enough, and each wake-up of a sleeping thread takes the GIL from the loop.
+        self._watched = False
         self._opened = self._clock()
         self._opened_cpu = self._cpu_clock()
+        self._opened_loop_cpu = self._loop_cpu()
         self._starved_at = self._opened
         self._starved_cpu = self._opened_cpu
 
@@ -273,10 +308,16 @@ class Gate:
         with self._lock:
             interrupts = self._interrupts
             self.waiting += 1
+            watcher = False
             try:
                 while self.turns >= self.controller.limit + self.lanes:
                     if interrupts != self._interrupts:
                         return False
+                    if not self._watched:
+                        self._watched = watcher = True
+                    if not watcher:
+                        self._cond.wait()  # one waiter watches for starvation; the rest sleep
+                        continue
                     seen = self._total_completed
                     if (
                         not self._cond.wait(self.starvation)
@@ -286,6 +327,10 @@ class Gate:
                         self._starve()
             finally:
                 self.waiting -= 1
+                if watcher:
+                    self._watched = False
+                    if self.waiting:
+                        self._cond.notify()  # another waiter takes over the watch
             self.turns += 1
             return True
 
@@ -333,7 +378,30 @@ class Gate:
 
     def forked(self) -> None:
         """In a forked child: no worker came along, so no turn is held or awaited."""
+        self._loop_cpu_clock = None  # the pool finds the child's loop on its next call
         self._reset()
+
+    def watch_loop(self, thread_id: int) -> None:
+        """Read the CPU time of the event loop's thread (``threading.get_ident()`` there), so
+        that each window tells the workers' CPU from the loop's."""
+        try:
+            clock_id = time.pthread_getcpuclockid(thread_id)
+            time.clock_gettime(clock_id)
+        except (AttributeError, OSError):  # no per-thread clocks here: windows say nothing
+            return
+        with self._lock:
+            self._loop_cpu_clock = partial(time.clock_gettime, clock_id)
+            self._opened_loop_cpu = self._loop_cpu()
+
+    def _loop_cpu(self) -> float | None:
+        clock = self._loop_cpu_clock
+        if clock is None:
+            return None
+        try:
+            return clock()
+        except OSError:  # the loop's thread has ended
+            self._loop_cpu_clock = None
+            return None
 
     def _starve(self) -> None:
         # Every waiter times out together; one step per starvation period is enough.
@@ -349,15 +417,24 @@ class Gate:
 
     def _close_window(self, now: float) -> None:
         cpu = self._cpu_clock()
+        loop_cpu = self._loop_cpu()
+        opened_loop_cpu = self._opened_loop_cpu
+        worker_cpu = 0.0
+        if loop_cpu is not None and opened_loop_cpu is not None:
+            worker_cpu = max((cpu - self._opened_cpu) - (loop_cpu - opened_loop_cpu), 0.0)
         saturated, self.saturated = self.saturated, False
         self.controller.update(
-            Window(self._completed, now - self._opened, cpu - self._opened_cpu, saturated)
+            Window(
+                self._completed, now - self._opened, cpu - self._opened_cpu, saturated, worker_cpu
+            )
         )
         self._completed = 0
         self._opened = now
         self._opened_cpu = cpu
+        self._opened_loop_cpu = loop_cpu
 
 
 def adaptive_gate(max_threads: int) -> Gate:
-    """The default gate for a pool of ``max_threads``: hill climbing from ``DEFAULT_START``."""
-    return Gate(HillClimb(max_threads))
+    """The default gate for a pool of ``max_threads``: open at first (every thread may run,
+    as with a fixed pool), closing from there while the workers contend for the GIL."""
+    return Gate(HillClimb(max_threads, start=max_threads))

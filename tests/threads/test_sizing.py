@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from wsgiref.validate import validator
@@ -18,7 +19,7 @@ import pytest
 
 from bridge import Bridge
 from bridge.threads.pool import ThreadPool
-from bridge.threads.sizing import DEFAULT_START, Gate, HillClimb, Window
+from bridge.threads.sizing import DEFAULT_START, Gate, HillClimb, Window, adaptive_gate
 from tests.asgi import Client, http_scope
 
 Model = Callable[[int], tuple[float, float]]  # limit -> (req/s, CPU seconds per second)
@@ -116,6 +117,34 @@ def test_windows_where_nothing_waited_change_nothing() -> None:
     for _ in range(10):
         controller.update(Window(100, 0.5, 0.01, saturated=False))
     assert controller.limit == DEFAULT_START
+
+
+def test_an_open_gate_stays_open_while_the_loop_keeps_the_gil_busy() -> None:
+    # A view of a few microseconds: the process is busy, but in the loop's thread; the
+    # workers use a fifth of a core, and every thread may keep taking calls.
+    controller = HillClimb(32, start=32)
+    for _ in range(20):
+        controller.update(Window(10_000, 0.5, 0.51, saturated=False, worker_cpu_seconds=0.1))
+    assert controller.limit == 32
+
+
+def test_workers_contending_below_the_limit_halve_it_until_it_binds() -> None:
+    # The ORM view under 12 concurrent requests, from an open gate: no call waits for a
+    # turn above 12, yet the workers hold the GIL; the limit halves to where it binds,
+    # and the climb then finds the best count.
+    controller = HillClimb(32, start=32)
+    limits = []
+    for _ in range(40):
+        limits.append(controller.limit)
+        rate, load = cpu_bound(min(controller.limit, 12))
+        busy = controller.limit < 12
+        controller.update(Window(round(rate * 0.5), 0.5, load * 0.5, busy, load * 0.4))
+    assert limits[:3] == [32, 16, 8]
+    assert controller.limit <= 4
+
+
+def test_the_default_gate_starts_open() -> None:
+    assert adaptive_gate(16).limit == 16
 
 
 def test_an_empty_window_changes_nothing() -> None:
@@ -278,6 +307,35 @@ def test_the_gate_hands_the_controller_one_window_per_interval() -> None:
     gate.finish(lane=False)
     (window,) = controller.windows
     assert window == Window(completed=4, seconds=0.6, cpu_seconds=0.15, saturated=False)
+
+
+def busy(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+@pytest.mark.parametrize("worker_busy", [True, False], ids=["workers", "loop"])
+def test_a_window_tells_the_workers_cpu_from_the_loops(worker_busy: bool) -> None:
+    # This thread plays the loop; one worker calls finish() until a window closes.
+    controller = Recording(8, start=1)
+    gate = Gate(controller, interval=0.3)
+    gate.watch_loop(threading.get_ident())
+    assert gate.try_enter()
+
+    def worker() -> None:
+        while not controller.windows:
+            busy(0.02) if worker_busy else time.sleep(0.02)
+            gate.finish(lane=False)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    while thread.is_alive():
+        busy(0.02) if not worker_busy else time.sleep(0.02)
+    thread.join(10)
+    (window,) = controller.windows[:1]
+    share = window.worker_cpu_seconds / window.cpu_seconds
+    assert share > 0.8 if worker_busy else share < 0.2
 
 
 def test_a_turn_is_given_back_when_the_limit_falls_below_the_turns_held() -> None:
