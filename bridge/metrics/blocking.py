@@ -45,14 +45,12 @@ import resource
 import sys
 import threading
 import time
-import types
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from ..wsgi.cycle import Outcome
     from .values import Recorder, RouteStats
-
-T = TypeVar("T")
 
 # Linux has per-thread resource usage (CPU time and context switches in one call);
 # elsewhere the thread's CPU clock is read and every off-CPU moment counts as a wait.
@@ -130,50 +128,86 @@ def charge(start: Usage, end: Usage) -> float:
     return min(cpu + max(waited - excuse, 0.0), wall)
 
 
-@types.coroutine
-def stepped(
-    coro: Coroutine[Any, Any, T], metrics: Recorder, stats: RouteStats
-) -> Generator[Any, Any, T]:
-    """Drive ``coro`` like a task would, charging each step it takes on the loop."""
-    _hook_gc()
-    clock = time.perf_counter
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        threshold = metrics.block_threshold
+class Stepped:
+    """``Metrics.measure`` for code on the loop: drive ``coro`` as a task would, charge
+    each step it takes, and file its outcome under ``stats`` when it ends.
+
+    One object rather than a measuring coroutine around a stepping generator: an open
+    stream keeps it and one clock reading, not two suspended frames."""
+
+    __slots__ = ("coro", "metrics", "started", "stats")
+
+    def __init__(
+        self, coro: Coroutine[Any, Any, Outcome], metrics: Recorder, stats: RouteStats
+    ) -> None:
+        _hook_gc()
+        self.coro = coro
+        self.metrics = metrics
+        self.stats = stats
+        self.started: float | None = None  # the first step's clock: latency runs from it
+
+    def __await__(self) -> Generator[Any, Any, Outcome]:
+        return self
+
+    # The iterator an ``await`` drives: CPython sends ``None`` through ``__next__``,
+    # any other value through ``send``, and passes ``throw`` and ``close`` on.
+
+    def __iter__(self) -> Generator[Any, Any, Outcome]:
+        return self
+
+    def __next__(self) -> Any:
+        return self._step(None, None)
+
+    def send(self, value: Any) -> Any:
+        return self._step(value, None)
+
+    def throw(self, typ: Any, value: Any = None, traceback: Any = None) -> Any:
+        # A cancellation, thrown into the coroutine as its next step.
+        if value is None:
+            value = typ() if isinstance(typ, type) else typ
+        return self._step(None, value)
+
+    def close(self) -> None:
+        self.coro.close()
+        self._file(None, failed=False)
+
+    def _step(self, value: Any, error: BaseException | None) -> Any:
+        threshold = self.metrics.block_threshold
         start = usage() if threshold is not None else None
+        if self.started is None:
+            self.started = start.wall if start is not None else time.perf_counter()
         try:
-            signal = coro.send(value) if error is None else coro.throw(error)
+            signal = self.coro.send(value) if error is None else self.coro.throw(error)
         except StopIteration as stop:
-            _judge(start, threshold, clock, metrics, stats)
-            result: T = stop.value
-            return result
-        except BaseException:
-            _judge(start, threshold, clock, metrics, stats)
+            self._judge(start, threshold)
+            self._file(stop.value, failed=False)
             raise
-        _judge(start, threshold, clock, metrics, stats)
-        # An idle stream waits here for as long as it is open: keep no reading.
-        start = error = None
-        try:
-            value = yield signal
-        except GeneratorExit:
-            coro.close()
+        except Exception:
+            self._judge(start, threshold)
+            self._file(None, failed=True)
             raise
-        except BaseException as exc:  # a cancellation, thrown into the coroutine next
-            value, error = None, exc
+        except BaseException:  # a cancellation: counted, not as an error
+            self._judge(start, threshold)
+            self._file(None, failed=False)
+            raise
+        self._judge(start, threshold)
+        return signal
 
+    def _judge(self, start: Usage | None, threshold: float | None) -> None:
+        # The charge never exceeds the wall time, so a step shorter than the threshold
+        # costs one clock read here.
+        if start is None or threshold is None or time.perf_counter() - start.wall <= threshold:
+            return
+        blocked = charge(start, usage())
+        if blocked > threshold:
+            self.metrics.blocked(self.stats, blocked)
 
-def _judge(
-    start: Usage | None,
-    threshold: float | None,
-    clock: Any,
-    metrics: Recorder,
-    stats: RouteStats,
-) -> None:
-    # The charge never exceeds the wall time, so a step shorter than the threshold
-    # costs one clock read here.
-    if start is None or threshold is None or clock() - start.wall <= threshold:
-        return
-    blocked = charge(start, usage())
-    if blocked > threshold:
-        metrics.blocked(stats, blocked)
+    def _file(self, outcome: Outcome | None, failed: bool) -> None:
+        started, self.started = self.started, None
+        if started is None:  # never stepped, or filed already
+            return
+        elapsed = time.perf_counter() - started
+        if outcome is None:
+            self.stats.file(elapsed, failed, None)
+        else:  # Outcome.failed, without the call
+            self.stats.file(elapsed, outcome.status >= 500 or outcome.cut, outcome.waited)
