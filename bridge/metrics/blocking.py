@@ -45,12 +45,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    from ..wsgi.cycle import Outcome
-    from .values import Recorder, RouteStats
+from typing import Any, NamedTuple
 
 # Linux has per-thread resource usage (CPU time and context switches in one call);
 # elsewhere the thread's CPU clock is read and every off-CPU moment counts as a wait.
@@ -79,7 +74,8 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
         _gc_time.total += time.perf_counter() - _gc_time.started
 
 
-def _hook_gc() -> None:
+def hook_gc() -> None:
+    """Count this process's garbage collections' time from now on (once)."""
     global _gc_hooked
     if not _gc_hooked:
         _gc_hooked = True
@@ -126,88 +122,3 @@ def charge(start: Usage, end: Usage) -> float:
     switches = max(end.voluntary_switches - start.voluntary_switches, 1)
     excuse = max(others, switches * HAND_OFF_SWITCH_INTERVALS * sys.getswitchinterval())
     return min(cpu + max(waited - excuse, 0.0), wall)
-
-
-class Stepped:
-    """``Metrics.measure`` for code on the loop: drive ``coro`` as a task would, charge
-    each step it takes, and file its outcome under ``stats`` when it ends.
-
-    One object rather than a measuring coroutine around a stepping generator: an open
-    stream keeps it and one clock reading, not two suspended frames."""
-
-    __slots__ = ("coro", "metrics", "started", "stats")
-
-    def __init__(
-        self, coro: Coroutine[Any, Any, Outcome], metrics: Recorder, stats: RouteStats
-    ) -> None:
-        _hook_gc()
-        self.coro = coro
-        self.metrics = metrics
-        self.stats = stats
-        self.started: float | None = None  # the first step's clock: latency runs from it
-
-    def __await__(self) -> Generator[Any, Any, Outcome]:
-        return self
-
-    # The iterator an ``await`` drives: CPython sends ``None`` through ``__next__``,
-    # any other value through ``send``, and passes ``throw`` and ``close`` on.
-
-    def __iter__(self) -> Generator[Any, Any, Outcome]:
-        return self
-
-    def __next__(self) -> Any:
-        return self._step(None, None)
-
-    def send(self, value: Any) -> Any:
-        return self._step(value, None)
-
-    def throw(self, typ: Any, value: Any = None, traceback: Any = None) -> Any:
-        # A cancellation, thrown into the coroutine as its next step.
-        if value is None:
-            value = typ() if isinstance(typ, type) else typ
-        return self._step(None, value)
-
-    def close(self) -> None:
-        self.coro.close()
-        self._file(None, failed=False)
-
-    def _step(self, value: Any, error: BaseException | None) -> Any:
-        threshold = self.metrics.block_threshold
-        start = usage() if threshold is not None else None
-        if self.started is None:
-            self.started = start.wall if start is not None else time.perf_counter()
-        try:
-            signal = self.coro.send(value) if error is None else self.coro.throw(error)
-        except StopIteration as stop:
-            self._judge(start, threshold)
-            self._file(stop.value, failed=False)
-            raise
-        except Exception:
-            self._judge(start, threshold)
-            self._file(None, failed=True)
-            raise
-        except BaseException:  # a cancellation: counted, not as an error
-            self._judge(start, threshold)
-            self._file(None, failed=False)
-            raise
-        self._judge(start, threshold)
-        return signal
-
-    def _judge(self, start: Usage | None, threshold: float | None) -> None:
-        # The charge never exceeds the wall time, so a step shorter than the threshold
-        # costs one clock read here.
-        if start is None or threshold is None or time.perf_counter() - start.wall <= threshold:
-            return
-        blocked = charge(start, usage())
-        if blocked > threshold:
-            self.metrics.blocked(self.stats, blocked)
-
-    def _file(self, outcome: Outcome | None, failed: bool) -> None:
-        started, self.started = self.started, None
-        if started is None:  # never stepped, or filed already
-            return
-        elapsed = time.perf_counter() - started
-        if outcome is None:
-            self.stats.file(elapsed, failed, None)
-        else:  # Outcome.failed, without the call
-            self.stats.file(elapsed, outcome.status >= 500 or outcome.cut, outcome.waited)

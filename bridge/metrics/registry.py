@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wsgi.cycle import Outcome
-from .blocking import Stepped
+from .measured import Measured, Stepped
 from .values import BOUNDS, Count, RouteStats
 from .whole_server import Shared, whole_server
 
@@ -235,18 +235,27 @@ class Metrics:
     # -- measuring (on the loop, per request) -----------------------------------------
 
     def measure(
-        self, stats: RouteStats, serving: Coroutine[Any, Any, Outcome], on_loop: bool = False
+        self,
+        stats: RouteStats,
+        serving: Coroutine[Any, Any, Outcome],
+        on_loop: bool = False,
+        long_lived: bool = False,
     ) -> Awaitable[object]:
         """``serving``, to be awaited, counting its outcome under ``stats``: the one way in.
 
         ``on_loop``: ``serving`` runs application code on the event loop (an async view,
         a mounted app), so each of its steps is timed for the block detector.
+        ``long_lived``: the connection may stay open for hours (a websocket), so it is
+        measured by a slotted object rather than a suspended frame (``measured.py``).
         """
         probe = self._probe
         if probe is None or probe.done():
             self.start()
+        # Each counts as the coroutine below does.
         if on_loop and self.block_threshold is not None:
-            return Stepped(serving, self, stats)  # it counts as the code below does
+            return Stepped(serving, self, stats)
+        if on_loop or long_lived:
+            return Measured(serving, stats)
         return self._measure(stats, serving)
 
     async def _measure(self, stats: RouteStats, serving: Coroutine[Any, Any, Outcome]) -> None:
