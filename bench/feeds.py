@@ -52,16 +52,17 @@ def bridge_feed(legacy: Any, threads: int, metrics: bool = True) -> Any:
 
 def generator_feed() -> Any:
     """``/sse`` by hand in plain ASGI, but idle the way bridge's view is: the same async
-    generator waiting on an ``asyncio.Event``, and one task that listens for the
-    disconnect. The least any framework can keep for a view of that shape."""
-
-    async def events() -> AsyncIterator[bytes]:
-        yield EVENT
-        await asyncio.Event().wait()
+    generator, defined per request as the view defines it, waiting on an
+    ``asyncio.Event``, and one task that listens for the disconnect. The least any
+    framework can keep for a view of that shape."""
 
     async def feed(scope: dict[str, Any], receive: Any, send: Any) -> None:
         task = asyncio.current_task()
         assert task is not None and scope["path"] == "/sse"
+
+        async def events() -> AsyncIterator[bytes]:
+            yield EVENT
+            await asyncio.Event().wait()
 
         async def listen() -> None:
             while (await receive())["type"] != "http.disconnect":

@@ -108,7 +108,10 @@ async def _close(clients: list[Connection], tasks: list[Any], kind: str) -> None
 
 async def measure(app: ASGI, kind: str, count: int, top: int = 0) -> tuple[float, list[str]]:
     """KiB held per open connection of ``app``'s ``kind`` feed, and its ``top`` sites."""
-    await _close(*await _open(app, kind, 20), kind)  # warm-up: imports, caches, free lists
+    # Warm-up with as many connections: imports, caches, free lists, and the tables
+    # every connection has a slot in (asyncio's set of all tasks) grown to size, so no
+    # contender pays for a resize that an earlier one in the same process already paid.
+    await _close(*await _open(app, kind, count), kind)
     gc.collect()
     tracemalloc.start(25 if top else 1)
     try:

@@ -486,4 +486,4 @@ class Bridge:
         meter = self.metrics
         if meter is None:
             return serving
-        return meter.measure(meter.stats(route.rule, "websocket"), serving)
+        return meter.measure(meter.stats(route.rule, "websocket"), serving, long_lived=True)

@@ -5,6 +5,8 @@
   every request (``measure``; it counts and never serves), the loop-lag probe,
   history and the dashboard's snapshot.
 - ``blocking.py``: the detector that charges an async step the time it held the loop.
+- ``measured.py``: what measures a request that may stay open (an async view's
+  stream, a websocket): one slotted object that drives its coroutine, not a frame.
 - ``prometheus.py``: the Prometheus text format of one worker.
 - ``whole_server.py``: several workers counted as one server (prometheus-client's
   multiprocess files; dead workers' folded into one archive, read in a thread).

@@ -45,14 +45,7 @@ import resource
 import sys
 import threading
 import time
-import types
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-
-if TYPE_CHECKING:
-    from .values import Recorder, RouteStats
-
-T = TypeVar("T")
+from typing import Any, NamedTuple
 
 # Linux has per-thread resource usage (CPU time and context switches in one call);
 # elsewhere the thread's CPU clock is read and every off-CPU moment counts as a wait.
@@ -81,7 +74,8 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
         _gc_time.total += time.perf_counter() - _gc_time.started
 
 
-def _hook_gc() -> None:
+def hook_gc() -> None:
+    """Count this process's garbage collections' time from now on (once)."""
     global _gc_hooked
     if not _gc_hooked:
         _gc_hooked = True
@@ -128,52 +122,3 @@ def charge(start: Usage, end: Usage) -> float:
     switches = max(end.voluntary_switches - start.voluntary_switches, 1)
     excuse = max(others, switches * HAND_OFF_SWITCH_INTERVALS * sys.getswitchinterval())
     return min(cpu + max(waited - excuse, 0.0), wall)
-
-
-@types.coroutine
-def stepped(
-    coro: Coroutine[Any, Any, T], metrics: Recorder, stats: RouteStats
-) -> Generator[Any, Any, T]:
-    """Drive ``coro`` like a task would, charging each step it takes on the loop."""
-    _hook_gc()
-    clock = time.perf_counter
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        threshold = metrics.block_threshold
-        start = usage() if threshold is not None else None
-        try:
-            signal = coro.send(value) if error is None else coro.throw(error)
-        except StopIteration as stop:
-            _judge(start, threshold, clock, metrics, stats)
-            result: T = stop.value
-            return result
-        except BaseException:
-            _judge(start, threshold, clock, metrics, stats)
-            raise
-        _judge(start, threshold, clock, metrics, stats)
-        # An idle stream waits here for as long as it is open: keep no reading.
-        start = error = None
-        try:
-            value = yield signal
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # a cancellation, thrown into the coroutine next
-            value, error = None, exc
-
-
-def _judge(
-    start: Usage | None,
-    threshold: float | None,
-    clock: Any,
-    metrics: Recorder,
-    stats: RouteStats,
-) -> None:
-    # The charge never exceeds the wall time, so a step shorter than the threshold
-    # costs one clock read here.
-    if start is None or threshold is None or clock() - start.wall <= threshold:
-        return
-    blocked = charge(start, usage())
-    if blocked > threshold:
-        metrics.blocked(stats, blocked)

@@ -41,11 +41,11 @@ import logging
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wsgi.cycle import Outcome
-from .blocking import stepped
+from .measured import Measured, Stepped
 from .values import BOUNDS, Count, RouteStats
 from .whole_server import Shared, whole_server
 
@@ -234,19 +234,31 @@ class Metrics:
 
     # -- measuring (on the loop, per request) -----------------------------------------
 
-    async def measure(
-        self, stats: RouteStats, serving: Coroutine[Any, Any, Outcome], on_loop: bool = False
-    ) -> None:
-        """Await ``serving`` and count its outcome under ``stats``: the one way in.
+    def measure(
+        self,
+        stats: RouteStats,
+        serving: Coroutine[Any, Any, Outcome],
+        on_loop: bool = False,
+        long_lived: bool = False,
+    ) -> Awaitable[object]:
+        """``serving``, to be awaited, counting its outcome under ``stats``: the one way in.
 
         ``on_loop``: ``serving`` runs application code on the event loop (an async view,
         a mounted app), so each of its steps is timed for the block detector.
+        ``long_lived``: the connection may stay open for hours (a websocket), so it is
+        measured by a slotted object rather than a suspended frame (``measured.py``).
         """
-        if on_loop and self.block_threshold is not None:
-            serving = stepped(serving, self, stats)
         probe = self._probe
         if probe is None or probe.done():
             self.start()
+        # Each counts as the coroutine below does.
+        if on_loop and self.block_threshold is not None:
+            return Stepped(serving, self, stats)
+        if on_loop or long_lived:
+            return Measured(serving, stats)
+        return self._measure(stats, serving)
+
+    async def _measure(self, stats: RouteStats, serving: Coroutine[Any, Any, Outcome]) -> None:
         # The request's whole cost here: one clock pair and a few increments, each
         # histogram filed by its bucket index. The pool wrote the thread wait on the
         # outcome, so nothing is set aside for it while the request runs.

@@ -98,6 +98,22 @@ class RouteStats:
     def migrated(self) -> bool:
         return self.kind in MIGRATED_KINDS
 
+    def file(self, elapsed: float, failed: bool, waited: float | None) -> None:
+        """Count one request that took ``elapsed`` seconds (``Metrics.measure`` inlines
+        the same on the legacy hot path); ``waited``: its calls' wait for a thread."""
+        if failed:
+            self.errors += 1
+        if waited is not None:
+            wait = self.wait
+            wait.counts[bisect_left(BOUNDS, waited)] += 1
+            wait.count += 1
+            wait.sum += waited
+        self.requests += 1
+        latency = self.latency
+        latency.counts[bisect_left(BOUNDS, elapsed)] += 1
+        latency.count += 1
+        latency.sum += elapsed
+
 
 class Recorder(Protocol):
     """What the blocking detector and the Prometheus text read of a ``Metrics``."""

@@ -71,7 +71,7 @@ from concurrent.futures import Executor, Future
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+from asgiref.sync import AsyncToSync, SyncToAsync, ThreadSensitiveContext
 
 if TYPE_CHECKING:
     from .sizing import Gate
@@ -463,9 +463,15 @@ class RequestContext(ThreadSensitiveContext):
         else:  # asgiref < 3.13
             super().__init__()
         self.lane = lane
+        self._hid = False  # asgiref's own __aenter__ ran: it hid an inherited executor
 
     async def __aenter__(self) -> RequestContext:
-        if _EXECUTOR_ARGUMENT:
+        # asgiref 3.13 hides an inherited CurrentThreadExecutor (a bridge called from
+        # async_to_sync) by writing None over it, and writes it back on exit: in a task
+        # that had none, the second write stays in the task's context for as long as
+        # the request lives (an open stream's 0.4 KiB). Only a hiding needs asgiref's.
+        if _EXECUTOR_ARGUMENT and getattr(AsyncToSync.executors, "current", None) is not None:
+            self._hid = True
             await super().__aenter__()  # type: ignore[no-untyped-call]
         else:
             # What 3.13's __aenter__ does with an executor: this context, and the lane
@@ -476,7 +482,7 @@ class RequestContext(ThreadSensitiveContext):
 
     async def __aexit__(self, exc: Any, value: Any, tb: Any) -> None:
         try:
-            if _EXECUTOR_ARGUMENT:
+            if self._hid:
                 await super().__aexit__(exc, value, tb)  # type: ignore[no-untyped-call]
             elif self.token is not None:
                 # The lane stays filed under this context (a weak key: it goes with the

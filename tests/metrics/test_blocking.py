@@ -24,8 +24,9 @@ import pytest
 from werkzeug.wrappers import Response
 
 from bridge import Bridge, Request
-from bridge.metrics.blocking import Usage, charge, stepped, usage
+from bridge.metrics.blocking import Usage, charge, usage
 from bridge.metrics.registry import Metrics, RouteStats
+from bridge.wsgi.cycle import Outcome
 from tests.asgi import Client, http_scope
 
 
@@ -107,12 +108,18 @@ def drive(step: Any, threshold: float) -> tuple[list[float], float]:
     metrics = Recorder(threshold)
     stats = RouteStats("/step", "async")
 
+    async def served() -> Outcome:
+        return Outcome(await step())
+
     async def main() -> float:
         started = time.perf_counter()
-        await stepped(step(), metrics, stats)
+        await metrics.measure(stats, served(), on_loop=True)
+        await metrics.stop()
         return time.perf_counter() - started
 
-    return metrics.charges, asyncio.run(main())
+    wall = asyncio.run(main())
+    assert (stats.requests, stats.errors, stats.latency.count) == (1, 0, 1)
+    return metrics.charges, wall
 
 
 def test_a_real_sleep_is_reported() -> None:
@@ -252,6 +259,70 @@ def test_a_burst_of_thousands_of_streams_gets_no_warning(caplog: pytest.LogCaptu
     asyncio.run(Client().run(app, http_scope("/sleeps")))
     (message,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert '"/sleeps" blocked the event loop' in message
+
+
+# -- how a request on the loop ends: each ending filed once -------------------------------
+
+
+def measured(serving: Any, metrics: Metrics, stats: RouteStats) -> Any:
+    async def awaits() -> object:
+        return await metrics.measure(stats, serving, on_loop=True)
+
+    return awaits()
+
+
+def test_a_view_that_raises_is_filed_once_as_an_error_and_its_error_goes_on() -> None:
+    metrics, stats = Metrics(), RouteStats("/raises", "async")
+
+    async def raises() -> Outcome:
+        await asyncio.sleep(0)
+        raise ValueError("broken")
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="broken"):
+            await measured(raises(), metrics, stats)
+        await metrics.stop()
+
+    asyncio.run(main())
+    assert (stats.requests, stats.errors, stats.latency.count) == (1, 1, 1)
+
+
+def test_a_request_closed_while_it_waits_closes_its_view_and_is_filed_once() -> None:
+    # A server may close the request's coroutine instead of cancelling its task.
+    metrics, stats = Metrics(), RouteStats("/waits", "async")
+    closed: list[bool] = []
+
+    async def waits() -> Outcome:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            closed.append(True)
+        return Outcome(200)
+
+    async def main() -> None:
+        request = measured(waits(), metrics, stats)
+        request.send(None)  # its first step: the view now waits on its sleep
+        request.close()
+        request.close()
+        await metrics.stop()
+
+    asyncio.run(main())
+    assert closed == [True]
+    assert (stats.requests, stats.errors, stats.latency.count) == (1, 0, 1)
+
+
+def test_a_request_never_awaited_is_not_filed() -> None:
+    metrics, stats = Metrics(), RouteStats("/never", "async")
+
+    async def main() -> None:
+        view = asyncio.sleep(0, Outcome(200))
+        request = metrics.measure(stats, view, on_loop=True)
+        del request
+        view.close()
+        await metrics.stop()
+
+    asyncio.run(main())
+    assert stats.requests == 0
 
 
 def test_a_reading_is_of_this_thread_and_moves_forward() -> None:

@@ -58,6 +58,54 @@ def test_each_websocket_connection_counts_once_under_its_route() -> None:
     app.pool.shutdown()
 
 
+def test_a_websocket_that_fails_or_is_cancelled_counts_once_and_only_a_failure_as_an_error() -> (
+    None
+):
+    app = Bridge(hello_wsgi)
+
+    @app.websocket("/ws/fails")
+    async def fails(ws: WebSocket) -> None:
+        await ws.accept()
+        raise RuntimeError("broken")
+
+    @app.websocket("/ws/waits")
+    async def waits(ws: WebSocket) -> None:
+        await ws.accept()
+        await asyncio.Event().wait()
+
+    async def connect(path: str, cancel: bool) -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "websocket", "path": path, "query_string": b"", "headers": [],
+            "root_path": "", "asgi": {"version": "3.0"}, "scheme": "ws", "subprotocols": [],
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        task = asyncio.ensure_future(app(scope, inbox.get, send))
+        while not sent:
+            await asyncio.sleep(0)
+        if cancel:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled() == cancel
+        assert app.metrics is not None
+        await app.metrics.stop()
+
+    asyncio.run(connect("/ws/fails", cancel=False))
+    asyncio.run(connect("/ws/waits", cancel=True))
+    assert app.metrics is not None
+    routes = {(r["route"], r["kind"]): r for r in app.metrics.snapshot()["routes"]}
+    failed, cancelled = routes[("/ws/fails", "websocket")], routes[("/ws/waits", "websocket")]
+    assert (failed["requests"], failed["errors"]) == (1, 1)
+    assert (cancelled["requests"], cancelled["errors"]) == (1, 0)
+    app.pool.shutdown()
+
+
 def test_percentiles_of_summed_prometheus_buckets() -> None:
     buckets = {0.1: 50.0, 0.25: 90.0, 0.5: 100.0, math.inf: 100.0}
     assert percentile(buckets, 0.5) == 0.1

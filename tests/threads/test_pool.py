@@ -12,12 +12,13 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from wsgiref.validate import validator
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from werkzeug.wrappers import Response
 
 from bridge import Bridge, Request
 from bridge.threads.pool import ThreadPool
@@ -489,6 +490,55 @@ def test_a_thread_sensitive_call_after_its_request_ended_gets_no_thread_of_its_o
     extra = asyncio.run(main())
     assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError), outcomes
     assert not extra, f"threads outside the pool: {extra}"
+    bridge.pool.shutdown()
+
+
+def test_an_async_view_under_async_to_sync_still_runs_its_calls_on_its_lane() -> None:
+    # A bridge called from async_to_sync inherits that thread's CurrentThreadExecutor;
+    # the view's calls go to its own lane all the same, not back to the calling thread.
+    bridge = Bridge(validator(ok_app), max_threads=2)
+
+    @bridge.route("/where")
+    async def view(request: Request) -> list[int]:
+        return [await sync_to_async(threading.get_ident)() for _ in range(2)]
+
+    async def request() -> Client:
+        client = Client()
+        await client.run(bridge, http_scope("/where"))
+        return client
+
+    client = async_to_sync(request)()
+    assert client.status == 200
+    idents = json.loads(client.body)
+    assert len(set(idents)) == 1, idents
+    assert idents[0] != threading.get_ident()
+    assert idents[0] in {t.ident for t in bridge.pool.threads}
+    bridge.pool.shutdown()
+
+
+def test_an_async_views_stream_keeps_no_thread_context_in_its_task() -> None:
+    # An open stream lives in the request's task: once the view has returned, nothing
+    # of asgiref's (the context, an executor) may stay set in that task's context.
+    bridge = Bridge(validator(ok_app), max_threads=2)
+    seen: dict[str, list[str]] = {}
+
+    @bridge.route("/stream")
+    async def view(request: Request) -> Response:
+        seen["view"] = [v.name for v in contextvars.copy_context()]
+        await sync_to_async(threading.get_ident)()
+
+        async def body() -> AsyncIterator[bytes]:
+            seen["stream"] = [v.name for v in contextvars.copy_context()]
+            yield b"data: hello\n\n"
+
+        return Response(body(), mimetype="text/event-stream")
+
+    client = Client()
+    # A fresh context: an earlier async_to_sync in this thread leaves asgiref's values.
+    contextvars.Context().run(asyncio.run, client.run(bridge, http_scope("/stream")))
+    assert client.status == 200 and client.body == b"data: hello\n\n"
+    assert "thread_sensitive_context" in seen["view"]
+    assert not {"thread_sensitive_context", "asgiref.local"} & set(seen["stream"]), seen
     bridge.pool.shutdown()
 
 
