@@ -637,8 +637,9 @@ THREADS_METHOD = """bridge on uvicorn with `Bridge(app, max_threads=N)` (adaptiv
 run at once), every count of one view started together and measured in turns. The
 ORM view is the Django view above under `wrk -c32`; the 20 ms view is
 `time.sleep(0.02)` under `wrk -c256`, whose ideal with 64 threads is 3,200 req/s.
-Every count gets a 3 s warm-up, the time the controller needs to climb from 8
-threads to 64 (it doubles every 0.5 s while the CPU is idle and calls queue).
+Every count gets a 3 s warm-up: the adaptive pool starts open, at the ceiling, and
+halves every 0.5 s while its workers contend for the GIL (the ORM view), or doubles
+while the CPU is idle and calls queue (the 20 ms view, from 32 to 64 in 0.5 s).
 """
 
 
