@@ -302,6 +302,8 @@ def _special(contender: str, app_name: str) -> Any:
 
         if contender == "asgi":
             return feeds.asgi_feed(asgi_micro)
+        if contender == "generator":
+            return feeds.generator_asgi_feed(asgi_micro)
         if contender == "bridge":
             return feeds.bridge_feed(micro, threads())
         if contender == "channels":

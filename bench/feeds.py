@@ -104,6 +104,21 @@ def starlette_feed() -> Any:
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
+def generator_asgi_feed(fallback: Any) -> Any:
+    """``asgi_feed`` with ``/sse`` served by ``generator_feed``: the floor of a view that is
+    an async generator, on a real server beside the plain feed."""
+    plain = asgi_feed(fallback)
+    sse = generator_feed()
+
+    async def feed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/sse":
+            await sse(scope, receive, send)
+        else:
+            await plain(scope, receive, send)
+
+    return feed
+
+
 def asgi_feed(fallback: Any) -> Any:
     """The floor: the same three paths with nothing between the server and the app;
     ``fallback`` (``bench.apps.asgi_micro``) answers ``/hello``."""

@@ -39,11 +39,17 @@ OPEN_TIMEOUT = 180.0
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 CONTENDERS = [
-    # label, wrapper in bench.apps (<wrapper>__feed), what it is
-    ("bridge", "bridge", "an async route (`/sse`) and a websocket route (`/ws`) on `Bridge`"),
-    ("plain ASGI", "asgi", "the same feed as a bare ASGI app: the floor"),
-    ("Channels", "channels", "`AsyncHttpConsumer` and `AsyncWebsocketConsumer`, Django pages"),
-]
+    # label, wrapper in bench.apps (<wrapper>__feed), what it is, the kinds it serves
+    ("bridge", "bridge", "an async route (`/sse`) and a websocket route (`/ws`) on `Bridge`",
+     ("sse", "ws")),
+    ("plain ASGI", "asgi", "the same feed as a bare ASGI app: the floor", ("sse", "ws")),
+    ("generator by hand", "generator",
+     "bridge's SSE view written by hand in plain ASGI: the same async generator and one "
+     "task that listens for the disconnect, the floor of a view of that shape "
+     "(`bench.feeds.generator_feed`)", ("sse",)),
+    ("Channels", "channels", "`AsyncHttpConsumer` and `AsyncWebsocketConsumer`, Django pages",
+     ("sse", "ws")),
+]  # fmt: skip
 KINDS = [("SSE", "sse"), ("websocket", "ws")]
 
 
@@ -80,7 +86,9 @@ def idle(plan: Plan, out: Path, progress: Progress) -> Section:
     env = prepare_frameworks(out)
     cells: list[Cell] = []
     for label, kind in KINDS:
-        for contender, wrapper, _ in CONTENDERS:
+        for contender, wrapper, _, kinds in CONTENDERS:
+            if kind not in kinds:
+                continue
             cell = Cell(label, contender, "KiB/conn")
             attempt(
                 cell,
@@ -88,7 +96,7 @@ def idle(plan: Plan, out: Path, progress: Progress) -> Section:
                 lambda c=cell, w=wrapper, k=kind: _hold(c, plan, out, f"{w}__feed", k, count, env),
             )
             cells.append(cell)
-    contenders = "\n".join(f"- **{name}**: {what}" for name, _, what in CONTENDERS)
+    contenders = "\n".join(f"- **{name}**: {what}" for name, _, what, _ in CONTENDERS)
     return Section(
         "idle",
         f"{count:,} idle connections on one uvicorn worker",

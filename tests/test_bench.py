@@ -116,9 +116,11 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     assert all(c.value for c in frameworks), [c for c in frameworks if not c.value]
     assert {c.contender for c in frameworks} >= {"bridge", "Django ASGI", "gunicorn sync"}
     assert {c.contender for c in cells["threads"]} >= {"adaptive", "fixed 2", "fixed 64"}
-    # Every idle feed opened, got its first message and was still open at the end.
+    # Every idle feed opened, got its first message and was still open at the end: three
+    # contenders on both feeds, and the hand-written generator on SSE alone.
     idle = cells["idle"]
-    assert len(idle) == 6 and all(c.valid and c.value is not None for c in idle), idle
+    assert len(idle) == 7 and all(c.valid and c.value is not None for c in idle), idle
+    assert ("SSE", "generator by hand") in {(c.row, c.contender) for c in idle}
 
     document = (out / "benchmarks.md").read_text()
     for group in groups:
