@@ -23,16 +23,14 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .threads.admission import Admission
 from .threads.pool import ThreadPool
-
-T = TypeVar("T")
 
 logger = logging.getLogger("bridge")
 
@@ -285,31 +283,6 @@ class Draining:
     def release(self, task: asyncio.Task[Any] | None) -> None:
         """The stream's next item came (or it ended): ``task`` is no longer waiting."""
         self._waiting.discard(task)
-
-    async def stream(self, body: AsyncIterable[T]) -> AsyncIterator[T]:
-        """``body``'s items until it ends or the server begins to shut down; then it is closed."""
-        task = asyncio.current_task()
-        iterator = body.__aiter__()
-        try:
-            while task is not None and self.hold(task):
-                try:
-                    item = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if not self.started:
-                        raise  # cancelled by someone else: the client left, or the server
-                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-                    if uncancel is not None:
-                        uncancel()
-                    return
-                finally:
-                    self.release(task)
-                yield item
-        finally:
-            close = getattr(iterator, "aclose", None)
-            if close is not None:
-                await close()
 
 
 _DRAIN_MESSAGE = "bridge: the server is shutting down"
