@@ -48,7 +48,10 @@ starts after the cancellation is cancelled as it records itself.
 asgiref: bridge relies on two of its internals, ``SyncToAsync.threadlocal`` (the
 server's loop and the ``task_context`` list, what ``SyncToAsync.thread_handler``
 records) and, before asgiref 3.13 added ``ThreadSensitiveContext(executor=...)``,
-its map of contexts to executors. pyproject pins the range tested at both ends.
+its map of contexts to executors. Before 3.13, a bridge called from ``async_to_sync``
+sends its async views' thread-sensitive calls to the calling thread's
+``CurrentThreadExecutor`` (asgiref puts an inherited one ahead of any context), not to
+the lane; 3.13 lets the lane hide it. pyproject pins the range tested at both ends.
 
 Admission (``bridge.threads.admission``, owned by the ``Bridge``): at most ``max_threads +
 max_pending`` requests may hold or wait for a thread, counted once their buffered body is in;

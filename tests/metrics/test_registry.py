@@ -199,9 +199,7 @@ def test_counters_for_each_kind_of_request() -> None:
     assert snapshot["pool"]["queue"] == 0
     # A worker counts itself idle just after it hands back its last result, which
     # the loop may read first: busy falls to 0 within moments, not at once.
-    deadline = time.monotonic() + 5
-    while app.metrics.snapshot()["pool"]["busy"] and time.monotonic() < deadline:  # type: ignore[union-attr]
-        time.sleep(0.01)
+    wait_until_idle(app)
     assert app.metrics.snapshot()["pool"]["busy"] == 0  # type: ignore[union-attr]
 
 
@@ -455,12 +453,21 @@ def test_prometheus_text_has_valid_lines_and_the_right_values() -> None:
     assert "bridge_pool_size 32" in text
 
 
+def wait_until_idle(app: Bridge) -> None:
+    """A worker counts itself idle just after it hands back its result, so a reading
+    taken at once may still see it busy: wait for it, at most 5 s."""
+    deadline = time.monotonic() + 5
+    while app.pool.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_prometheus_text_parses_with_prometheus_client() -> None:
     parser = pytest.importorskip("prometheus_client.parser")
     app = make_app()
     for path in ("/items/1", "/items/0", "/a/b", "/sync", "/v2/x"):
         get(app, path)
     assert app.metrics is not None
+    wait_until_idle(app)
     families = {f.name: f for f in parser.text_string_to_metric_families(app.metrics.prometheus())}
     assert families["bridge_requests"].type == "counter"
     assert families["bridge_request_duration_seconds"].type == "histogram"
