@@ -281,12 +281,17 @@ class ThreadPool:
                 if started:
                     call.state = _STARTED
                     call.tasks = _Tasks()
-            if started:
-                call.run(local)
+            handoff = call.run(local) if started else None
             lane = call.future is None
+            results = call.results
             del call
             with lock:
                 self._idle += 1
+            if handoff is not None:
+                # Handed back once the worker counts itself idle, so the loop that wakes
+                # to the result never finds this worker still busy with it.
+                results.put(*handoff)
+                del handoff
             if turn:
                 assert gate is not None
                 turn = gate.finish(lane)
@@ -348,8 +353,9 @@ class _Call:
         # pool's lock, so a cancellation that finds the call started finds it too).
         self.tasks: _Tasks | None = None
 
-    def run(self, local: threading.local) -> None:
-        """Run in the worker thread that claimed this call."""
+    def run(self, local: threading.local) -> _Handoff | None:
+        """Run in the worker thread that claimed this call; return what resolves its
+        future (None for a lane), for the worker to hand back once it counts itself idle."""
         if self.timing is not None:
             self.timing.append(time.perf_counter())  # the call starts: its wait ends
         # What asgiref's SyncToAsync.thread_handler records, so async_to_sync in this
@@ -362,11 +368,9 @@ class _Call:
         try:
             result = self.context.run(self.func, *self.args)
         except BaseException as exc:
-            if future is not None:
-                results.put(_set_exception, future, exc)
+            return None if future is None else (_set_exception, future, exc)
         else:
-            if future is not None:
-                results.put(_set_result, future, result)
+            return None if future is None else (_set_result, future, result)
         finally:
             local.task_context = None
             del self.func, self.args  # a lane's turn would otherwise hold the lane
@@ -513,6 +517,7 @@ if hasattr(os, "register_at_fork"):
 
 
 _Setter = Callable[["asyncio.Future[Any]", Any], None]
+_Handoff = tuple[_Setter, "asyncio.Future[Any]", Any]
 
 
 class _Results:
