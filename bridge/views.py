@@ -18,7 +18,7 @@ import inspect
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterator
 from typing import Any, NamedTuple
 
 from asgiref.sync import async_to_sync
@@ -30,6 +30,7 @@ from ._types import Environ, Receive, Scope, Send, WSGIApp
 from .lifespan import draining
 from .requests import Request
 from .routing import Route, View, WebSocketRoute
+from .stepping import Stepper
 from .threads.admission import Admission
 from .threads.pool import ThreadPool
 from .websockets import WebSocket, WebSocketDisconnect, reject_handshake
@@ -175,7 +176,7 @@ async def _answer(
     return _Sending(sending, weakref.ref(request), uploads)
 
 
-class _Serving(Coroutine[Any, Any, Outcome]):
+class _Serving(Stepper, Coroutine[Any, Any, Outcome]):
     """``serve_view``'s coroutine: ``_answer``, then the response's sending, as if the
     first awaited the second, but a long response (an open SSE stream) keeps this
     object and not a suspended frame of the first (0.3 KiB). At the end, whatever the
@@ -189,39 +190,17 @@ class _Serving(Coroutine[Any, Any, Outcome]):
         self._held: weakref.ref[Request] | None = None
         self._uploads: Request | None = None
 
-    def __await__(self) -> Generator[Any, None, Outcome]:
-        return self
-
-    # An await drives it as an iterator: CPython sends ``None`` through ``__next__``,
-    # any other value through ``send``, and passes ``throw`` and ``close`` on.
-
-    def __iter__(self) -> _Serving:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
+    def _step(self, value: Any, error: BaseException | None) -> Any:
         try:
-            return self._coro.send(value)
+            if error is None:
+                return self._coro.send(value)
+            return self._coro.throw(error)
         except StopIteration as stop:
             result = stop.value
         except BaseException:
             self._end()
             raise
         # Outside the handler: the sending's first step runs with no exception in hand.
-        return self._then(result)
-
-    def throw(self, typ: Any, value: Any = None, traceback: Any = None) -> Any:
-        if value is None:
-            value = typ() if isinstance(typ, type) else typ
-        try:
-            return self._coro.throw(value)
-        except StopIteration as stop:
-            result = stop.value
-        except BaseException:
-            self._end()
-            raise
         return self._then(result)
 
     def close(self) -> None:
@@ -234,7 +213,7 @@ class _Serving(Coroutine[Any, Any, Outcome]):
         if isinstance(result, _Sending):
             self._coro, self._held, self._uploads = result
             del result
-            return self.send(None)  # the sending's first step is this step's rest
+            return self._step(None, None)  # the sending's first step is this step's rest
         self._end()
         raise StopIteration(result)
 

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"shadow"},
     {"metrics"},
     {"wsgi", "lifespan", "websockets", "requests"},
-    {"threads", "broadcast", "errors", "sticky", "_types"},
+    {"threads", "broadcast", "errors", "sticky", "stepping", "_types"},
 ]
 
 

@@ -14,9 +14,10 @@ first step's clock: 56 or 64 bytes and a float, where the frames they replace ke
 from __future__ import annotations
 
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..stepping import Stepper
 from .blocking import Usage, charge, hook_gc, usage
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .values import Recorder, RouteStats
 
 
-class Measured:
+class Measured(Stepper):
     """Await ``coro`` and file its outcome under ``stats``, as ``Metrics.measure`` does."""
 
     __slots__ = ("coro", "started", "stats")
@@ -33,24 +34,6 @@ class Measured:
         self.coro = coro
         self.stats = stats
         self.started: float | None = None  # the first step's clock: latency runs from it
-
-    def __await__(self) -> Generator[Any, Any, Outcome]:
-        return self  # type: ignore[return-value]  # an iterator that an await drives
-
-    # An await drives it as an iterator: CPython sends ``None`` through ``__next__``,
-    # any other value through ``send``, and passes ``throw`` and ``close`` on.
-
-    def __next__(self) -> Any:
-        return self._step(None, None)
-
-    def send(self, value: Any) -> Any:
-        return self._step(value, None)
-
-    def throw(self, typ: Any, value: Any = None, traceback: Any = None) -> Any:
-        # A cancellation, thrown into the coroutine as its next step.
-        if value is None:
-            value = typ() if isinstance(typ, type) else typ
-        return self._step(None, value)
 
     def close(self) -> None:
         self.coro.close()
@@ -101,21 +84,9 @@ class Stepped(Measured):
         if self.started is None:
             self.started = start.wall if start is not None else time.perf_counter()
         try:
-            signal = self.coro.send(value) if error is None else self.coro.throw(error)
-        except StopIteration as stop:
+            return super()._step(value, error)
+        finally:
             self._judge(start, threshold)
-            self._file(stop.value, failed=False)
-            raise
-        except Exception:
-            self._judge(start, threshold)
-            self._file(None, failed=True)
-            raise
-        except BaseException:
-            self._judge(start, threshold)
-            self._file(None, failed=False)
-            raise
-        self._judge(start, threshold)
-        return signal
 
     def _judge(self, start: Usage | None, threshold: float | None) -> None:
         # The charge never exceeds the wall time, so a step shorter than the threshold
