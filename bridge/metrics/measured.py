@@ -61,8 +61,8 @@ class Measured(Stepper):
         elapsed = time.perf_counter() - started
         if outcome is None:
             self.stats.file(elapsed, failed, None)
-        else:  # Outcome.failed, without the call
-            self.stats.file(elapsed, outcome.status >= 500 or outcome.cut, outcome.waited)
+        else:
+            self.stats.file(elapsed, outcome.failed, outcome.waited)
 
 
 class Stepped(Measured):

@@ -272,8 +272,8 @@ class Gate:
         self.turns = 0  # workers holding a turn: in a call, or about to take one
         self.waiting = 0  # workers waiting for a turn
         self.lanes = 0  # lanes queued or running: each lets one more worker through
-        # Set by the pool when a call is queued while every turn is taken (a plain flag:
-        # a write lost to a window's close only moves one window's verdict).
+        # Set by the pool when a call arrives while every turn is inside a call (a plain
+        # flag: a write lost to a window's close only moves one window's verdict).
         self.saturated = False
         self._completed = 0  # since the window opened
         self._total_completed = 0
